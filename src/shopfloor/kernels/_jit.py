@@ -1,0 +1,31 @@
+"""The one place that says how shopfloor's kernels are compiled.
+
+Sensor streams carry NaN dropouts and the odd inf, so the fast-math flags deliberately leave out
+``nnan`` and ``ninf``: with them LLVM may assume every value is finite and fold a NaN check
+away, which silently turns a NaN-skipping RMS into NaN. ``reassoc`` and ``contract`` are kept so
+that reductions vectorise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numba
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FASTMATH_FLAGS: frozenset[str] = frozenset({"nsz", "arcp", "contract", "reassoc"})
+
+
+def kernel(fn: F) -> F:
+    """Compile ``fn`` as a serial, cached, GIL-free shopfloor kernel."""
+    compiled: F = numba.njit(cache=True, nogil=True, fastmath=set(FASTMATH_FLAGS))(fn)
+    return compiled
+
+
+def strict_kernel(fn: F) -> F:
+    """Like :func:`kernel` but with IEEE semantics, for loops whose results must not depend on
+    the order of operations (streaming state that is checkpointed and compared bit for bit)."""
+    compiled: F = numba.njit(cache=True, nogil=True)(fn)
+    return compiled
