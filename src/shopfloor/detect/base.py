@@ -97,7 +97,9 @@ def as_feature_matrix(x: Any, *, name: str = "x") -> NDArray[np.float64]:
     elif arr.ndim == 1:
         arr = arr.reshape(1, -1)
     elif arr.ndim != 2:
-        raise ValueError(f"{name} must be a scalar, a 1-D row or a 2-D (n, d) matrix; got ndim={arr.ndim}")
+        raise ValueError(
+            f"{name} must be a scalar, a 1-D row or a 2-D (n, d) matrix; got ndim={arr.ndim}"
+        )
     return np.ascontiguousarray(arr)
 
 

@@ -1,0 +1,352 @@
+"""The pipeline configuration: which signals exist, how each is scored, and per asset.
+
+Read once from TOML into frozen objects, validated completely before anything runs: every
+detector, threshold and alarm is built once as a dry run, so ``shopfloor check`` and
+``shopfloor run`` reject exactly the same files. Errors name file, line and key.
+
+A minimal file::
+
+    [defaults.detector]         # every signal's detector unless it sets its own
+    kind = "zscore"
+
+    [[signals]]
+    asset = "press-4"
+    name = "force"
+    valid_range = [0.0, 500.0]
+
+Parameter tables (``detector``, ``threshold``, ``alarm``) merge over ``[defaults.*]`` key by key;
+a signal that picks another detector ``kind`` starts from that kind's own defaults.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shopfloor.detect.registry import DETECTORS, THRESHOLDS, BuildError, build
+from shopfloor.errors import ConfigError
+from shopfloor.tomlkeys import KeyLines
+
+__all__ = [
+    "DEFAULT_ALARM",
+    "DEFAULT_ASSET_DETECTOR",
+    "DEFAULT_DETECTOR",
+    "DEFAULT_THRESHOLD",
+    "AssetSpec",
+    "PipelineConfig",
+    "SignalSpec",
+    "StageSpec",
+    "config_from_dict",
+    "load_config",
+    "parse_config",
+]
+
+# Names end up in MQTT topics, metric labels and CSV headers: keep them to a safe alphabet.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+# Defaults chosen to generalise, not to fit one data set: a z-score against a slowly forgetting
+# EWMA baseline reacts to steps and spikes and follows slow process changes; a threshold
+# calibrated to one false alarm per thousand samples; three samples in a row to raise.
+DEFAULT_DETECTOR: Mapping[str, Any] = {"kind": "zscore"}
+DEFAULT_ASSET_DETECTOR: Mapping[str, Any] = {"kind": "mahalanobis"}
+DEFAULT_THRESHOLD: Mapping[str, Any] = {"kind": "quantile", "false_alarm_rate": 0.001}
+DEFAULT_ALARM: Mapping[str, Any] = {}
+
+_TOP_KEYS = {"defaults", "signals", "assets"}
+_DEFAULT_KEYS = {"detector", "asset_detector", "threshold", "alarm"}
+_SIGNAL_KEYS = {
+    "name",
+    "asset",
+    "kind",
+    "column",
+    "valid_range",
+    "features",
+    "detector",
+    "threshold",
+    "alarm",
+}
+_ASSET_KEYS = {"name", "signals", "frame_feature", "enabled", "detector", "threshold", "alarm"}
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """Detector, threshold and alarm parameters for one signal or asset (merged over defaults)."""
+
+    detector: Mapping[str, Any]
+    threshold: Mapping[str, Any]
+    alarm: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSpec:
+    """One signal: a scalar measurement or a stream of vibration frames."""
+
+    asset: str
+    name: str
+    kind: str  # "scalar" or "frame"
+    stage: StageSpec
+    column: str | None = None  # CSV column in replay; defaults to the name
+    valid_range: tuple[float, float] | None = None
+    features: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """``asset/name``: unique within a configuration."""
+        return f"{self.asset}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSpec:
+    """The asset-level detector over several signals of one machine."""
+
+    name: str
+    signals: tuple[str, ...]  # signal names within the asset, in column order
+    stage: StageSpec
+    frame_feature: str = "rms"  # which feature of a frame signal enters the asset vector
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """A validated configuration."""
+
+    signals: tuple[SignalSpec, ...]
+    assets: tuple[AssetSpec, ...]
+    source: str = "<config>"
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a TOML configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
+    return parse_config(text, source=str(p))
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str) -> PipelineConfig:
+    """Validate a configuration given as a dict (as parsed TOML); errors carry no line."""
+    return _Parser(raw, KeyLines(""), source).config()
+
+
+def parse_config(text: str, *, source: str = "<config>") -> PipelineConfig:
+    """Validate TOML ``text``; errors name ``source``, the line and the key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise ConfigError(
+            f"not valid TOML: {getattr(exc, 'msg', exc)}", file=source, line=line
+        ) from None
+    return _Parser(raw, KeyLines(text), source).config()
+
+
+class _Parser:
+    def __init__(self, raw: dict[str, Any], lines: KeyLines, source: str) -> None:
+        self.raw = raw
+        self.lines = lines
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=self.source, line=self.lines.line(key), key=key)
+
+    def table(self, value: Any, key: str, allowed: set[str] | None = None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table, got {type(value).__name__}")
+        if allowed is not None:
+            for k in value:
+                if k not in allowed:
+                    raise self.error(
+                        f"{key}.{k}" if key else k,
+                        f"unknown key; allowed here: {', '.join(sorted(allowed))}",
+                    )
+        return value
+
+    def name(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            raise self.error(
+                key,
+                "must be a name of 1-64 letters, digits, '_', '.' or '-' "
+                f"starting with a letter or digit; got {value!r}",
+            )
+        return value
+
+    def config(self) -> PipelineConfig:
+        raw = self.table(self.raw, "", _TOP_KEYS)
+        defaults = self.table(raw.get("defaults", {}), "defaults", _DEFAULT_KEYS)
+        base = {
+            "detector": self.table(defaults.get("detector", DEFAULT_DETECTOR), "defaults.detector"),
+            "asset_detector": self.table(
+                defaults.get("asset_detector", DEFAULT_ASSET_DETECTOR), "defaults.asset_detector"
+            ),
+            "threshold": self.table(
+                defaults.get("threshold", DEFAULT_THRESHOLD), "defaults.threshold"
+            ),
+            "alarm": self.table(defaults.get("alarm", DEFAULT_ALARM), "defaults.alarm"),
+        }
+        entries = raw.get("signals", [])
+        if not isinstance(entries, list) or not entries:
+            raise self.error("signals", "at least one [[signals]] table is needed")
+        signals = tuple(self.signal(e, f"signals[{i}]", base) for i, e in enumerate(entries))
+        seen: dict[str, str] = {}
+        for i, s in enumerate(signals):
+            if s.id in seen:
+                raise self.error(
+                    f"signals[{i}].name",
+                    f"signal {s.id!r} is defined twice (first at {seen[s.id]})",
+                )
+            seen[s.id] = f"signals[{i}]"
+        assets = tuple(self.assets(raw.get("assets", []), signals, base))
+        return PipelineConfig(signals=signals, assets=assets, source=self.source)
+
+    def signal(self, entry: Any, key: str, base: dict[str, Any]) -> SignalSpec:
+        t = self.table(entry, key, _SIGNAL_KEYS)
+        for required in ("asset", "name"):
+            if required not in t:
+                raise self.error(key, f"missing key {required!r}")
+        kind = t.get("kind", "scalar")
+        if kind not in ("scalar", "frame"):
+            raise self.error(f"{key}.kind", f"must be 'scalar' or 'frame'; got {kind!r}")
+        column = t.get("column")
+        if column is not None and not isinstance(column, str):
+            raise self.error(f"{key}.column", "must be a string (the CSV column name)")
+        features = self.table(t.get("features", {}), f"{key}.features")
+        if kind == "frame":
+            self.frame_features(features, f"{key}.features")
+        elif features:
+            raise self.error(f"{key}.features", "only frame signals have a features table")
+        spec = SignalSpec(
+            asset=self.name(t["asset"], f"{key}.asset"),
+            name=self.name(t["name"], f"{key}.name"),
+            kind=kind,
+            column=column,
+            valid_range=self.valid_range(t.get("valid_range"), f"{key}.valid_range"),
+            features=features,
+            stage=self.stage(t, key, base, "detector"),
+        )
+        return spec
+
+    def valid_range(self, value: Any, key: str) -> tuple[float, float] | None:
+        if value is None:
+            return None
+        ok = (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            and value[0] <= value[1]
+        )
+        if not ok:
+            raise self.error(key, f"must be [low, high] numbers with low <= high; got {value!r}")
+        return (float(value[0]), float(value[1]))
+
+    def frame_features(self, features: dict[str, Any], key: str) -> None:
+        from shopfloor.features import FrameFeatures
+
+        if "sample_rate" not in features:
+            raise self.error(key, "frame signals need features.sample_rate (Hz)")
+        try:
+            FrameFeatures(
+                **{k: tuple(map(tuple, v)) if k == "bands" else v for k, v in features.items()}
+            )
+        except TypeError as exc:
+            raise self.error(key, f"{exc}") from None
+        except ValueError as exc:
+            bad = next((k for k in features if k in str(exc)), "")
+            raise self.error(f"{key}.{bad}" if bad else key, str(exc)) from None
+
+    def stage(
+        self, t: dict[str, Any], key: str, base: dict[str, Any], detector_key: str
+    ) -> StageSpec:
+        detector = self.merge(base[detector_key], t.get("detector"), f"{key}.detector")
+        threshold = self.merge(base["threshold"], t.get("threshold"), f"{key}.threshold")
+        alarm = self.merge(base["alarm"], t.get("alarm"), f"{key}.alarm")
+        spec = StageSpec(detector=detector, threshold=threshold, alarm=alarm)
+        self.dry_run(spec, key)
+        return spec
+
+    def merge(self, default: Mapping[str, Any], override: Any, key: str) -> dict[str, Any]:
+        if override is None:
+            return dict(default)
+        override = self.table(override, key)
+        if "kind" in override and override["kind"] != default.get("kind"):
+            return dict(override)
+        return {**default, **override}
+
+    def dry_run(self, spec: StageSpec, key: str) -> None:
+        # Build once so bad values fail at load time with their key, not at the first sample.
+        from shopfloor.detect.alarm import Alarm
+
+        for part, table, spec_table in (
+            ("detector", DETECTORS, spec.detector),
+            ("threshold", THRESHOLDS, spec.threshold),
+        ):
+            try:
+                build(table, spec_table)
+            except BuildError as exc:
+                raise self.error(f"{key}.{part}.{exc.key}", exc.message) from None
+        try:
+            Alarm(**spec.alarm)
+        except TypeError as exc:
+            raise self.error(f"{key}.alarm", str(exc)) from None
+        except ValueError as exc:
+            bad = next((k for k in spec.alarm if k in str(exc)), "")
+            raise self.error(f"{key}.alarm.{bad}" if bad else f"{key}.alarm", str(exc)) from None
+
+    def assets(
+        self, entries: Any, signals: tuple[SignalSpec, ...], base: dict[str, Any]
+    ) -> list[AssetSpec]:
+        if not isinstance(entries, list):
+            raise self.error("assets", "must be an array of tables ([[assets]])")
+        by_asset: dict[str, list[str]] = {}
+        for s in signals:
+            by_asset.setdefault(s.asset, []).append(s.name)
+        configured: dict[str, tuple[str, dict[str, Any]]] = {}
+        for i, entry in enumerate(entries):
+            key = f"assets[{i}]"
+            t = self.table(entry, key, _ASSET_KEYS)
+            if "name" not in t:
+                raise self.error(key, "missing key 'name'")
+            name = self.name(t["name"], f"{key}.name")
+            if name not in by_asset:
+                raise self.error(f"{key}.name", f"no signal belongs to asset {name!r}")
+            if name in configured:
+                raise self.error(f"{key}.name", f"asset {name!r} is configured twice")
+            configured[name] = (key, t)
+        out: list[AssetSpec] = []
+        # Every asset with two or more signals gets the multivariate detector unless disabled:
+        # correlation breaks between signals are what univariate charts miss.
+        for asset, names in by_asset.items():
+            key, t = configured.get(asset, (f"assets[{asset}]", {}))
+            enabled = t.get("enabled", True)
+            if not isinstance(enabled, bool):
+                raise self.error(f"{key}.enabled", "must be true or false")
+            chosen = t.get("signals", names)
+            if not isinstance(chosen, list) or not all(isinstance(n, str) for n in chosen):
+                raise self.error(f"{key}.signals", "must be a list of signal names")
+            for j, n in enumerate(chosen):
+                if n not in names:
+                    raise self.error(
+                        f"{key}.signals",
+                        f"entry {j} {n!r} is not a signal of "
+                        f"asset {asset!r}; it has: {', '.join(names)}",
+                    )
+            if len(set(chosen)) != len(chosen):
+                raise self.error(f"{key}.signals", "lists a signal twice")
+            feature = t.get("frame_feature", "rms")
+            if not isinstance(feature, str):
+                raise self.error(f"{key}.frame_feature", "must be a feature name such as 'rms'")
+            if not enabled or len(chosen) < 2:
+                continue
+            out.append(
+                AssetSpec(
+                    name=asset,
+                    signals=tuple(chosen),
+                    frame_feature=feature,
+                    stage=self.stage(t, key, base, "asset_detector"),
+                )
+            )
+        return out

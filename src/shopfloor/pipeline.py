@@ -1,0 +1,203 @@
+"""Pipelines per signal and per asset: the single code path of the agent and of replay.
+
+A signal's pipeline is gate -> features -> monitor (detector, threshold, alarm). An asset's
+pipeline holds the latest accepted value of each of its signals and scores the vector with the
+multivariate detector, which names the signal that contributed most. A :class:`Plant` is all
+pipelines of one configuration, with one state for checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec
+from shopfloor.detect.base import State
+from shopfloor.detect.gate import Reject, SampleGate
+from shopfloor.features import FrameFeatures
+from shopfloor.monitor import Monitor, MonitorBatch
+
+__all__ = ["AssetBatch", "AssetPipeline", "Plant", "SignalBatch", "SignalPipeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalBatch:
+    """Per-sample (or per-frame) results of one signal's batch; rejected rows have NaN scores."""
+
+    reason: NDArray[np.uint8]  # Reject code per row, 0 = accepted
+    features: NDArray[np.float64]  # (n, d) feature rows (the value itself for scalar signals)
+    result: MonitorBatch
+
+
+@dataclass(frozen=True, slots=True)
+class AssetBatch:
+    """Per-row results of an asset's multivariate detector; ``top`` indexes ``signals``."""
+
+    signals: tuple[str, ...]
+    result: MonitorBatch
+
+
+class SignalPipeline:
+    """Gate, features and monitor for one signal."""
+
+    def __init__(self, spec: SignalSpec) -> None:
+        self.spec = spec
+        self.gate = SampleGate(spec.valid_range)
+        self.frames: FrameFeatures | None = None
+        if spec.kind == "frame":
+            self.frames = FrameFeatures(**_feature_kwargs(spec.features))
+        self.feature_names: tuple[str, ...] = self.frames.names if self.frames else ("value",)
+        self.monitor = Monitor.from_spec(spec.stage)
+        self.rejected: Counter[str] = Counter()
+        self.scored = 0
+
+    def process(self, values: NDArray[np.float64]) -> SignalBatch:
+        """Score samples (n,) of a scalar signal or frames (n, frame_len) of a frame signal."""
+        v = np.asarray(values, dtype=np.float64)
+        expected = 2 if self.frames else 1
+        if v.ndim != expected:
+            raise ValueError(f"signal {self.spec.id}: expected {expected}-D input, got {v.ndim}-D")
+        reason = self.gate.check(v)
+        if self.frames is not None:
+            batch = self.frames.compute(v) if len(v) else None
+            features = batch.values if batch is not None else np.empty((0, len(self.feature_names)))
+            if batch is not None:
+                reason[(reason == 0) & batch.rejected] = Reject.MISSING_SAMPLES
+            # A frame whose features are still non-finite (all samples lost) is not learned.
+            bad = (reason == 0) & ~np.isfinite(features).all(axis=1)
+            reason[bad] = Reject.NAN
+        else:
+            features = v.reshape(-1, 1)
+        ok = np.flatnonzero(reason == 0)
+        result = MonitorBatch.empty(len(v))
+        if ok.size:
+            result.put(ok, self.monitor.process(np.ascontiguousarray(features[ok])))
+        result.state[reason != 0] = self.monitor.alarm.state  # rejected rows keep the alarm state
+        self.scored += int(ok.size)
+        for code, count in zip(*np.unique(reason[reason != 0], return_counts=True), strict=True):
+            self.rejected[Reject(int(code)).label] += int(count)
+        return SignalBatch(reason=reason, features=features, result=result)
+
+    def get_state(self) -> State:
+        return {
+            "monitor": self.monitor.get_state(),
+            "scored": self.scored,
+            "rejected": dict(self.rejected),
+        }
+
+    def set_state(self, state: State) -> None:
+        self.monitor.set_state(state["monitor"])
+        self.scored = int(state["scored"])
+        self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
+
+
+class AssetPipeline:
+    """The multivariate detector over the latest accepted value of each of an asset's signals."""
+
+    def __init__(self, spec: AssetSpec, columns: tuple[int, ...]) -> None:
+        self.spec = spec
+        self.columns = columns  # which feature column of each signal enters the vector
+        self.monitor = Monitor.from_spec(spec.stage)
+        self.hold = np.full(len(spec.signals), np.nan)
+        self.scored = 0
+
+    def process(self, rows: NDArray[np.float64]) -> AssetBatch:
+        """Score rows (n, d): NaN means "no new value", so the held value is used instead.
+
+        Rows in which some signal has never had a value are not scored.
+        """
+        r = np.array(rows, dtype=np.float64, copy=True).reshape(-1, len(self.spec.signals))
+        for j in range(r.shape[1]):
+            col = r[:, j]
+            seen = np.isfinite(col)
+            # Forward fill: index of the latest finite value at or before each row.
+            idx = np.where(seen, np.arange(len(col)), -1)
+            np.maximum.accumulate(idx, out=idx)
+            filled = np.where(idx >= 0, col[np.maximum(idx, 0)], self.hold[j])
+            r[:, j] = filled
+            if len(col) and seen.any():
+                self.hold[j] = col[np.flatnonzero(seen)[-1]]
+        ok = np.flatnonzero(np.isfinite(r).all(axis=1))
+        result = MonitorBatch.empty(len(r))
+        if ok.size:
+            result.put(ok, self.monitor.process(np.ascontiguousarray(r[ok])))
+        result.state[np.setdiff1d(np.arange(len(r)), ok)] = self.monitor.alarm.state
+        self.scored += int(ok.size)
+        return AssetBatch(signals=self.spec.signals, result=result)
+
+    def get_state(self) -> State:
+        return {
+            "monitor": self.monitor.get_state(),
+            "hold": self.hold.copy(),
+            "scored": self.scored,
+        }
+
+    def set_state(self, state: State) -> None:
+        self.monitor.set_state(state["monitor"])
+        self.hold = np.array(state["hold"], dtype=np.float64, copy=True)
+        self.scored = int(state["scored"])
+
+
+class Plant:
+    """Every signal and asset pipeline of one configuration."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.signals = {s.id: SignalPipeline(s) for s in config.signals}
+        self.assets: dict[str, AssetPipeline] = {}
+        for a in config.assets:
+            columns = []
+            for name in a.signals:
+                sp = self.signals[f"{a.name}/{name}"]
+                if a.frame_feature not in sp.feature_names and sp.frames is not None:
+                    raise ValueError(
+                        f"asset {a.name}: frame_feature {a.frame_feature!r} is not a "
+                        f"feature of {sp.spec.id}; it has {', '.join(sp.feature_names)}"
+                    )
+                columns.append(sp.feature_names.index(a.frame_feature) if sp.frames else 0)
+            self.assets[a.name] = AssetPipeline(a, tuple(columns))
+
+    def asset_row(self, asset: str, batches: dict[str, SignalBatch]) -> NDArray[np.float64]:
+        """The asset detector's input rows from its signals' batches of equal length.
+
+        Rejected samples become NaN, i.e. "hold the last accepted value".
+        """
+        pipe = self.assets[asset]
+        parts = []
+        for name, col in zip(pipe.spec.signals, pipe.columns, strict=True):
+            b = batches[f"{asset}/{name}"]
+            values = b.features[:, col].copy()
+            values[b.reason != 0] = np.nan
+            parts.append(values)
+        return np.column_stack(parts) if parts else np.empty((0, 0))
+
+    def get_state(self) -> State:
+        return {
+            "signals": {k: p.get_state() for k, p in self.signals.items()},
+            "assets": {k: p.get_state() for k, p in self.assets.items()},
+        }
+
+    def set_state(self, state: State) -> None:
+        """Restore pipelines present in ``state``; new ones keep their fresh state."""
+        for k, s in state.get("signals", {}).items():
+            if k in self.signals:
+                self.signals[k].set_state(s)
+        for k, s in state.get("assets", {}).items():
+            if k in self.assets:
+                self.assets[k].set_state(s)
+
+
+def _feature_kwargs(features: Any) -> dict[str, Any]:
+    # TOML gives lists; FrameFeatures takes tuples of (low, high) bands.
+    out = dict(features)
+    for key in ("bands",):
+        if key in out:
+            out[key] = tuple(tuple(b) for b in out[key])
+    for key in ("velocity_band", "envelope_band"):
+        if key in out:
+            out[key] = tuple(out[key])
+    return out
