@@ -1,0 +1,284 @@
+"""Control-chart detectors: z-score, EWMA chart, CUSUM, Page-Hinkley, robust z, flat line.
+
+Each column of the feature matrix is an independent chart; a row's score is the largest
+per-column statistic (absolute value) and ``top`` is that column (-1 while every column scores
+0.0). Before ``min_samples`` values have been learned a column scores 0.0. Scores are in sigma
+units, so one threshold means the same on any signal (the flat-line score is in nats instead):
+
+==============  ===========================================  =================================
+kind            score                                        threshold for a false-alarm rate p
+==============  ===========================================  =================================
+zscore          ``|x - mean| / std``                         normal quantile ``z(1 - p/2)``
+ewma            ``|E_t| / sigma(E_t)``, E = EWMA of z        normal quantile (stationary |N|)
+cusum           ``max(S+, S-)``                              at most ``ln(2/p) / (2k)``
+page_hinkley    ``max(PH+, PH-)``                            at most ``ln(2/p) / (2 delta)``
+robust_z        ``|x - median| / (1.4826 MAD)``              normal quantile (Gaussian data)
+flatline        ``run × -ln P(repeat)``                      ``ln(1/p)``
+==============  ===========================================  =================================
+
+The CUSUM bound is Kingman's for the stationary reflected random walk of N(0, 1) z-scores;
+with d columns multiply p by d. Learned baselines add a little estimation noise (see tests).
+
+Baselines and drift. Every chart standardises against a learned baseline: ``"ewma"`` (weight
+``max(alpha, 1/n)``, exact for the first ``1/alpha`` values, then a memory of about
+``1/alpha`` values) or ``"welford"`` (the all-time mean and std). An EWMA baseline that keeps
+learning absorbs a drift slower than about ``alpha × k`` sigma per value (its lag stays below
+the CUSUM slack); Welford absorbs nothing for long but also never adapts to a legitimate
+change. The default ``alpha = 0.001`` (a memory of ~1000 parts or frames: a shift of parts, a
+quarter of an hour of 1 Hz vibration frames) keeps the mean estimate within ~0.02 sigma and
+lets genuinely slow process changes in; Page-Hinkley defaults to Welford, the classic all-time
+reference, as the chart meant for slow drift. The pipeline pauses learning during an alarm,
+so a detected fault is not learned either way. ``min_samples = 100`` (about what a phase-I
+individuals chart wants) keeps the learned std within ~7 % when scoring starts.
+
+Chart memories (CUSUM sums, the EWMA statistic, the repeat run) advance on every row, learned or
+not; only the baseline obeys ``learn``. A chart frozen while learning is paused would keep its
+alarm level forever. Consequently :meth:`score_one` (``learn=False``) also advances them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shopfloor.detect.base import Detector, ScoreBatch, State, as_feature_matrix, as_learn_mask
+from shopfloor.kernels import robust, stats
+
+__all__ = [
+    "CusumDetector",
+    "EwmaChart",
+    "FlatlineDetector",
+    "PageHinkleyDetector",
+    "RobustZDetector",
+    "ZScoreDetector",
+    "max_column",
+]
+
+BASELINES = ("ewma", "welford")
+
+
+def max_column(stat: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Per row, the largest ``|stat|`` over columns and its column (-1 where it is 0 or NaN)."""
+    mag = np.abs(stat)
+    mag[np.isnan(mag)] = 0.0  # a skipped (non-finite) value carries no evidence
+    if mag.shape[1] == 0:
+        return np.zeros(mag.shape[0]), np.full(mag.shape[0], -1, dtype=np.int64)
+    top = np.argmax(mag, axis=1).astype(np.int64)
+    score = mag[np.arange(mag.shape[0]), top]
+    top[score == 0.0] = -1
+    return score, top
+
+
+def check_params(alpha: float, min_samples: int, baseline: str = "ewma") -> None:
+    """Validate the baseline parameters every chart shares (ValueError naming the parameter)."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}")
+    if not (0.0 < alpha < 1.0):
+        raise ValueError(f"alpha (baseline weight, memory ~1/alpha) must be in (0, 1); got {alpha}")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
+        raise ValueError(f"min_samples must be an integer >= 2; got {min_samples!r}")
+
+
+class ChartDetector(Detector):
+    """Plumbing shared by the chart detectors: lazy state, max over columns, checkpoints."""
+
+    kind = "chart"
+    alpha: float
+    min_samples: int
+    baseline: str = "ewma"
+    # Runtime state, built on the first batch (the class-level None is never mutated).
+    _state: NDArray[np.float64] | None = None
+
+    @property
+    def _alpha(self) -> float:
+        """The kernels' baseline switch: 0.0 selects Welford."""
+        return 0.0 if self.baseline == "welford" else float(self.alpha)
+
+    def _new_state(self, d: int) -> NDArray[np.float64]:
+        return stats.new_cusum_state(d)
+
+    def _statistic(
+        self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+    def _state_for(self, d: int) -> NDArray[np.float64]:
+        state = self._state
+        if state is None:
+            state = self._new_state(d)
+            self._state = state
+        elif state.shape[0] != d:
+            raise ValueError(f"{self.kind}: rows must keep {state.shape[0]} columns; got {d}")
+        return state
+
+    def score_learn(self, x: NDArray[np.float64], learn: NDArray[np.bool_]) -> ScoreBatch:
+        rows = as_feature_matrix(x)
+        mask = as_learn_mask(learn, rows.shape[0])
+        stat = self._statistic(rows, mask, self._state_for(rows.shape[1]))
+        score, top = max_column(stat)
+        return ScoreBatch(score=score, top=top)
+
+    def get_state(self) -> State:
+        state = self._state
+        return {"kind": self.kind, "stats": None if state is None else state.copy()}
+
+    def set_state(self, state: State) -> None:
+        if state.get("kind") != self.kind:
+            raise ValueError(f"state is for kind {state.get('kind')!r}, not {self.kind!r}")
+        arr = state["stats"]
+        if arr is None:
+            self._state = None
+            return
+        arr = np.array(arr, dtype=np.float64, order="C")  # a private copy
+        expected = self._new_state(1).shape[1]
+        if arr.ndim != 2 or arr.shape[1] != expected or arr.shape[0] < 1:
+            raise ValueError(f"{self.kind} stats must have shape (d, {expected}); got {arr.shape}")
+        self._state = arr
+
+
+class ZScoreDetector(ChartDetector):
+    """``|x - mean| / std`` against a Welford or EWMA baseline (spikes and steps)."""
+
+    kind = "zscore"
+
+    def __init__(
+        self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
+    ) -> None:
+        check_params(alpha, min_samples, baseline)
+        self.baseline = baseline
+        self.alpha = alpha
+        self.min_samples = min_samples
+
+    def _new_state(self, d: int) -> NDArray[np.float64]:
+        return stats.new_welford_state(d)
+
+    def _statistic(
+        self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        if self.baseline == "welford":
+            return stats.welford_z(x, learn, state, min_samples=self.min_samples)[0]
+        return stats.ewma_z(x, learn, state, alpha=self.alpha, min_samples=self.min_samples)[0]
+
+
+class EwmaChart(ChartDetector):
+    """EWMA control chart (``lam``) of z-scores, in units of its own sigma (small shifts)."""
+
+    kind = "ewma"
+
+    def __init__(
+        self, lam: float = 0.2, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
+    ) -> None:
+        check_params(alpha, min_samples, baseline)
+        if not (0.0 < lam <= 1.0):
+            raise ValueError(f"lam (chart weight, 0.05-0.25 is usual) must be in (0, 1]; got {lam}")
+        self.lam = lam
+        self.baseline = baseline
+        self.alpha = alpha
+        self.min_samples = min_samples
+
+    def _new_state(self, d: int) -> NDArray[np.float64]:
+        return stats.new_ewma_chart_state(d)
+
+    def _statistic(
+        self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        return stats.ewma_chart(
+            x, learn, state, lam=self.lam, alpha=self._alpha, min_samples=self.min_samples
+        )[0]
+
+
+class CusumDetector(ChartDetector):
+    """Self-starting two-sided CUSUM with slack ``k`` sigma (steps and drifts of ~2k sigma)."""
+
+    kind = "cusum"
+
+    def __init__(
+        self, k: float = 0.5, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
+    ) -> None:
+        check_params(alpha, min_samples, baseline)
+        if not (0.0 <= k < 10.0):
+            raise ValueError(f"k (slack, half the shift to find) must be in [0, 10) sigma; got {k}")
+        self.k = k
+        self.baseline = baseline
+        self.alpha = alpha
+        self.min_samples = min_samples
+
+    def _statistic(
+        self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        return stats.cusum(
+            x, learn, state, k=self.k, alpha=self._alpha, min_samples=self.min_samples
+        )[0]
+
+
+class PageHinkleyDetector(ChartDetector):
+    """Two-sided Page-Hinkley test, tolerance ``delta`` sigma, against the all-time mean.
+
+    The statistic equals a CUSUM with ``k = delta``; the defaults make it the slow-drift chart:
+    a Welford reference that a drift cannot drag along and a small ``delta`` (0.25: tuned to
+    0.5 sigma shifts, and drifts of ~0.001-0.01 sigma per value).
+    """
+
+    kind = "page_hinkley"
+
+    def __init__(
+        self, delta: float = 0.25, baseline: str = "welford", alpha: float = 0.001,
+        min_samples: int = 100,
+    ) -> None:
+        check_params(alpha, min_samples, baseline)
+        if not (0.0 <= delta < 10.0):
+            raise ValueError(f"delta (tolerated change in sigma) must be in [0, 10); got {delta}")
+        self.delta = delta
+        self.baseline = baseline
+        self.alpha = alpha
+        self.min_samples = min_samples
+
+    def _statistic(
+        self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        return stats.page_hinkley(
+            x, learn, state, delta=self.delta, alpha=self._alpha, min_samples=self.min_samples
+        )[0]
+
+
+class RobustZDetector(ChartDetector):
+    """``|x - median| / (1.4826 MAD)`` from streaming estimates (spikes in heavy-tailed data)."""
+
+    kind = "robust_z"
+
+    def __init__(self, alpha: float = 0.001, min_samples: int = 100) -> None:
+        check_params(alpha, min_samples)
+        self.alpha = alpha
+        self.min_samples = min_samples
+
+    def _new_state(self, d: int) -> NDArray[np.float64]:
+        return robust.new_robust_state(d)
+
+    def _statistic(
+        self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        return robust.robust_z(x, learn, state, alpha=self.alpha, min_samples=self.min_samples)[0]
+
+
+class FlatlineDetector(ChartDetector):
+    """A stuck sensor: surprise (nats) of the current run of exactly repeated values.
+
+    Shewhart-type charts only see a stuck value if it sits far from the mean (Western Electric
+    rule 4 sees it within 8 values if it is off the centre line at all); this one sees any
+    frozen value within a few samples, calibrated to the sensor's own repeat rate.
+    """
+
+    kind = "flatline"
+
+    def __init__(self, alpha: float = 0.001, min_samples: int = 100) -> None:
+        check_params(alpha, min_samples)
+        self.alpha = alpha
+        self.min_samples = min_samples
+
+    def _new_state(self, d: int) -> NDArray[np.float64]:
+        return robust.new_flatline_state(d)
+
+    def _statistic(
+        self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        return robust.flatline(x, learn, state, alpha=self.alpha, min_samples=self.min_samples)[0]

@@ -1,0 +1,140 @@
+"""Western Electric run rules 1-4 over z-scores against a learned baseline.
+
+Conventions as in :mod:`shopfloor.kernels.stats` (prequential, NaN skipped and counted, state
+in place, bit-identical across batch splits). The rule windows are short bit histories kept in
+the state as small exact integers in float64 columns, so they checkpoint with the baseline.
+Like the other charts' memories they advance on every finite value, learned or not.
+
+A rule fires on the value that completes its pattern, and only if that value is itself part of
+it (beyond the limit on that side): rule 2 needs the current value beyond 2 sigma and at least
+one of the two before it beyond 2 sigma on the same side; rule 3 the current value beyond
+1 sigma and at least three of the four before it; rule 4 the current value and the seven before
+it on the same side of the centre line (a value exactly on the line breaks the run).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shopfloor.kernels._jit import strict_kernel
+from shopfloor.kernels.stats import (
+    BASE,
+    _check_common,
+    _check_d,
+    _check_stream,
+    _learn,
+    _result,
+    _sd,
+)
+
+__all__ = ["RULE_COLUMNS", "new_rules_state", "western_electric"]
+
+#: State columns after the baseline: last-2 flags beyond +2σ and -2σ, last-4 flags beyond +1σ
+#: and -1σ (bit 0 = newest), signed run length on one side of the centre line.
+RULE_COLUMNS = 5
+
+
+@strict_kernel
+def _push(st: NDArray[np.float64], j: int, col: int, flag: bool, keep: int) -> int:
+    """Shift ``flag`` into the history in column ``col``; return the history *before* it."""
+    old = int(st[j, col])
+    st[j, col] = float(((old << 1) | (1 if flag else 0)) & keep)
+    return old
+
+
+@strict_kernel
+def _popcount(v: int) -> int:
+    c = 0
+    while v:
+        c += v & 1
+        v >>= 1
+    return c
+
+
+@strict_kernel
+def _rules_kernel(
+    x: NDArray[np.float64], learn: NDArray[np.bool_], st: NDArray[np.float64],
+    alpha: float, min_samples: int, z_out: NDArray[np.float64], rules_out: NDArray[np.uint8],
+) -> int:
+    skipped = 0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            rules_out[i, j] = 0
+            if not math.isfinite(v):
+                z_out[i, j] = np.nan
+                skipped += 1
+                continue
+            if st[j, 0] >= min_samples:
+                z = (v - st[j, 1]) / _sd(st, j, alpha)
+                z_out[i, j] = z
+                up2 = _push(st, j, BASE, z > 2.0, 0b11)
+                dn2 = _push(st, j, BASE + 1, z < -2.0, 0b11)
+                up1 = _push(st, j, BASE + 2, z > 1.0, 0b1111)
+                dn1 = _push(st, j, BASE + 3, z < -1.0, 0b1111)
+                run = st[j, BASE + 4]
+                if z > 0.0:
+                    run = run + 1.0 if run > 0.0 else 1.0
+                elif z < 0.0:
+                    run = run - 1.0 if run < 0.0 else -1.0
+                else:
+                    run = 0.0
+                st[j, BASE + 4] = run
+                bits = 0
+                if abs(z) > 3.0:
+                    bits |= 1
+                if (z > 2.0 and up2 != 0) or (z < -2.0 and dn2 != 0):
+                    bits |= 2
+                if (z > 1.0 and _popcount(up1) >= 3) or (z < -1.0 and _popcount(dn1) >= 3):
+                    bits |= 4
+                if abs(run) >= 8.0:
+                    bits |= 8
+                rules_out[i, j] = bits
+            else:
+                z_out[i, j] = 0.0
+            if learn[i]:
+                _learn(st, j, v, alpha)
+    return skipped
+
+
+def new_rules_state(d: int) -> NDArray[np.float64]:
+    """Initial Western Electric state for ``d`` signals: baseline columns, then rule windows."""
+    return np.zeros((_check_d(d), BASE + RULE_COLUMNS), dtype=np.float64)
+
+
+def western_electric(
+    x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64], *,
+    alpha: float, min_samples: int = 2,
+) -> tuple[NDArray[np.float64], NDArray[np.uint8], int]:
+    """Z-scores and Western Electric rule bits for each value.
+
+    Parameters
+    ----------
+    x
+        Values, shape (n,) or (n, d), float64.
+    learn
+        Shape (n,) bool: learn row ``i`` after scoring it.
+    state
+        From :func:`new_rules_state`; updated in place.
+    alpha
+        Baseline: 0 for Welford (all-time mean and sample std), in (0, 1) for an EWMA.
+    min_samples
+        Values to learn before rules are evaluated (z 0.0 and no bits until then), >= 2.
+
+    Returns
+    -------
+    z, rules, skipped
+        Signed z-scores, uint8 rule bits (bit k-1 set = rule k fired) with the shape of ``x``,
+        and the count of skipped non-finite values (their z is NaN, their bits 0).
+    """
+    x2 = _check_stream(x, learn, state, BASE + RULE_COLUMNS, "new_rules_state")
+    _check_common(alpha, min_samples, allow_zero_alpha=True)
+    z = np.empty_like(x2)
+    rules = np.empty(x2.shape, dtype=np.uint8)
+    skipped = _rules_kernel(x2, learn, state, float(alpha), min_samples, z, rules)
+    if x.ndim == 1:
+        return _result(z, x), rules.reshape(-1), int(skipped)
+    return z, rules, int(skipped)
