@@ -188,17 +188,28 @@ class EwmaChart(ChartDetector):
 
 
 class CusumDetector(ChartDetector):
-    """Self-starting two-sided CUSUM with slack ``k`` sigma (steps and drifts of ~2k sigma)."""
+    """Self-starting two-sided CUSUM with slack ``k`` sigma (steps and drifts of ~2k sigma).
+
+    The sums saturate at ``limit`` sigma: evidence beyond any sensible threshold adds nothing
+    to the decision, but without a ceiling a fault lasting T values would hold the score above
+    threshold for about ``T × (shift - k) / k`` values after it ends. The default 30 leaves room
+    for thresholds up to a false-alarm rate of ``2 e^(-2 k 30)`` (2e-13 for k = 0.5) and clears
+    within ``(30 - h) / k`` values (about 40 for h = 10).
+    """
 
     kind = "cusum"
 
     def __init__(
-        self, k: float = 0.5, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
+        self, k: float = 0.5, limit: float = 30.0, baseline: str = "ewma", alpha: float = 0.001,
+        min_samples: int = 100,
     ) -> None:
         check_params(alpha, min_samples, baseline)
         if not (0.0 <= k < 10.0):
             raise ValueError(f"k (slack, half the shift to find) must be in [0, 10) sigma; got {k}")
+        if not limit > 0.0:
+            raise ValueError(f"limit (ceiling of the sums in sigma) must be > 0; got {limit}")
         self.k = k
+        self.limit = limit
         self.baseline = baseline
         self.alpha = alpha
         self.min_samples = min_samples
@@ -207,7 +218,8 @@ class CusumDetector(ChartDetector):
         self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         return stats.cusum(
-            x, learn, state, k=self.k, alpha=self._alpha, min_samples=self.min_samples
+            x, learn, state, k=self.k, alpha=self._alpha, min_samples=self.min_samples,
+            limit=self.limit,
         )[0]
 
 
@@ -216,19 +228,23 @@ class PageHinkleyDetector(ChartDetector):
 
     The statistic equals a CUSUM with ``k = delta``; the defaults make it the slow-drift chart:
     a Welford reference that a drift cannot drag along and a small ``delta`` (0.25: tuned to
-    0.5 sigma shifts, and drifts of ~0.001-0.01 sigma per value).
+    0.5 sigma shifts, and drifts of ~0.001-0.01 sigma per value). ``limit`` as in
+    :class:`CusumDetector`; 60 gives the same headroom for ``delta = 0.25``.
     """
 
     kind = "page_hinkley"
 
     def __init__(
-        self, delta: float = 0.25, baseline: str = "welford", alpha: float = 0.001,
-        min_samples: int = 100,
+        self, delta: float = 0.25, limit: float = 60.0, baseline: str = "welford",
+        alpha: float = 0.001, min_samples: int = 100,
     ) -> None:
         check_params(alpha, min_samples, baseline)
         if not (0.0 <= delta < 10.0):
             raise ValueError(f"delta (tolerated change in sigma) must be in [0, 10); got {delta}")
+        if not limit > 0.0:
+            raise ValueError(f"limit (ceiling of the sums in sigma) must be > 0; got {limit}")
         self.delta = delta
+        self.limit = limit
         self.baseline = baseline
         self.alpha = alpha
         self.min_samples = min_samples
@@ -237,7 +253,8 @@ class PageHinkleyDetector(ChartDetector):
         self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         return stats.page_hinkley(
-            x, learn, state, delta=self.delta, alpha=self._alpha, min_samples=self.min_samples
+            x, learn, state, delta=self.delta, alpha=self._alpha, min_samples=self.min_samples,
+            limit=self.limit,
         )[0]
 
 

@@ -100,7 +100,7 @@ def _z_kernel(
 @strict_kernel
 def _cusum_kernel(
     x: NDArray[np.float64], learn: NDArray[np.bool_], st: NDArray[np.float64],
-    k: float, alpha: float, min_samples: int, out: NDArray[np.float64],
+    k: float, limit: float, alpha: float, min_samples: int, out: NDArray[np.float64],
 ) -> int:
     skipped = 0
     for i in range(x.shape[0]):
@@ -112,8 +112,8 @@ def _cusum_kernel(
                 continue
             if st[j, 0] >= min_samples:
                 z = (v - st[j, 1]) / _sd(st, j, alpha)
-                up = max(0.0, st[j, 3] + z - k)
-                down = max(0.0, st[j, 4] - z - k)
+                up = min(limit, max(0.0, st[j, 3] + z - k))
+                down = min(limit, max(0.0, st[j, 4] - z - k))
                 st[j, 3] = up
                 st[j, 4] = down
                 out[i, j] = up if up >= down else -down
@@ -192,6 +192,11 @@ def _check_common(alpha: float, min_samples: int, *, allow_zero_alpha: bool) -> 
         raise ValueError(f"alpha must be in {allowed}; got {alpha}")
     if not _is_int(min_samples) or min_samples < 2:
         raise ValueError(f"min_samples must be an integer >= 2; got {min_samples!r}")
+
+
+def _check_limit(limit: float) -> None:
+    if not limit > 0.0:
+        raise ValueError(f"limit (largest sum kept, sigma; inf = none) must be > 0; got {limit}")
 
 
 def _is_int(v: object) -> bool:
@@ -281,22 +286,25 @@ def ewma_z(
 
 def cusum(
     x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64], *,
-    k: float, alpha: float, min_samples: int = 2,
+    k: float, alpha: float, min_samples: int = 2, limit: float = math.inf,
 ) -> tuple[NDArray[np.float64], int]:
     """Two-sided tabular CUSUM of z-scores against a learned baseline.
 
-    ``S+ = max(0, S+ + z - k)`` and ``S- = max(0, S- - z - k)`` in sigma units, where ``z`` is
-    the value standardised by the baseline before it (self-starting CUSUM). ``alpha == 0``
-    uses a Welford baseline, ``0 < alpha < 1`` an EWMA one. The output is ``S+`` where
-    ``S+ >= S-`` and ``-S-`` otherwise, so its sign says the direction of the shift.
-    This recursion is also the Page-Hinkley statistic ``m_t - min m_t`` with ``delta = k``.
+    ``S+ = min(limit, max(0, S+ + z - k))`` and ``S- = min(limit, max(0, S- - z - k))`` in
+    sigma units, where ``z`` is the value standardised by the baseline before it (self-starting
+    CUSUM). ``alpha == 0`` uses a Welford baseline, ``0 < alpha < 1`` an EWMA one. The output is
+    ``S+`` where ``S+ >= S-`` and ``-S-`` otherwise, so its sign says the direction of the shift.
+    The ``limit`` bounds how long the sums take to fall back (about ``limit / k`` values) once a
+    long fault is over. This recursion is also Page-Hinkley's ``m_t - min m_t``, ``delta = k``.
     """
     x2 = _check_stream(x, learn, state, BASE + 2, "new_cusum_state")
     _check_common(alpha, min_samples, allow_zero_alpha=True)
     if not (math.isfinite(k) and k >= 0.0):
         raise ValueError(f"k (slack, sigma units) must be finite and >= 0; got {k}")
+    _check_limit(limit)
     out = np.empty_like(x2)
-    skipped = _cusum_kernel(x2, learn, state, float(k), float(alpha), min_samples, out)
+    skipped = _cusum_kernel(x2, learn, state, float(k), float(limit), float(alpha), min_samples,
+                            out)
     return _result(out, x), int(skipped)
 
 
@@ -321,14 +329,15 @@ def ewma_chart(
 
 def page_hinkley(
     x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64], *,
-    delta: float, alpha: float = 0.0, min_samples: int = 2,
+    delta: float, alpha: float = 0.0, min_samples: int = 2, limit: float = math.inf,
 ) -> tuple[NDArray[np.float64], int]:
     """Two-sided Page-Hinkley statistic of z-scores against a learned baseline.
 
     Page-Hinkley accumulates ``m_t = sum(z_s - delta)`` and reports ``m_t - min_{s<=t} m_s``
     (and the mirror image for decreases). That difference obeys exactly the CUSUM recursion
     ``P_t = max(0, P_{t-1} + z_t - delta)``, which is what is stored: it keeps the state bounded
-    instead of letting ``m_t`` drift by ``-delta`` per value until it loses precision. Defaults
+    instead of letting ``m_t`` drift by ``-delta`` per value until it loses precision; ``limit``
+    clips it as in :func:`cusum` (the running extreme follows ``m_t`` within ``limit``). Defaults
     to the classic all-time (Welford, ``alpha = 0``) reference mean. State from
     :func:`new_page_hinkley_state`; output signed as in :func:`cusum`.
     """
@@ -336,6 +345,8 @@ def page_hinkley(
         raise ValueError(f"delta (tolerated drift, sigma units) must be finite, >= 0; got {delta}")
     x2 = _check_stream(x, learn, state, BASE + 2, "new_page_hinkley_state")
     _check_common(alpha, min_samples, allow_zero_alpha=True)
+    _check_limit(limit)
     out = np.empty_like(x2)
-    skipped = _cusum_kernel(x2, learn, state, float(delta), float(alpha), min_samples, out)
+    skipped = _cusum_kernel(x2, learn, state, float(delta), float(limit), float(alpha),
+                            min_samples, out)
     return _result(out, x), int(skipped)
