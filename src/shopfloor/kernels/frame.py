@@ -42,7 +42,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.kernels._jit import kernel
+from shopfloor.kernels._jit import kernel, strict_kernel
 
 __all__ = ["FRAME_STAT_NAMES", "frame_stats"]
 
@@ -62,9 +62,10 @@ _INF_BITS = 0x7FF0000000000000  # bit pattern of +inf: |x| below it as integer <
 
 
 @kernel
-def _frame_stats(
-    frames: NDArray[np.float64], out: NDArray[np.float64], skipped: NDArray[np.int64]
+def _power_sums(
+    frames: NDArray[np.float64], sums: NDArray[np.float64], skipped: NDArray[np.int64]
 ) -> None:  # pragma: no cover - compiled
+    # Per frame: finite count, shift, sums of (x - shift)**1..4, min and max, in one pass.
     n_frames, frame_len = frames.shape
     bits = frames.view(np.int64)
     abs_mask = np.int64(_ABS_MASK)
@@ -72,7 +73,6 @@ def _frame_stats(
     # A two-slot buffer seen both as int64 and as float64: numba has no scalar bit cast.
     scratch = np.empty(2, np.int64)
     scratch_f = scratch.view(np.float64)
-    nan = np.nan
     for i in range(n_frames):
         row = frames[i]
         row_bits = bits[i]
@@ -104,25 +104,40 @@ def _frame_stats(
             s4 += d2 * d2
             count += finite
         skipped[i] = frame_len - count
-        if count < 2:
-            for c in range(7):
-                out[i, c] = nan
-            continue
         scratch[0] = lo ^ ((lo >> 63) & abs_mask)
         scratch[1] = hi ^ ((hi >> 63) & abs_mask)
-        x_min = scratch_f[0]
-        x_max = scratch_f[1]
-        inv_n = 1.0 / count
-        a = s1 * inv_n  # mean of the shifted samples
-        e2 = s2 * inv_n
-        e3 = s3 * inv_n
-        e4 = s4 * inv_n
+        sums[i, 0] = count
+        sums[i, 1] = shift
+        sums[i, 2] = s1
+        sums[i, 3] = s2
+        sums[i, 4] = s3
+        sums[i, 5] = s4
+        sums[i, 6] = scratch_f[0]
+        sums[i, 7] = scratch_f[1]
+
+
+# IEEE arithmetic on purpose, and called from Python rather than from the kernel above, because
+# numba compiles a callee with its caller's fast-math flags. With reassociation LLVM rewrites
+# (x_max - shift) - a as x_max - (shift + a), where shift + a is the mean rounded to the
+# precision of the DC offset, and the peak of a small signal on a large offset loses its digits.
+@strict_kernel
+def _stats_from_sums(
+    sums: NDArray[np.float64], out: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    for i in range(sums.shape[0]):
+        count, shift, s1, s2, s3, s4, x_min, x_max = sums[i]
+        if count < 2:
+            out[i, :] = np.nan
+            continue
+        a = s1 / count  # mean of the shifted samples
+        e2 = s2 / count
+        e3 = s3 / count
+        e4 = s4 / count
         m2 = max(e2 - a * a, 0.0)
         m3 = e3 - 3.0 * a * e2 + 2.0 * a * a * a
         m4 = e4 - 4.0 * a * e3 + 6.0 * a * a * e2 - 3.0 * a * a * a * a
         rms = math.sqrt(m2)
-        # x_max - shift and x_min - shift are exact when the offset dominates (Sterbenz), so the
-        # peak keeps its digits on a frame riding on a large DC level.
+        # x_max - shift and x_min - shift are exact when the offset dominates (Sterbenz).
         peak = max((x_max - shift) - a, a - (x_min - shift))
         out[i, 0] = shift + a
         out[i, 1] = rms
@@ -133,9 +148,7 @@ def _frame_stats(
             out[i, 5] = m4 / (m2 * m2)
             out[i, 6] = m3 / (m2 * rms)
         else:
-            out[i, 4] = nan
-            out[i, 5] = nan
-            out[i, 6] = nan
+            out[i, 4:] = np.nan
 
 
 def frame_stats(frames: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
@@ -186,5 +199,7 @@ def frame_stats(frames: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArr
     stats = np.empty((n_frames, len(FRAME_STAT_NAMES)), dtype=np.float64)
     skipped = np.empty(n_frames, dtype=np.int64)
     if n_frames:
-        _frame_stats(frames, stats, skipped)
+        sums = np.empty((n_frames, 8), dtype=np.float64)
+        _power_sums(frames, sums, skipped)
+        _stats_from_sums(sums, stats)
     return stats, skipped
