@@ -305,11 +305,15 @@ def _mahalanobis_kernel(
             delta[j] = x[i, j] - mean[j]
         t2 = 0.0
         if ready:
+            # u = P δ column by column (P is exactly symmetric): each u_j still sums its terms
+            # in index order, but the inner loop is element-wise and vectorises without
+            # reassociation, where a row-wise dot product would be one long dependency chain.
             for j in range(d):
-                s = 0.0
-                for k in range(d):
-                    s += precision[j, k] * delta[k]
-                u[j] = s
+                u[j] = 0.0
+            for k in range(d):
+                dk = delta[k]
+                for j in range(d):
+                    u[j] += precision[k, j] * dk
             best = -1
             best_rbc = -1.0
             for j in range(d):
@@ -334,11 +338,12 @@ def _mahalanobis_kernel(
         for j in range(d):
             mean[j] += delta[j] * inv_w
         g = 1.0 - inv_w
+        # Full rows rather than a mirrored triangle: contiguous and vectorisable, and still
+        # exactly symmetric because δ_j δ_k and δ_k δ_j are the same product.
         for j in range(d):
-            for k in range(j, d):
-                v = lam * scatter[j, k] + g * delta[j] * delta[k]
-                scatter[j, k] = v
-                scatter[k, j] = v
+            dj = delta[j]
+            for k in range(d):
+                scatter[j, k] = lam * scatter[j, k] + g * (dj * delta[k])
         counts[_N_LEARNED] += 1
 
         if ready:
@@ -346,12 +351,11 @@ def _mahalanobis_kernel(
             # gives P_new = (P − u uᵀ / (w_new + T²)) / a exactly.
             a = lam * w_old / w_new
             inv_a = 1.0 / a
-            den = w_new + t2
+            inv_den = 1.0 / (w_new + t2)
             for j in range(d):
-                for k in range(j, d):
-                    v = (precision[j, k] - u[j] * u[k] / den) * inv_a
-                    precision[j, k] = v
-                    precision[k, j] = v
+                uj = u[j]
+                for k in range(d):
+                    precision[j, k] = (precision[j, k] - (uj * u[k]) * inv_den) * inv_a
             for j in range(d):
                 ridge_diag[j] *= a
             stats[_SHRINK] *= a
