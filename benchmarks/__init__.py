@@ -1,0 +1,23 @@
+"""Throughput benchmarks of shopfloor, each figure measured beside its reference.
+
+Run ``python -m benchmarks {area,all} [--quick] [--out DIR] [--compare OLD.json]
+[--repeats N]`` from the repository root. An area is a module here with a
+``run(bench: Bench) -> None`` function that calls :meth:`benchmarks.harness.Bench.compare`;
+adding an area is adding its module and its name to :data:`AREAS`.
+
+Areas
+-----
+kernels
+    Numba kernels against ``np.sum``, ``np.fft.rfft``, NumPy-vectorised and pure-Python
+    equivalents (issue 2's performance targets, one core).
+detectors
+    Each detector's ``score_learn``, the River adapters against River called directly, the
+    threshold and alarm kernels.
+"""
+
+from __future__ import annotations
+
+#: Benchmark areas in the order ``all`` runs them.
+AREAS: tuple[str, ...] = ("kernels", "detectors")
+
+__all__ = ["AREAS"]

@@ -1,0 +1,109 @@
+"""``python -m benchmarks {kernels,detectors,all} [--quick] [--out DIR] [--compare OLD.json]
+[--repeats N]``.
+
+Exit codes: 0 after a run (targets are reported, not enforced), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import AREAS
+from benchmarks.harness import Bench, Mode, machine_info
+from benchmarks.report import (
+    compare_lines,
+    load_results,
+    write_json,
+    write_markdown,
+    write_plots,
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (bad arguments exit 2, as argparse does)."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Throughput of shopfloor's kernels and detectors, each beside its "
+        "reference (np.sum, np.fft.rfft, NumPy, pure Python, River called directly).",
+    )
+    p.add_argument("area", choices=[*AREAS, "all"], help="what to measure; all = every area")
+    p.add_argument("--quick", action="store_true",
+                   help="small workloads and few repeats (under a minute for all)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"),
+                   help="directory for results.json, results.md and the plots "
+                   "(default: bench-results)")
+    p.add_argument("--compare", type=Path, metavar="OLD.json",
+                   help="an earlier results.json: print new/old per figure")
+    p.add_argument("--repeats", type=_positive_int,
+                   help="interleaved rounds per benchmark (default 5 quick, 15 full)")
+    return p
+
+
+def run(areas: Sequence[str], mode: Mode) -> dict[str, Any]:
+    """Run ``areas`` and return the results document (see :mod:`benchmarks.report`)."""
+    started = time.perf_counter()
+    bench = Bench(mode)
+    machine = machine_info(mode)
+    for name in areas:
+        bench.area = name
+        module = importlib.import_module(f"benchmarks.{name}")
+        area_start = time.perf_counter()
+        module.run(bench)
+        bench.progress(f"[{name}] done in {time.perf_counter() - area_start:.1f} s")
+    return {
+        "schema": 1,
+        "machine": machine,
+        "areas": list(areas),
+        "elapsed_s": time.perf_counter() - started,
+        "figures": [f.as_dict() for f in bench.figures],
+        "warmup": [{"area": w.area, "name": w.name, "seconds": w.seconds} for w in bench.warmups],
+        "skipped": [{"area": s.area, "name": s.name, "reason": s.reason} for s in bench.skipped],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run, write, compare; return the exit code."""
+    p = parser()
+    args = p.parse_args(argv)
+    old = None
+    if args.compare is not None:
+        try:
+            old = load_results(args.compare)
+        except ValueError as exc:
+            p.error(str(exc))
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out {args.out}: {exc}")
+    areas = list(AREAS) if args.area == "all" else [args.area]
+    results = run(areas, Mode.of(args.quick, args.repeats))
+    written = [write_json(results, args.out), write_markdown(results, args.out),
+               *write_plots(results, args.out)]
+    missed = [f["key"] for f in results["figures"] if f["passed"] is False]
+    print(f"{len(results['figures'])} figures in {results['elapsed_s']:.1f} s; "
+          f"targets missed: {len(missed)}; wrote {', '.join(str(w) for w in written)}")
+    for key in missed:
+        print(f"  target missed: {key}")
+    if old is not None:
+        print("\n".join(compare_lines(results, old)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
