@@ -52,9 +52,10 @@ def test_is_a_detector_with_kind() -> None:
 @pytest.mark.parametrize(
     ("key", "value"),
     [("half_life", 0.0), ("half_life", -5.0), ("min_samples", 1), ("min_samples", 2.5),
-     ("ridge", -0.1), ("ridge", 2.0), ("min_variance", 0.0), ("min_variance", math.inf)],
+     ("ridge", -0.1), ("ridge", 2.0), ("min_variance", 0.0), ("min_variance", math.inf),
+     ("half_life", "long"), ("ridge", True), ("min_samples", "200")],
 )  # fmt: skip
-def test_invalid_parameters_name_the_parameter(key: str, value: float) -> None:
+def test_invalid_parameters_name_the_parameter(key: str, value: object) -> None:
     with pytest.raises(ValueError, match=key):
         AssetDetector(**{key: value})  # type: ignore[arg-type]
 

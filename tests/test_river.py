@@ -339,6 +339,8 @@ def test_gaussian_saturated_columns_name_the_furthest() -> None:
         (OneClassSVMDetector, "learning_rate", math.inf),
         (OneClassSVMDetector, "intercept_lr", -0.1),
         (OneClassSVMDetector, "gamma", 0.0),
+        (OneClassSVMDetector, "nu", "0.1"),
+        (OneClassSVMDetector, "learning_rate", None),
         (OneClassSVMDetector, "n_components", 0),
         (GaussianScorerDetector, "window_size", -1),
         (GaussianScorerDetector, "grace_period", 1),

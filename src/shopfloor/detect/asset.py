@@ -25,6 +25,14 @@ from shopfloor.kernels.covariance import CovarianceState, mahalanobis_score_lear
 __all__ = ["AssetDetector"]
 
 
+def _number(name: str, value: object) -> float:
+    # Config values arrive untyped; a string must fail with the parameter's name, not a
+    # comparison TypeError.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    return float(value)
+
+
 class AssetDetector(Detector):
     """Hotelling T² of an asset's signal vector, naming the signal that contributed most.
 
@@ -77,6 +85,8 @@ class AssetDetector(Detector):
         ridge: float = 1e-6,
         min_variance: float = 1e-12,
     ) -> None:
+        half_life, ridge = _number("half_life", half_life), _number("ridge", ridge)
+        min_variance = _number("min_variance", min_variance)
         if not (half_life > 0.0):
             raise ValueError(
                 f"half_life must be > 0 samples (inf to never forget); got {half_life}"
@@ -87,10 +97,10 @@ class AssetDetector(Detector):
             raise ValueError(f"ridge must be in [0, 1]; got {ridge}")
         if not (math.isfinite(min_variance) and min_variance > 0.0):
             raise ValueError(f"min_variance must be a finite number > 0; got {min_variance}")
-        self.half_life = float(half_life)
+        self.half_life = half_life
         self.min_samples = min_samples
-        self.ridge = float(ridge)
-        self.min_variance = float(min_variance)
+        self.ridge = ridge
+        self.min_variance = min_variance
         self._state: CovarianceState | None = None
 
     @property

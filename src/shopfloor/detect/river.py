@@ -56,9 +56,19 @@ def _check_int(name: str, value: int, low: int, high: int | None = None) -> None
         raise ValueError(f"{name} must be an integer in [{low}, {high}]; got {value!r}")
 
 
-def _check_positive(name: str, value: float) -> None:
+def _number(name: str, value: object) -> float:
+    # Config values arrive untyped; a string must fail with the parameter's name, not a
+    # comparison TypeError.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    return float(value)
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = _number(name, value)
     if not (math.isfinite(value) and value > 0.0):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return value
 
 
 class _RiverDetector(Detector):
@@ -155,6 +165,22 @@ class HalfSpaceTreesDetector(_RiverDetector):
     scaler_window_size
         Rows over which the scaler tracks min and max; 0 tracks the whole stream (a single
         learned outlier then stretches the range for good).
+
+    Notes
+    -----
+    HST measures how empty a region of the learned range is, so it catches unseen
+    combinations of otherwise normal values (a load that does not match the current). It does
+    not tell "just past the largest value seen" from "far past it": both land in the same
+    edge cells. Pair it with a chart or the Gaussian scorer for extreme values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> det = HalfSpaceTreesDetector(window_size=50)
+    >>> batch = det.score_learn(rng.random((200, 2)), np.ones(200, dtype=bool))
+    >>> batch.score.shape, float(batch.score[0]), int(batch.top[0])
+    ((200,), 0.0, -1)
     """
 
     kind = "hst"
@@ -229,6 +255,12 @@ class OneClassSVMDetector(_RiverDetector):
         Seed of the random features.
     scaler_window_size
         Rows over which the scaler tracks mean and variance; 0 tracks the whole stream.
+
+    Notes
+    -----
+    River's ``RBFSampler`` draws its random features per input feature, so the kernel is a sum
+    of one-dimensional RBF kernels: the model sees values far from anything learned on some
+    feature, not unseen combinations of normal values (use ``hst`` or ``mahalanobis`` for those).
     """
 
     kind = "oneclass_svm"
@@ -243,12 +275,13 @@ class OneClassSVMDetector(_RiverDetector):
         seed: int = 42,
         scaler_window_size: int = 0,
     ) -> None:
+        nu, intercept_lr = _number("nu", nu), _number("intercept_lr", intercept_lr)
         if not (0.0 < nu <= 1.0):
             raise ValueError(f"nu must be in (0, 1]; got {nu!r}")
-        _check_positive("learning_rate", learning_rate)
+        learning_rate = _check_positive("learning_rate", learning_rate)
         if not (math.isfinite(intercept_lr) and intercept_lr >= 0.0):
             raise ValueError(f"intercept_lr must be a finite number >= 0; got {intercept_lr!r}")
-        _check_positive("gamma", gamma)
+        gamma = _check_positive("gamma", gamma)
         _check_int("n_components", n_components, 1)
         _check_int("seed", seed, 0)
         _check_int("scaler_window_size", scaler_window_size, 0)
@@ -311,6 +344,16 @@ class GaussianScorerDetector(_RiverDetector):
         Rows of the rolling window the Gaussian is fitted on; 0 fits the whole stream.
     grace_period
         Rows to learn before scoring (>= 2, and <= window_size when a window is set).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> det = GaussianScorerDetector(grace_period=10)
+    >>> _ = det.score_learn(rng.normal(size=(100, 2)), np.ones(100, dtype=bool))
+    >>> batch = det.score_learn(np.array([[0.0, 9.0]]), np.zeros(1, dtype=bool))
+    >>> float(batch.score[0]) > 0.99, int(batch.top[0])
+    (True, 1)
     """
 
     kind = "gaussian"
