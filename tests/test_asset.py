@@ -200,3 +200,13 @@ def test_score_one_and_learn_one_helpers() -> None:
         det.learn_one(row)
     near, far = det.score_one([1.1, 2.3]), det.score_one([1.1, -5.0])
     assert 0.0 <= near < far
+
+
+def test_built_from_a_config_table() -> None:
+    from shopfloor.detect.registry import DETECTORS, build
+
+    det = build(DETECTORS, {"kind": "mahalanobis", "half_life": 500, "min_samples": 50})
+    assert isinstance(det, AssetDetector)
+    assert (det.half_life, det.min_samples) == (500.0, 50)
+    with pytest.raises(ValueError, match="ridge"):
+        build(DETECTORS, {"kind": "mahalanobis", "ridge": "small"})

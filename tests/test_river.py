@@ -359,3 +359,15 @@ def test_kinds_and_defaults() -> None:
     assert (hst.n_trees, hst.height, hst.window_size, hst.seed) == (10, 8, 250, 42)
     assert (svm.nu, svm.gamma, svm.n_components, svm.seed) == (0.1, 1.0, 30, 42)
     assert (gauss.window_size, gauss.grace_period) == (0, 100)
+
+
+def test_built_from_a_config_table() -> None:
+    from shopfloor.detect.registry import DETECTORS, build
+
+    det = build(DETECTORS, {"kind": "hst", "n_trees": 5, "height": 4, "window_size": 20})
+    assert isinstance(det, HalfSpaceTreesDetector)
+    assert (det.n_trees, det.height, det.window_size) == (5, 4, 20)
+    assert isinstance(build(DETECTORS, {"kind": "oneclass_svm", "nu": 0.05}), OneClassSVMDetector)
+    assert isinstance(build(DETECTORS, {"kind": "gaussian", "window_size": 500}), Detector)
+    with pytest.raises(ValueError, match="gamma"):
+        build(DETECTORS, {"kind": "oneclass_svm", "gamma": "wide"})
