@@ -442,3 +442,30 @@ def test_parameters_are_validated() -> None:
         stats.ewma_chart(x, learn, stats.new_ewma_chart_state(1), lam=0.0, alpha=0.0)
     with pytest.raises(ValueError, match="d"):
         stats.new_cusum_state(0)
+
+
+def test_ewma_chart_weight_is_flushed_not_subnormal() -> None:
+    state = stats.new_ewma_chart_state(1)
+    x = np.random.default_rng(17).normal(size=3000)
+    stats.ewma_chart(x, np.ones(3000, dtype=bool), state, lam=0.2, alpha=0.01)
+    assert state[0, 4] == 0.0  # (0.64)^t would otherwise stick at the smallest subnormal
+
+
+def test_max_abs_column_matches_numpy() -> None:
+    rng = np.random.default_rng(18)
+    stat = rng.normal(size=(500, 4))
+    stat[rng.random(stat.shape) < 0.2] = 0.0
+    stat[rng.random(stat.shape) < 0.1] = np.nan
+    stat[7] = [-2.0, 2.0, np.nan, 1.0]  # tie: the first column wins
+    stat[8] = [0.0, np.nan, 0.0, -0.0]
+    score, top = stats.max_abs_column(stat)
+    mag = np.nan_to_num(np.abs(stat))
+    np.testing.assert_array_equal(score, mag.max(axis=1))
+    want = np.where(mag.max(axis=1) > 0, mag.argmax(axis=1), -1)
+    np.testing.assert_array_equal(top, want)
+    assert top[7] == 0
+    assert top[8] == -1
+    empty = stats.max_abs_column(np.empty((0, 3)))
+    assert empty[0].shape == empty[1].shape == (0,)
+    with pytest.raises(TypeError, match="float64"):
+        stats.max_abs_column(np.zeros((2, 2), dtype=np.float32))

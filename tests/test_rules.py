@@ -160,6 +160,19 @@ def test_severity_orders_what_fired() -> None:
     assert ((sev > 0.5) == (bits != 0)).all()
 
 
+def test_worst_column_reports_the_most_severe_column_and_its_bits() -> None:
+    z = np.array([[0.1, 3.6, -2.5], [1.2, 0.3, -0.4], [-4.5, 1.0, 2.2], [0.0, 0.0, 0.0]])
+    bits = np.array([[8, 1, 2 | 4], [0, 0, 0], [1, 8, 2], [0, 0, 0]], dtype=np.uint8)
+    score, top, rules = kr.worst_column(z, bits)
+    np.testing.assert_allclose(score, [2.0, 0.0, 1.5, 0.0])
+    np.testing.assert_array_equal(top, [2, -1, 0, -1])
+    np.testing.assert_array_equal(rules, [6, 0, 1, 0])
+    want = np.array([[1.0, 1.2, 2.0], [0.0, 0.0, 0.0], [1.5, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(severity(z, bits), want)
+    with pytest.raises(TypeError, match="western_electric"):
+        kr.worst_column(z, bits.astype(np.int64))
+
+
 # ------------------------------------------------------------------ the detector
 
 

@@ -59,14 +59,7 @@ BASELINES = ("ewma", "welford")
 
 def max_column(stat: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Per row, the largest ``|stat|`` over columns and its column (-1 where it is 0 or NaN)."""
-    mag = np.abs(stat)
-    mag[np.isnan(mag)] = 0.0  # a skipped (non-finite) value carries no evidence
-    if mag.shape[1] == 0:
-        return np.zeros(mag.shape[0]), np.full(mag.shape[0], -1, dtype=np.int64)
-    top = np.argmax(mag, axis=1).astype(np.int64)
-    score = mag[np.arange(mag.shape[0]), top]
-    top[score == 0.0] = -1
-    return score, top
+    return stats.max_abs_column(np.ascontiguousarray(stat))
 
 
 def check_params(alpha: float, min_samples: int, baseline: str = "ewma") -> None:

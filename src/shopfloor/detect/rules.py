@@ -70,11 +70,9 @@ def severity(z: NDArray[np.float64], bits: NDArray[np.uint8]) -> NDArray[np.floa
 
     Any fired rule scores at least 1, so a fixed threshold of 0.5 means "any rule fired".
     """
-    fired = np.zeros(bits.shape, dtype=np.float64)
-    for hit in RULES[1:]:
-        fired += (bits & hit.bit) != 0
-    rule1 = (bits & 1) != 0
-    return fired + np.where(rule1, np.abs(np.nan_to_num(z)) / 3.0, 0.0)
+    z2 = np.ascontiguousarray(z, dtype=np.float64).reshape(-1, 1)
+    bits2 = np.ascontiguousarray(bits, dtype=np.uint8).reshape(-1, 1)
+    return rule_kernels.worst_column(z2, bits2)[0].reshape(np.shape(z))
 
 
 class WesternElectricDetector(ChartDetector):
@@ -114,12 +112,5 @@ class WesternElectricDetector(ChartDetector):
         z, bits, _ = rule_kernels.western_electric(
             rows, mask, state, alpha=self._alpha, min_samples=self.min_samples
         )
-        sev = severity(z, bits)
-        n = rows.shape[0]
-        if rows.shape[1] == 0:
-            return ScoreBatch(np.zeros(n), np.full(n, -1, dtype=np.int64), np.zeros(n, np.uint8))
-        top = np.argmax(sev, axis=1).astype(np.int64)
-        score = sev[np.arange(n), top]
-        rules = bits[np.arange(n), top]
-        top[score == 0.0] = -1
-        return ScoreBatch(score=score, top=top, rules=np.ascontiguousarray(rules, dtype=np.uint8))
+        score, top, rules = rule_kernels.worst_column(z, bits)
+        return ScoreBatch(score=score, top=top, rules=rules)

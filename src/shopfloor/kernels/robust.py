@@ -63,44 +63,43 @@ def _robust_kernel(
     alpha: float, min_samples: int, out: NDArray[np.float64],
 ) -> int:
     skipped = 0
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
+    for j in range(x.shape[1]):  # column by column, state in locals (see kernels.stats)
+        n, med, mad = st[j, 0], st[j, 1], st[j, 2]
+        for i in range(x.shape[0]):
             v = x[i, j]
             if not math.isfinite(v):
                 out[i, j] = np.nan
                 skipped += 1
                 continue
-            med = st[j, 1]
-            mad = st[j, 2]
-            if st[j, 0] >= min_samples:
+            if n >= min_samples:
                 sd = max(MAD_TO_SD * mad, SD_FLOOR_REL * abs(med), SD_FLOOR_ABS)
                 out[i, j] = (v - med) / sd
             else:
                 out[i, j] = 0.0
             if not learn[i]:
                 continue
-            n = st[j, 0] + 1.0
-            st[j, 0] = n
+            n += 1.0
             dev = v - med
             if n == 1.0:
-                st[j, 1] = v
+                med = v
             elif mad > 0.0:
                 g = max(alpha, 1.0 / n)
                 step = g * _C_MEDIAN * MAD_TO_SD * mad
                 if dev > 0.0:
-                    st[j, 1] = med + step
+                    med += step
                 elif dev < 0.0:
-                    st[j, 1] = med - step
+                    med -= step
                 ratio = 1.0 + g * _C_LOG_MAD
                 if abs(dev) > mad:
-                    st[j, 2] = mad * ratio
+                    mad *= ratio
                 elif abs(dev) < mad:
-                    st[j, 2] = mad / ratio
+                    mad /= ratio
             elif dev != 0.0:
                 # First spread seen (the signal was constant so far): the exact median and MAD
                 # of the two distinct values, a start the recursion then refines.
-                st[j, 1] = med + 0.5 * dev
-                st[j, 2] = 0.5 * abs(dev)
+                med += 0.5 * dev
+                mad = 0.5 * abs(dev)
+        st[j, 0], st[j, 1], st[j, 2] = n, med, mad
     return skipped
 
 
@@ -110,30 +109,28 @@ def _flatline_kernel(
     alpha: float, min_samples: int, out: NDArray[np.float64],
 ) -> int:
     skipped = 0
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
+    for j in range(x.shape[1]):
+        n, last, p, run = st[j, 0], st[j, 1], st[j, 2], st[j, 3]
+        for i in range(x.shape[0]):
             v = x[i, j]
             if not math.isfinite(v):
                 out[i, j] = np.nan
                 skipped += 1
                 continue
-            repeat = v == st[j, 1]  # False while column 1 still holds its initial NaN
-            run = st[j, 3] + 1.0 if repeat else 0.0
-            n = st[j, 0]
+            repeat = v == last  # False while ``last`` still holds its initial NaN
+            run = run + 1.0 if repeat else 0.0
             out[i, j] = 0.0
             if n >= min_samples and run > 0.0:
                 # A repeat never seen in the effective memory still gets probability
                 # 1/(2 n_eff) rather than 0, so one repeat scores high but finite.
-                p = max(st[j, 2], 0.5 / min(n, 1.0 / alpha))
-                if p < 1.0:
-                    out[i, j] = -run * math.log(p)
-            st[j, 1] = v
-            st[j, 3] = run
+                p_eff = max(p, 0.5 / min(n, 1.0 / alpha))
+                if p_eff < 1.0:
+                    out[i, j] = -run * math.log(p_eff)
+            last = v
             if learn[i]:
                 n += 1.0
-                st[j, 0] = n
-                g = max(alpha, 1.0 / n)
-                st[j, 2] += g * ((1.0 if repeat else 0.0) - st[j, 2])
+                p += max(alpha, 1.0 / n) * ((1.0 if repeat else 0.0) - p)
+        st[j, 0], st[j, 1], st[j, 2], st[j, 3] = n, last, p, run
     return skipped
 
 

@@ -30,7 +30,7 @@ from shopfloor.kernels.stats import (
     _sd,
 )
 
-__all__ = ["RULE_COLUMNS", "new_rules_state", "western_electric"]
+__all__ = ["RULE_COLUMNS", "new_rules_state", "western_electric", "worst_column"]
 
 #: State columns after the baseline: last-2 flags beyond +2σ and -2σ, last-4 flags beyond +1σ
 #: and -1σ (bit 0 = newest), signed run length on one side of the centre line.
@@ -38,11 +38,9 @@ RULE_COLUMNS = 5
 
 
 @strict_kernel
-def _push(st: NDArray[np.float64], j: int, col: int, flag: bool, keep: int) -> int:
-    """Shift ``flag`` into the history in column ``col``; return the history *before* it."""
-    old = int(st[j, col])
-    st[j, col] = float(((old << 1) | (1 if flag else 0)) & keep)
-    return old
+def _push(history: float, flag: bool, keep: int) -> float:
+    """Shift ``flag`` into a bit history kept as an exact integer in a float64."""
+    return float(((int(history) << 1) | (1 if flag else 0)) & keep)
 
 
 @strict_kernel
@@ -60,44 +58,92 @@ def _rules_kernel(
     alpha: float, min_samples: int, z_out: NDArray[np.float64], rules_out: NDArray[np.uint8],
 ) -> int:
     skipped = 0
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
+    for j in range(x.shape[1]):  # column by column, state in locals (see kernels.stats)
+        n, mean, s = st[j, 0], st[j, 1], st[j, 2]
+        up2, dn2, up1, dn1, run = st[j, 3], st[j, 4], st[j, 5], st[j, 6], st[j, 7]
+        for i in range(x.shape[0]):
             v = x[i, j]
             rules_out[i, j] = 0
             if not math.isfinite(v):
                 z_out[i, j] = np.nan
                 skipped += 1
                 continue
-            if st[j, 0] >= min_samples:
-                z = (v - st[j, 1]) / _sd(st, j, alpha)
+            if n >= min_samples:
+                z = (v - mean) / _sd(n, mean, s, alpha)
                 z_out[i, j] = z
-                up2 = _push(st, j, BASE, z > 2.0, 0b11)
-                dn2 = _push(st, j, BASE + 1, z < -2.0, 0b11)
-                up1 = _push(st, j, BASE + 2, z > 1.0, 0b1111)
-                dn1 = _push(st, j, BASE + 3, z < -1.0, 0b1111)
-                run = st[j, BASE + 4]
+                bits = 0
+                if abs(z) > 3.0:
+                    bits |= 1
+                if (z > 2.0 and up2 != 0.0) or (z < -2.0 and dn2 != 0.0):
+                    bits |= 2
+                if (z > 1.0 and _popcount(int(up1)) >= 3) or (
+                    z < -1.0 and _popcount(int(dn1)) >= 3
+                ):
+                    bits |= 4
+                up2 = _push(up2, z > 2.0, 0b11)
+                dn2 = _push(dn2, z < -2.0, 0b11)
+                up1 = _push(up1, z > 1.0, 0b1111)
+                dn1 = _push(dn1, z < -1.0, 0b1111)
                 if z > 0.0:
                     run = run + 1.0 if run > 0.0 else 1.0
                 elif z < 0.0:
                     run = run - 1.0 if run < 0.0 else -1.0
                 else:
                     run = 0.0
-                st[j, BASE + 4] = run
-                bits = 0
-                if abs(z) > 3.0:
-                    bits |= 1
-                if (z > 2.0 and up2 != 0) or (z < -2.0 and dn2 != 0):
-                    bits |= 2
-                if (z > 1.0 and _popcount(up1) >= 3) or (z < -1.0 and _popcount(dn1) >= 3):
-                    bits |= 4
                 if abs(run) >= 8.0:
                     bits |= 8
                 rules_out[i, j] = bits
             else:
                 z_out[i, j] = 0.0
             if learn[i]:
-                _learn(st, j, v, alpha)
+                n, mean, s = _learn(n, mean, s, v, alpha)
+        st[j, 0], st[j, 1], st[j, 2] = n, mean, s
+        st[j, 3], st[j, 4], st[j, 5], st[j, 6], st[j, 7] = up2, dn2, up1, dn1, run
     return skipped
+
+
+@strict_kernel
+def _severity(z: float, bits: int) -> float:
+    sev = float(_popcount(bits & 0b1110))
+    if bits & 1:
+        sev += abs(z) / 3.0
+    return sev
+
+
+@strict_kernel
+def _worst_column(
+    z: NDArray[np.float64], bits: NDArray[np.uint8], score: NDArray[np.float64],
+    top: NDArray[np.int64], rules: NDArray[np.uint8],
+) -> None:
+    for i in range(z.shape[0]):
+        best, arg = 0.0, -1
+        for j in range(z.shape[1]):
+            sev = _severity(z[i, j], int(bits[i, j]))
+            if sev > best:
+                best, arg = sev, j
+        score[i] = best
+        top[i] = arg
+        rules[i] = bits[i, arg] if arg >= 0 else 0
+
+
+def worst_column(
+    z: NDArray[np.float64], bits: NDArray[np.uint8]
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.uint8]]:
+    """Per row, the severity of the most severe column, that column (-1 if no rule fired)
+    and its rule bits, from the (n, d) outputs of :func:`western_electric`.
+
+    The severity of a value is 0 if no rule fired, else the number of rules that fired, with
+    rule 1 counted as ``|z| / 3`` (which exceeds 1) so that a larger outlier is more severe.
+    """
+    if z.dtype != np.float64 or bits.dtype != np.uint8 or z.ndim != 2 or z.shape != bits.shape:
+        raise TypeError("z (float64) and bits (uint8) must be 2-D arrays of the same shape; "
+                        "pass what western_electric returned")
+    n = z.shape[0]
+    score = np.empty(n, dtype=np.float64)
+    top = np.empty(n, dtype=np.int64)
+    rules = np.empty(n, dtype=np.uint8)
+    _worst_column(np.ascontiguousarray(z), np.ascontiguousarray(bits), score, top, rules)
+    return score, top, rules
 
 
 def new_rules_state(d: int) -> NDArray[np.float64]:

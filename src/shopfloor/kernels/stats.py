@@ -32,6 +32,7 @@ __all__ = [
     "cusum",
     "ewma_chart",
     "ewma_z",
+    "max_abs_column",
     "new_cusum_state",
     "new_ewma_chart_state",
     "new_ewma_state",
@@ -52,30 +53,35 @@ BASE = 3  # baseline columns: count, mean, M2 or variance
 
 
 @strict_kernel
-def _learn(st: NDArray[np.float64], j: int, v: float, alpha: float) -> None:
-    n = st[j, 0] + 1.0
-    st[j, 0] = n
-    diff = v - st[j, 1]
+def _learn(n: float, mean: float, s: float, v: float, alpha: float) -> tuple[float, float, float]:
+    """One baseline update; returns the new (count, mean, spread)."""
+    n += 1.0
+    diff = v - mean
     if alpha <= 0.0:
-        st[j, 1] += diff / n
-        st[j, 2] += diff * (v - st[j, 1])
+        mean += diff / n
+        s += diff * (v - mean)
     else:
         # max(alpha, 1/n): an exact running mean/variance until n reaches 1/alpha, so the EWMA
         # is not biased towards its first sample during warm-up.
         a = max(alpha, 1.0 / n)
         incr = a * diff
-        st[j, 1] += incr
-        st[j, 2] = (1.0 - a) * (st[j, 2] + diff * incr)
+        mean += incr
+        s = (1.0 - a) * (s + diff * incr)
+    return n, mean, s
 
 
 @strict_kernel
-def _sd(st: NDArray[np.float64], j: int, alpha: float) -> float:
-    n = st[j, 0]
-    var = st[j, 2]
+def _sd(n: float, mean: float, s: float, alpha: float) -> float:
+    var = s
     if alpha <= 0.0:
-        var = var / (n - 1.0) if n > 1.0 else 0.0
-    sd: float = max(math.sqrt(max(var, 0.0)), SD_FLOOR_REL * abs(st[j, 1]), SD_FLOOR_ABS)
+        var = s / (n - 1.0) if n > 1.0 else 0.0
+    sd: float = max(math.sqrt(max(var, 0.0)), SD_FLOOR_REL * abs(mean), SD_FLOOR_ABS)
     return sd
+
+
+# The loops run column by column with the state in local variables: columns are independent,
+# so the order of operations per column (and the result) is the same as row by row, and the
+# compiler keeps the recurrences in registers instead of reloading them from the state array.
 
 
 @strict_kernel
@@ -84,16 +90,18 @@ def _z_kernel(
     alpha: float, min_samples: int, out: NDArray[np.float64],
 ) -> int:
     skipped = 0
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
+    for j in range(x.shape[1]):
+        n, mean, s = st[j, 0], st[j, 1], st[j, 2]
+        for i in range(x.shape[0]):
             v = x[i, j]
             if not math.isfinite(v):
                 out[i, j] = np.nan
                 skipped += 1
                 continue
-            out[i, j] = (v - st[j, 1]) / _sd(st, j, alpha) if st[j, 0] >= min_samples else 0.0
+            out[i, j] = (v - mean) / _sd(n, mean, s, alpha) if n >= min_samples else 0.0
             if learn[i]:
-                _learn(st, j, v, alpha)
+                n, mean, s = _learn(n, mean, s, v, alpha)
+        st[j, 0], st[j, 1], st[j, 2] = n, mean, s
     return skipped
 
 
@@ -103,24 +111,24 @@ def _cusum_kernel(
     k: float, limit: float, alpha: float, min_samples: int, out: NDArray[np.float64],
 ) -> int:
     skipped = 0
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
+    for j in range(x.shape[1]):
+        n, mean, s, up, down = st[j, 0], st[j, 1], st[j, 2], st[j, 3], st[j, 4]
+        for i in range(x.shape[0]):
             v = x[i, j]
             if not math.isfinite(v):
                 out[i, j] = np.nan
                 skipped += 1
                 continue
-            if st[j, 0] >= min_samples:
-                z = (v - st[j, 1]) / _sd(st, j, alpha)
-                up = min(limit, max(0.0, st[j, 3] + z - k))
-                down = min(limit, max(0.0, st[j, 4] - z - k))
-                st[j, 3] = up
-                st[j, 4] = down
+            if n >= min_samples:
+                z = (v - mean) / _sd(n, mean, s, alpha)
+                up = min(limit, max(0.0, up + z - k))
+                down = min(limit, max(0.0, down - z - k))
                 out[i, j] = up if up >= down else -down
             else:
                 out[i, j] = 0.0
             if learn[i]:
-                _learn(st, j, v, alpha)
+                n, mean, s = _learn(n, mean, s, v, alpha)
+        st[j, 0], st[j, 1], st[j, 2], st[j, 3], st[j, 4] = n, mean, s, up, down
     return skipped
 
 
@@ -131,29 +139,60 @@ def _ewma_chart_kernel(
 ) -> int:
     skipped = 0
     keep = 1.0 - lam
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
+    steady = math.sqrt(lam / (2.0 - lam))  # the sigma once (1 - lam)^(2t) has underflowed
+    for j in range(x.shape[1]):
+        n, mean, s, e, w = st[j, 0], st[j, 1], st[j, 2], st[j, 3], st[j, 4]
+        for i in range(x.shape[0]):
             v = x[i, j]
             if not math.isfinite(v):
                 out[i, j] = np.nan
                 skipped += 1
                 continue
-            if st[j, 0] >= min_samples:
-                z = (v - st[j, 1]) / _sd(st, j, alpha)
-                e = lam * z + keep * st[j, 3]
-                w = st[j, 4] * keep * keep
-                st[j, 3] = e
-                st[j, 4] = w
+            if n >= min_samples:
+                z = (v - mean) / _sd(n, mean, s, alpha)
+                e = lam * z + keep * e
+                # Below 1e-20, 1 - w rounds to 1: flush w to 0 rather than let it sink into
+                # the (slow) subnormal range, where it would stick at the smallest subnormal.
+                w = w * keep * keep if w > 1e-20 else 0.0
                 # Exact (time-varying) sigma of the EWMA of unit-variance values (Montgomery).
-                out[i, j] = e / math.sqrt(lam / (2.0 - lam) * (1.0 - w))
+                out[i, j] = e / (steady if w == 0.0 else math.sqrt(lam / (2.0 - lam) * (1.0 - w)))
             else:
                 out[i, j] = 0.0
             if learn[i]:
-                _learn(st, j, v, alpha)
+                n, mean, s = _learn(n, mean, s, v, alpha)
+        st[j, 0], st[j, 1], st[j, 2], st[j, 3], st[j, 4] = n, mean, s, e, w
     return skipped
 
 
+@strict_kernel
+def _max_abs_column(
+    stat: NDArray[np.float64], score: NDArray[np.float64], top: NDArray[np.int64]
+) -> None:
+    for i in range(stat.shape[0]):
+        best, arg = 0.0, -1
+        for j in range(stat.shape[1]):
+            v = abs(stat[i, j])
+            if v > best:  # NaN compares False: a skipped value carries no evidence
+                best, arg = v, j
+        score[i] = best
+        top[i] = arg
+
+
 # ---------------------------------------------------------------- public wrappers
+
+
+def max_abs_column(stat: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Per row of ``stat`` (n, d), the largest ``|value|`` and its column.
+
+    The column is the first one reaching the maximum, or -1 where every value is 0 or NaN
+    (the score is then 0.0).
+    """
+    if not isinstance(stat, np.ndarray) or stat.dtype != np.float64 or stat.ndim != 2:
+        raise TypeError("stat must be a 2-D float64 numpy array (rows, signals)")
+    score = np.empty(stat.shape[0], dtype=np.float64)
+    top = np.empty(stat.shape[0], dtype=np.int64)
+    _max_abs_column(stat, score, top)
+    return score, top
 
 
 def _check_stream(
