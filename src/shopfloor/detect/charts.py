@@ -33,7 +33,10 @@ individuals chart wants) keeps the learned std within ~7 % when scoring starts.
 
 Chart memories (CUSUM sums, the EWMA statistic, the repeat run) advance on every row, learned or
 not; only the baseline obeys ``learn``. A chart frozen while learning is paused would keep its
-alarm level forever. Consequently :meth:`score_one` (``learn=False``) also advances them.
+alarm level forever. Consequently :meth:`score_one` (``learn=False``) also advances them. For
+the same reason the CUSUM and Page-Hinkley sums saturate at ``limit``: after a long fault the
+score falls below a threshold h within about ``(limit - h) / k`` values instead of a time
+proportional to the fault's length.
 """
 
 from __future__ import annotations
