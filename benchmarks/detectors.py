@@ -13,11 +13,15 @@ chart kinds, d = 1              the same detector fed one row per call       rep
 ``mahalanobis`` (asset), d = 8  one row per call; NumPy per row (inverse)    reported
 River adapters, d = 4           River called directly on the same dicts      >= 0.83
                                 (``score_one`` then ``learn_one``)           (<= 20 % overhead)
+``FixedThreshold``              ``np.where`` per batch                       reported
+``QuantileThreshold``           one score per call; River's P-square         reported
+                                ``stats.Quantile`` (not the same estimate)
+``Alarm``                       pure Python; one sample per call (``step``)  reported
 ==============================  ===========================================  ================
 
-The River references and the NumPy asset reference are checked against their subject on the
-benchmark's rows before they are timed. Timed calls keep feeding the same rows to the same
-objects, so subject and reference carry identical models through every round.
+The River, ``np.where``, pure-Python alarm and NumPy asset references are checked against
+their subject on the benchmark's rows before they are timed. Timed calls keep feeding the same
+rows to the same objects, so subject and reference carry identical models through every round.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.harness import Bench, Case, Target
+from benchmarks.harness import Bench, Case, Target, agree
 
 __all__ = ["BATCH", "run"]
 
@@ -41,7 +45,7 @@ RIVER_TARGET = Target(0.83, "issue 2: River adapter overhead <= 20%")
 
 
 def run(bench: Bench) -> None:
-    """Measure every detector kind in the registry, then thresholds and alarms."""
+    """Measure every detector kind in the registry, then the thresholds and the alarm."""
     from shopfloor.detect import registry
 
     rng = np.random.default_rng(20240503)
@@ -57,6 +61,14 @@ def run(bench: Bench) -> None:
             _river(bench, kind, cls, rng)
         else:
             _chart(bench, kind, cls, rng)
+    try:
+        from shopfloor.detect.alarm import Alarm
+        from shopfloor.detect.threshold import FixedThreshold, QuantileThreshold
+    except ImportError as exc:
+        bench.skip("thresholds and alarm", f"not importable yet: {exc}")
+        return
+    _thresholds(bench, FixedThreshold, QuantileThreshold, rng)
+    _alarm(bench, Alarm, rng)
 
 
 def _batched(det: Any, x: F64) -> Callable[[], object]:
@@ -129,11 +141,11 @@ def _asset(bench: Bench, cls: type, rng: np.random.Generator) -> None:
     x = latent @ rng.standard_normal((2, d)) + 0.3 * rng.standard_normal((n, d))
     small = x[:1500]
     det = cls()
-    got = _scores(bench.first_call("mahalanobis", _batched(det, small)))
+    got = _scores(bench.first_call("mahalanobis (asset)", _batched(det, small)))
     want = numpy_hotelling(small, det.half_life, det.ridge, det.min_variance, det.min_samples)
     # The kernel's ridge is refreshed about once per half-life and shrinks between refreshes;
     # the reference recomputes it every row. At ridge 1e-6 that moves T² by ~1e-6 at most.
-    np.testing.assert_allclose(want, got, rtol=1e-4, atol=1e-9)
+    agree("mahalanobis", "numpy per row", want, got, rtol=1e-4, atol=1e-9)
     det = cls()
     bench.compare(
         Case("mahalanobis (asset)", _batched(det, x), n, unit="rows/s",
@@ -177,10 +189,11 @@ def _river(bench: Bench, kind: str, cls: type, rng: np.random.Generator) -> None
     dicts = [dict(zip(range(d), row, strict=True)) for row in x.tolist()]
     adapter = cls()
     score_direct, run_direct = _river_direct(kind, adapter, d)
-    got = _scores(bench.first_call(kind, _batched(adapter, x)))
-    np.testing.assert_allclose(got, [score_direct(r) for r in dicts], rtol=1e-12, atol=0.0)
+    name = f"{kind} (river adapter)"
+    got = _scores(bench.first_call(name, _batched(adapter, x)))
+    agree(kind, "river direct", got, [score_direct(r) for r in dicts], rtol=1e-12)
     bench.compare(
-        Case(f"{kind} (river adapter)", _batched(adapter, x), n, unit="rows/s",
+        Case(name, _batched(adapter, x), n, unit="rows/s",
              note=f"d={d}, batches of {BATCH}, every row learned, default parameters"),
         [Case("river direct", lambda: run_direct(dicts), n, unit="rows/s",
               note="score_one then learn_one on prebuilt dicts, River's own pipeline")],
@@ -241,3 +254,139 @@ def _river_direct(
         return None
 
     return step, run_direct
+
+
+def _thresholds(bench: Bench, fixed: Any, quantile: Any, rng: np.random.Generator) -> None:
+    import river.stats
+
+    n = bench.size(51_200, 512_000)
+    scores = np.abs(rng.standard_normal(n))
+    small = scores[:5000]
+    starts = range(0, n, BATCH)
+
+    def batched(threshold: Any) -> Callable[[], object]:
+        return lambda: [threshold.apply(scores[i : i + BATCH], True) for i in starts]
+
+    def one_per_call(threshold: Any) -> Callable[[], object]:
+        values = small.tolist()
+        return lambda: [threshold.apply(v, True) for v in values]
+
+    limit = 3.29  # |N(0, 1)| exceeds it with probability 1e-3
+    def numpy_where() -> list[F64]:
+        return [np.where(np.isfinite(scores[i : i + BATCH]), limit, np.inf) for i in starts]
+
+    got: Any = bench.first_call("fixed threshold", batched(fixed(limit)))
+    agree("fixed threshold", "numpy where", np.concatenate(got), np.concatenate(numpy_where()))
+    note = f"batches of {BATCH}, every score learned"
+    bench.compare(
+        Case("fixed threshold", batched(fixed(limit)), n, note=note, unit="scores/s"),
+        [Case("numpy where", numpy_where, n, unit="scores/s",
+              note=f"np.where per batch of {BATCH}")],
+    )
+    p2: Any = river.stats.Quantile(1.0 - 1e-3)
+    values = small.tolist()
+
+    def river_quantile() -> object:
+        for v in values:
+            p2.get()
+            p2.update(v)
+        return None
+
+    bench.first_call("quantile threshold", batched(quantile()))
+    bench.compare(
+        Case("quantile threshold", batched(quantile()), n, unit="scores/s",
+             note=f"{note}, false_alarm_rate=1e-3 (forgetting histogram)"),
+        [
+            Case("one score per call", one_per_call(quantile()), small.size, unit="scores/s",
+                 note=f"{small.size} scores"),
+            Case("river stats.Quantile", river_quantile, small.size, unit="scores/s",
+                 note="River's P-square estimator: no forgetting, not the same estimate"),
+        ],
+    )
+
+
+def _alarm(bench: Bench, alarm: Any, rng: np.random.Generator) -> None:
+    n = bench.size(51_200, 512_000)
+    exceed = rng.random(n) < 0.01  # lone false alarms, and a fault every 5000 samples
+    for start in range(1000, n, 5000):
+        exceed[start : start + 60] = True
+    small = exceed[:20_000]
+    starts = range(0, n, BATCH)
+
+    def batched(a: Any) -> Callable[[], object]:
+        return lambda: [a.update(exceed[i : i + BATCH]) for i in starts]
+
+    params: dict[str, Any] = {"raise_after": 3, "clear_after": 10, "cooldown": 20, "warmup": 100,
+              "pause_learning": True, "max_pause": 40}
+    got = bench.first_call("alarm", lambda: alarm(**params).update(small))
+    want = python_alarm(small.tolist(), **params)
+    for name, column in zip(("state", "raised", "cleared", "learn", "withheld"), want,
+                            strict=True):
+        agree(f"alarm ({name})", "pure python", getattr(got, name), column)
+    stepper = alarm(**params)
+    few = small[:5000].tolist()
+
+    def one_per_call() -> object:
+        return [stepper.step(e) for e in few]
+
+    bench.compare(
+        Case("alarm", batched(alarm(**params)), n, unit="samples/s",
+             note=f"batches of {BATCH}; 1 % lone exceedances, a 60-sample fault every 5000"),
+        [
+            Case("pure python", lambda: python_alarm(small.tolist(), **params), small.size,
+                 note=f"{small.size} samples"),
+            Case("one sample per call", one_per_call, 5000, note="5000 samples"),
+        ],
+    )
+
+
+def python_alarm(
+    exceed: list[bool], *, raise_after: int, clear_after: int, cooldown: int, warmup: int,
+    pause_learning: bool, max_pause: int,
+) -> tuple[list[int], list[bool], list[bool], list[bool], list[bool]]:
+    """The alarm rules of :mod:`shopfloor.detect.alarm`, one sample at a time in pure Python.
+
+    Returns state codes, raised, cleared, learn and withheld, one entry per sample.
+    """
+    warming, normal, active, cooling = 0, 1, 2, 3
+    state, run, quiet, cool_left, paused = warming, 0, 0, 0, 0
+    states: list[int] = []
+    raised_at: list[bool] = []
+    cleared_at: list[bool] = []
+    learned: list[bool] = []
+    withheld: list[bool] = []
+    for seen, e in enumerate(exceed):
+        if seen < warmup:
+            states.append(warming)
+            raised_at.append(False)
+            cleared_at.append(False)
+            learned.append(True)
+            withheld.append(False)
+            continue
+        raised = cleared = held = False
+        if state == warming or (state == cooling and cool_left == 0):
+            state = normal
+        was_active = state == active
+        if was_active:
+            quiet = 0 if e else quiet + 1
+            if quiet >= clear_after:
+                cleared, quiet, run, cool_left = True, 0, 0, cooldown
+                state = cooling if cooldown > 0 else normal
+        else:
+            run = run + 1 if e else 0
+            if state == cooling:
+                cool_left -= 1
+            elif run >= raise_after:
+                raised, quiet, state = True, 0, active
+        learn = True
+        if pause_learning and (e or state == active):
+            if paused < max_pause:
+                learn, paused, held = False, paused + 1, e and not was_active
+        elif pause_learning:
+            paused = 0
+        states.append(state)
+        raised_at.append(raised)
+        cleared_at.append(cleared)
+        learned.append(learn)
+        withheld.append(held)
+    return states, raised_at, cleared_at, learned, withheld

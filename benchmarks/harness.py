@@ -29,9 +29,22 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
-__all__ = ["Bench", "Case", "Figure", "Mode", "Skipped", "Target", "Warmup", "machine_info"]
+__all__ = [
+    "Bench",
+    "Case",
+    "Figure",
+    "Mode",
+    "ReferenceMismatch",
+    "Skipped",
+    "Target",
+    "Warmup",
+    "agree",
+    "machine_info",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +178,7 @@ class Bench:
             raise ValueError("a figure needs at least one reference to be measured against")
         cases = [subject, *references]
         self.progress(f"[{self.area}] {subject.name} vs {', '.join(r.name for r in references)}")
-        calls = [self._warm(c) for c in cases]
+        calls = [self._warm(c, record=c is subject) for c in cases]
         rates: list[list[float]] = [[] for _ in cases]
         for _ in range(self.mode.repeats):
             for i, case in enumerate(cases):
@@ -215,11 +228,40 @@ class Bench:
         if not any(w.area == self.area and w.name == name for w in self.warmups):
             self.warmups.append(Warmup(self.area, name, seconds))
 
-    def _warm(self, case: Case) -> int:
-        """First call (recorded), then the number of calls that makes one timing readable."""
-        self._record_first(case.name, _time(case.run, 1))
+    def _warm(self, case: Case, *, record: bool) -> int:
+        """First call (recorded for subjects: references compile nothing of ours), then the
+        number of calls that makes one timing readable."""
+        first = _time(case.run, 1)
+        if record:
+            self._record_first(case.name, first)
         once = _time(case.run, 1)
         return max(1, math.ceil(self.mode.min_time / max(once, 1e-7)))
+
+
+class ReferenceMismatch(AssertionError):
+    """A reference does not compute what its subject computes, so their ratio means nothing."""
+
+
+def agree(
+    subject: str, reference: str, actual: Any, desired: Any, *, rtol: float = 0.0,
+    atol: float = 0.0,
+) -> None:
+    """Check, before timing, that ``reference`` gives what ``subject`` gives.
+
+    Exact equality when both tolerances are 0; NaN equals NaN. Raises
+    :class:`ReferenceMismatch` naming both and the remedy.
+    """
+    try:
+        if rtol == 0.0 and atol == 0.0:
+            np.testing.assert_array_equal(actual, desired)
+        else:
+            np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol)
+    except AssertionError as exc:
+        raise ReferenceMismatch(
+            f"{reference!r} disagrees with {subject!r}, so timing one against the other would "
+            f"compare different work. If {subject!r} changed its definition on purpose, update "
+            f"the reference in the benchmarks area module.\n{exc}"
+        ) from None
 
 
 def _time(run: Callable[[], object], calls: int) -> float:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.harness import Bench, Case, Target
+from benchmarks.harness import Bench, Case, Target, agree
 
 __all__ = ["run"]
 
@@ -78,8 +78,8 @@ def _frame_stats(bench: Bench, frames: F64) -> None:
 
     small = np.ascontiguousarray(frames[:1])
     got = bench.first_call("frame_stats", lambda: frame_stats(frames))[0]
-    np.testing.assert_allclose(numpy_frame_stats(frames), got, rtol=1e-9)
-    np.testing.assert_allclose(python_frame_stats(small), got[:1], rtol=1e-9)
+    agree("frame_stats", "numpy vectorised", numpy_frame_stats(frames), got, rtol=1e-9)
+    agree("frame_stats", "pure python", python_frame_stats(small), got[:1], rtol=1e-9)
     bench.compare(
         Case("frame_stats", lambda: frame_stats(frames), frames.size,
              note=f"{frames.shape[0]} frames of {FRAME_LEN} samples, 7 statistics"),
@@ -103,7 +103,8 @@ def _spectral(bench: Bench, frames: F64) -> None:
         return spectral_features(np.fft.rfft(frames, axis=1), plan)
 
     got = bench.first_call("rfft + spectral features", features)
-    np.testing.assert_allclose(numpy_spectral(frames, **SPECTRAL), got, rtol=1e-7, atol=1e-12)
+    agree("spectral_features", "numpy spectral", numpy_spectral(frames, **SPECTRAL), got,
+          rtol=1e-7, atol=1e-12)
     bench.compare(
         Case("rfft + spectral features", features, frames.size,
              note=f"{plan.n_features} features: 4 bands, velocity rms, envelope at 4 defects"),
@@ -143,7 +144,8 @@ def _frame_features(bench: Bench, frames: F64, frame_features: Any) -> None:
                           spectral_features(np.fft.rfft(frames, axis=1), plan)])
 
     got = bench.first_call("FrameFeatures", lambda: ff.compute(frames)).values
-    np.testing.assert_allclose(got, by_hand(), rtol=1e-9, atol=1e-12)
+    agree("FrameFeatures", "frame_stats + rfft + spectral", got, by_hand(), rtol=1e-9,
+          atol=1e-12)
     bench.compare(
         Case("FrameFeatures", lambda: ff.compute(frames), frames.size,
              note=f"7 statistics + {plan.n_features} spectral features (6205 bearing)"),
@@ -185,8 +187,8 @@ def _charts(bench: Bench, stream: F64) -> None:
     for name, (kern, new_state, numpy_ref, python_ref) in kernels.items():
         got = bench.first_call(f"{name} (d=1)", partial(kern, stream, learn, new_state(1)))
         # Cumulative sums lose a few digits against Welford's update over 1e6 samples.
-        np.testing.assert_allclose(numpy_ref(stream), got, rtol=1e-7, atol=1e-7)
-        np.testing.assert_allclose(python_ref(small), got[: small.size], rtol=1e-9, atol=1e-12)
+        agree(name, "numpy vectorised", numpy_ref(stream), got, rtol=1e-7, atol=1e-7)
+        agree(name, "pure python", python_ref(small), got[: small.size], rtol=1e-9, atol=1e-12)
         state = new_state(1)  # timed calls go on from the same state, as a live chart does
 
         bench.compare(
@@ -264,8 +266,12 @@ def numpy_spectral(frames: F64, **spec: Any) -> F64:
         k0, k1 = bins(band)
         cols.append((power[:, k0:k1] * weight[k0:k1]).sum(axis=1))
     k0, k1 = bins(spec["velocity_band"])
+    k1 = min(k1, (n_len + 1) // 2)
+    # Hann window applied along frequency, (-1/4, 1/2, -1/4), its power 3/8 divided out.
+    hann = 0.5 * spec_x[:, k0:k1] - 0.25 * (spec_x[:, k0 - 1 : k1 - 1] + spec_x[:, k0 + 1 : k1 + 1])
     to_mm_s = 9.80665e3 / (2.0 * np.pi * freqs[k0:k1])  # g to mm/s, integrated
-    cols.append(np.sqrt((power[:, k0:k1] * weight[k0:k1] * to_mm_s**2).sum(axis=1)))
+    velocity = (hann.real**2 + hann.imag**2) * (2.0 / n_len**2 / 0.375) * to_mm_s**2
+    cols.append(np.sqrt(velocity.sum(axis=1)))
     k0, k1 = bins(spec["envelope_band"])
     k1 = min(k1, (n_len + 1) // 2)  # the analytic signal has no Nyquist bin
     analytic = np.zeros((frames.shape[0], n_len), dtype=np.complex128)

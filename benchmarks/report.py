@@ -103,7 +103,9 @@ def markdown(results: dict[str, Any]) -> str:
             if text not in seen:
                 seen.add(text)
                 lines.append(text)
-    lines += ["", "First calls (numba compile or cache load, plus one run):", "",
+    first = sum(w["seconds"] for w in results["warmup"])
+    lines += ["", f"First calls of the subjects (numba compile or cache load, plus one run; "
+              f"{first:.1f} s in all):", "",
               "| area | case | seconds |", "|---|---|---:|"]
     lines += [f"| {w['area']} | {w['name']} | {w['seconds']:.3f} |" for w in results["warmup"]]
     if results["skipped"]:

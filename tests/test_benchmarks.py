@@ -101,8 +101,10 @@ def test_issue_targets_are_all_measured(quick: tuple[Path, dict[str, Any], str])
     for kind in ("hst", "oneclass_svm", "gaussian"):
         assert targets[f"detectors/{kind} (river adapter) vs river direct"] == 0.83
     names = {(f["area"], f["name"]) for f in results["figures"]}
-    for kind in ("zscore", "ewma", "cusum", "mahalanobis (asset)"):
+    for kind in ("zscore", "ewma", "cusum", "mahalanobis (asset)", "fixed threshold",
+                 "quantile threshold", "alarm"):
         assert ("detectors", kind) in names
+    assert ("kernels", "FrameFeatures") in names
     assert results["skipped"] == [], results["skipped"]
 
 
