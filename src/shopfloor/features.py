@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from shopfloor.kernels.frame import FRAME_STAT_NAMES, frame_stats
 from shopfloor.kernels.spectrum import (
@@ -88,7 +88,7 @@ class ScalarFeatures:
 
     names: tuple[str, ...] = ("value",)
 
-    def compute(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+    def compute(self, values: ArrayLike) -> NDArray[np.float64]:
         """Return ``values`` (shape (n,)) as a float64 (n, 1) feature matrix."""
         v = _as_real_array(values, "values")
         if v.ndim > 1:
@@ -195,7 +195,7 @@ class FrameFeatures:
     def _plans(self) -> dict[int, SpectralPlan]:
         return {}
 
-    def compute(self, frames: NDArray[np.float64]) -> FeatureBatch:
+    def compute(self, frames: ArrayLike) -> FeatureBatch:
         """Features of each frame of ``frames``, shape (n, frame_len) (1-D: one frame).
 
         ``frame_len`` may change from one call to the next; it must be at least 2.

@@ -8,8 +8,9 @@ With ``L`` samples at ``fs`` Hz, bin ``k`` is at ``f_k = k * fs / L`` and its on
 
 Band energy
     ``sum(P_k for lo <= f_k < hi)``, the mean-square value of the frame in that band, in the
-    input unit squared. The DC bin never belongs to a band (``lo > 0``), so over bands that tile
-    ``(0, fs/2]`` the energies add up to the frame's AC variance (Parseval).
+    input unit squared; a band with ``hi >= fs/2`` also holds the Nyquist bin. The DC bin never
+    belongs to a band (``lo > 0``), so over bands that tile ``(0, fs/2]`` the energies add up to
+    the frame's AC variance (Parseval).
 Velocity rms
     Acceleration integrated in the frequency domain, ``V_k = A_k / (2 pi f_k)``, over the band
     (ISO 10816/20816 use 10-1000 Hz), converted from g (9.80665 m/s²) or m/s² to mm/s. The
@@ -240,12 +241,15 @@ def _spectral_features(
             col += 1
 
 
-def _bin_range(freqs: NDArray[np.floating[Any]], band: tuple[float, float]) -> tuple[int, int]:
-    # The bins with lo <= f_k < hi, by the same frequencies np.fft.rfftfreq gives.
-    return (
-        int(np.searchsorted(freqs, band[0], side="left")),
-        int(np.searchsorted(freqs, band[1], side="left")),
-    )
+def _bin_range(
+    freqs: NDArray[np.floating[Any]], band: tuple[float, float], nyquist: float = math.inf
+) -> tuple[int, int]:
+    # The bins with lo <= f_k < hi, by the same frequencies np.fft.rfftfreq gives; a band that
+    # reaches ``nyquist`` runs to the last bin inclusive, so that bands tiling (0, fs/2] hold all
+    # the AC power even when the last bin sits exactly at fs/2.
+    k0 = int(np.searchsorted(freqs, band[0], side="left"))
+    k1 = len(freqs) if band[1] >= nyquist else int(np.searchsorted(freqs, band[1], side="left"))
+    return k0, k1
 
 
 def _check_band(band: Sequence[float], name: str) -> tuple[float, float]:
@@ -299,8 +303,9 @@ def spectral_plan(
         raise ValueError(f"tolerance must be a fraction in [0, 0.5); got {tolerance!r}")
     n_len = int(frame_len)
     freqs = np.fft.rfftfreq(n_len, d=1.0 / sample_rate)
+    nyquist = sample_rate / 2
     band_bins = np.array(
-        [_bin_range(freqs, _check_band(b, "bands")) for b in bands], dtype=np.int64
+        [_bin_range(freqs, _check_band(b, "bands"), nyquist) for b in bands], dtype=np.int64
     ).reshape(-1, 2)
     velocity_bins = np.zeros((0, 2), dtype=np.int64)
     velocity_weights = np.zeros(0, dtype=np.float64)
