@@ -8,9 +8,10 @@ calls make one timing long enough to read, then times the cases round-robin
 (A, B, C, A, B, C, ...) so that whatever the shared machine does meanwhile hits all of them.
 
 Each subject/reference pair becomes one :class:`Figure`: the subject's rate (median, min, max
-over the repeats), the reference's, and their ratio. The ratio is the median of the per-round
-ratios (each round's A over the same round's B), which cancels slow drifts in machine speed
-better than a ratio of medians. Targets are reported, never enforced.
+over the repeats), the reference's, and their ratio: how many times faster the subject is
+(rate over rate, or for durations the reference's time over the subject's). The ratio is the
+median of the per-round ratios (each round's A against the same round's B), which cancels slow
+drifts in machine speed better than a ratio of medians. Targets are reported, never enforced.
 """
 
 from __future__ import annotations
@@ -69,16 +70,22 @@ class Mode:
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One timed callable: ``run()`` processes ``work`` units of ``unit`` per call.
+    """One timed callable: ``run()`` processes ``work`` units per call, reported in ``unit``.
 
-    ``note`` says what the case is when the name alone does not (a subset, a layout).
+    With ``work=None`` the figure is the duration of one call (``unit`` "s", lower is better),
+    for things that are not throughputs: a start-up, a scrape, a round trip. ``note`` says what
+    the case is when the name alone does not (a subset, a layout).
     """
 
     name: str
     run: Callable[[], object]
-    work: float
+    work: float | None
     unit: str = "samples/s"
     note: str = ""
+
+    def value(self, calls: int, seconds: float) -> float:
+        """The case's figure for ``calls`` calls that took ``seconds``."""
+        return seconds / calls if self.work is None else self.work * calls / seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,7 @@ class Figure:
     passed: bool | None = None
     repeats: int = 0
     note: str = ""
+    better: str = "higher"  # "higher" for rates, "lower" for durations
 
     @property
     def key(self) -> str:
@@ -177,16 +185,22 @@ class Bench:
         if not references:
             raise ValueError("a figure needs at least one reference to be measured against")
         cases = [subject, *references]
+        durations = subject.work is None
+        if any((c.work is None) != durations for c in references):
+            raise ValueError(f"{subject.name}: subject and references must all be rates or all "
+                             "durations (work=None), or their ratio means nothing")
         self.progress(f"[{self.area}] {subject.name} vs {', '.join(r.name for r in references)}")
         calls = [self._warm(c, record=c is subject) for c in cases]
         rates: list[list[float]] = [[] for _ in cases]
         for _ in range(self.mode.repeats):
             for i, case in enumerate(cases):
-                rates[i].append(case.work * calls[i] / _time(case.run, calls[i]))
+                rates[i].append(case.value(calls[i], _time(case.run, calls[i])))
         out = []
         for i, ref in enumerate(references, start=1):
             target = targets[i - 1] if i - 1 < len(targets) else None
-            ratios = [a / b for a, b in zip(rates[0], rates[i], strict=True)]
+            # Always "times faster than the reference", so that higher is better.
+            pairs = zip(rates[0], rates[i], strict=True)
+            ratios = [b / a if durations else a / b for a, b in pairs]
             ratio = statistics.median(ratios)
             notes = "; ".join(n for n in (subject.note, ref.note) if n)
             fig = Figure(
@@ -208,6 +222,7 @@ class Bench:
                 passed=(ratio >= target.minimum) if target else None,
                 repeats=self.mode.repeats,
                 note=notes,
+                better="lower" if durations else "higher",
             )
             self.figures.append(fig)
             out.append(fig)

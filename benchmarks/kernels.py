@@ -264,6 +264,8 @@ def numpy_spectral(frames: F64, **spec: Any) -> F64:
     cols = []
     for band in spec["bands"]:
         k0, k1 = bins(band)
+        if band[1] >= SAMPLE_RATE / 2:
+            k1 = len(freqs)  # a band reaching Nyquist holds the Nyquist bin
         cols.append((power[:, k0:k1] * weight[k0:k1]).sum(axis=1))
     k0, k1 = bins(spec["velocity_band"])
     k1 = min(k1, (n_len + 1) // 2)

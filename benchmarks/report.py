@@ -29,7 +29,7 @@ SCHEMA = 1
 FIGURE_KEYS = (
     "key", "area", "name", "unit", "median", "min", "max", "reference", "reference_median",
     "reference_min", "reference_max", "ratio", "ratio_min", "ratio_max", "target",
-    "target_text", "passed", "repeats", "note",
+    "target_text", "passed", "repeats", "note", "better",
 )
 
 
@@ -79,19 +79,22 @@ def markdown(results: dict[str, Any]) -> str:
         f"commit {(m['git_commit'] or 'unknown')[:10]}{' (dirty)' if m['git_dirty'] else ''}, "
         f"{m['timestamp']}, {results['elapsed_s']:.0f} s.",
         "",
-        "Rates are median [min - max] over the repeats; ratio = subject rate / reference rate, "
-        "the median of per-round ratios (subject and reference interleaved).",
+        "Figures are median [min - max] over the repeats. Ratio = how many times faster the "
+        "subject is than its reference (subject rate / reference rate; for durations in s, "
+        "reference time / subject time), the median of per-round ratios, subject and reference "
+        "interleaved in each round. Targets are minimum ratios.",
         "",
-        "| area | benchmark | rate | reference | reference rate | ratio | target | |",
+        "| area | benchmark | median [min - max] | reference | reference median [min - max] "
+        "| ratio | target | |",
         "|---|---|---|---|---|---:|---|---|",
     ]
     for f in results["figures"]:
         unit = f["unit"]
-        rate = f"{si(f['median'])} {unit} [{si(f['min'])} - {si(f['max'])}]"
+        value = f"{si(f['median'])} {unit} [{si(f['min'])} - {si(f['max'])}]"
         ref = f"{si(f['reference_median'])} [{si(f['reference_min'])} - {si(f['reference_max'])}]"
         target = f">= {f['target']:g} ({f['target_text']})" if f["target"] is not None else ""
         lines.append(
-            f"| {f['area']} | {f['name']} | {rate} | {f['reference']} | {ref} "
+            f"| {f['area']} | {f['name']} | {value} | {f['reference']} | {ref} "
             f"| {f['ratio']:.3g} | {target} | {_verdict(f)} |"
         )
     notes = [f for f in results["figures"] if f["note"]]
@@ -158,7 +161,7 @@ def _plot_ratios(figures: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xscale("log")
     ax.set_yticks(ys, labels, fontsize=8)
-    ax.set_xlabel("throughput ratio, subject / reference (log); black bar = target; "
+    ax.set_xlabel("times faster than the reference (log); black bar = target; "
                   "green met, red missed, blue no target")
     ax.set_title(f"shopfloor benchmarks ({figures[0]['repeats']} repeats, min-max whiskers)")
     fig.savefig(path)
@@ -181,14 +184,14 @@ def _plot_rates(figures: Sequence[dict[str, Any]], area: str, path: Path) -> Pat
             xerr=[[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]], capsize=2)
     ax.set_xscale("log")
     ax.set_yticks(ys, list(rows), fontsize=8)
-    ax.set_xlabel("throughput per second (log), median with min-max; orange = shopfloor")
-    ax.set_title(f"{area}: throughput")
+    ax.set_xlabel("median with min-max (log; units in the labels); orange = shopfloor")
+    ax.set_title(f"{area}: figures and their references")
     fig.savefig(path)
     return path
 
 
 def compare_lines(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
-    """One line per figure of either run: rate new/old and ratio-to-reference new/old.
+    """One line per figure of either run: speed new/old and ratio-to-reference new/old.
 
     The ratio-to-reference change is the steadier regression signal across machines and
     days, because the reference absorbed the same conditions as the subject.
@@ -199,18 +202,21 @@ def compare_lines(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
     lines = [
         f"compare: new {nm.get('git_commit', '?')!s:.10} ({nm.get('mode')}) vs old "
         f"{om.get('git_commit', '?')!s:.10} ({om.get('mode')}, {om.get('timestamp')})",
-        f"{'figure':<70} {'rate new/old':>12} {'ratio new/old':>13}",
+        f"{'figure':<70} {'speed new/old':>13} {'ratio new/old':>13}",
     ]
     for f in new["figures"]:
         o = old_by_key.get(f["key"])
         if o is None:
-            lines.append(f"{f['key']:<70} {'new':>12} {'':>13}")
+            lines.append(f"{f['key']:<70} {'new':>13} {'':>13}")
             continue
-        rate = f["median"] / o["median"] if o["median"] else math.nan
+        # Speed: > 1 is faster now, whether the figure is a rate or a duration.
+        faster = f.get("better", "higher") == "higher"
+        num, den = (f["median"], o["median"]) if faster else (o["median"], f["median"])
+        rate = num / den if den else math.nan
         ratio = f["ratio"] / o["ratio"] if o["ratio"] else math.nan
         flag = "  <- slower" if rate < 0.8 or ratio < 0.8 else ""
-        lines.append(f"{f['key']:<70} {rate:>12.3f} {ratio:>13.3f}{flag}")
+        lines.append(f"{f['key']:<70} {rate:>13.3f} {ratio:>13.3f}{flag}")
     for o in old["figures"]:
         if o["key"] not in new_keys:
-            lines.append(f"{o['key']:<70} {'not run':>12} {'':>13}")
+            lines.append(f"{o['key']:<70} {'not run':>13} {'':>13}")
     return lines

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURE_KEYS = {
     "key", "area", "name", "unit", "median", "min", "max", "reference", "reference_median",
     "reference_min", "reference_max", "ratio", "ratio_min", "ratio_max", "target",
-    "target_text", "passed", "repeats", "note",
+    "target_text", "passed", "repeats", "note", "better",
 }
 POSITIVE = ("median", "min", "max", "reference_median", "reference_min", "reference_max",
             "ratio", "ratio_min", "ratio_max")
@@ -82,6 +82,7 @@ def test_every_figure_is_complete_finite_and_positive(
         assert f["reference_min"] <= f["reference_median"] <= f["reference_max"], f["key"]
         assert f["ratio_min"] <= f["ratio"] <= f["ratio_max"], f["key"]
         assert f["repeats"] == 5
+        assert f["better"] == ("lower" if f["unit"] == "s" else "higher"), f["key"]
         if f["target"] is None:
             assert f["passed"] is None
         else:
@@ -111,7 +112,7 @@ def test_issue_targets_are_all_measured(quick: tuple[Path, dict[str, Any], str])
 def test_markdown_table_has_a_row_per_figure(quick: tuple[Path, dict[str, Any], str]) -> None:
     out, results, _ = quick
     text = (out / "results.md").read_text(encoding="utf-8")
-    assert "| area | benchmark | rate | reference |" in text
+    assert "| area | benchmark | median [min - max] | reference |" in text
     rows = [line for line in text.splitlines() if line.startswith(("| kernels |", "| detectors |"))]
     figure_rows = [r for r in rows if r.count("|") >= 9]
     assert len(figure_rows) == len(results["figures"])
