@@ -175,3 +175,53 @@ def test_compare_with_a_file_that_is_not_results_exits_2(tmp_path: Path) -> None
     done = _bench("kernels", "--quick", "--compare", str(bogus), timeout=60.0)
     assert done.returncode == 2
     assert "figures" in done.stderr
+
+
+HARNESS_SCRIPT = """
+import json
+from benchmarks import harness
+from benchmarks.harness import Bench, Case, Mode, ReferenceMismatch, Target, agree
+from benchmarks.report import compare_lines
+
+# A clock that reads what each case's run() returns as its seconds per call: the ratio
+# arithmetic is checked without timing anything.
+harness._time = lambda run, calls: run() * calls
+bench = Bench(Mode.of(True, 3), progress=lambda msg: None)
+bench.area = "startup"
+short, long = (lambda: 0.001), (lambda: 0.004)
+rate = Case("rate", short, 10.0, unit="items/s")
+duration = Case("fast start", short, None, unit="s")
+try:
+    bench.compare(duration, [rate])
+except ValueError:
+    mixed = "refused"
+fig, = bench.compare(duration, [Case("slow start", long, None, unit="s")], [Target(1.5, "t")])
+try:
+    agree("kernel", "reference", [1.0, 2.0], [1.0, 2.5], rtol=1e-9)
+except ReferenceMismatch as exc:
+    mismatch = str(exc)
+doc = {"machine": {}, "figures": [fig.as_dict()]}
+old = {"machine": {}, "figures": [dict(fig.as_dict(), median=fig.median * 2)]}
+print(json.dumps({"fig": fig.as_dict(), "mixed": mixed, "mismatch": mismatch,
+                  "compare": compare_lines(doc, old)}))
+"""
+
+
+def test_durations_compare_as_times_faster_and_mismatches_are_named() -> None:
+    done = subprocess.run([sys.executable, "-W", "error", "-c", HARNESS_SCRIPT], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    fig = out["fig"]
+    assert fig["better"] == "lower"
+    assert fig["unit"] == "s"
+    assert fig["key"] == "startup/fast start vs slow start"
+    # A duration's ratio is the reference's time over the subject's: 4 ms / 1 ms.
+    assert fig["ratio"] == pytest.approx(4.0)
+    assert fig["median"] == pytest.approx(0.001)
+    assert fig["reference_median"] == pytest.approx(0.004)
+    assert fig["passed"] is True
+    assert out["mixed"] == "refused"
+    assert "'reference' disagrees with 'kernel'" in out["mismatch"]
+    # The old run took twice as long per call: the new one is twice as fast.
+    assert out["compare"][-1].split()[-2] == "2.000"
