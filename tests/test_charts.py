@@ -135,6 +135,13 @@ def test_bad_state_and_shape_changes_are_refused(name: str) -> None:
         det.set_state({"kind": det.kind, "stats": np.zeros((3, 11))})
 
 
+def test_state_from_another_baseline_is_refused() -> None:
+    det = ZScoreDetector(baseline="welford")
+    det.score_learn(stream(3, n=10), np.ones(10, dtype=bool))
+    with pytest.raises(ValueError, match="baseline"):
+        ZScoreDetector(baseline="ewma").set_state(det.get_state())
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_single_samples_and_nan_rows(name: str) -> None:
     det = FACTORIES[name][0]()
@@ -251,6 +258,19 @@ def test_alarm_holds_while_learning_is_paused_and_clears_after_recovery(name: st
     assert (score[3030:4000] > h).mean() > 0.95
     # The ceiling on the sums bounds the all-clear: (limit - h) / k values at most.
     assert (score[4000 + 200:] < h).mean() > 0.99
+
+
+def test_cusum_score_passes_its_limit_while_the_fault_goes_on() -> None:
+    """A threshold that learned the limit (a fault during its warm-up) must not blind the
+    chart: the stored sums stop at the limit, the reported score does not."""
+    x = np.random.default_rng(10).normal(size=(1300, 1))
+    x[1000:1200] += 3.0
+    learn = np.ones(1300, dtype=bool)
+    learn[1000:1200] = False
+    score = CusumDetector(limit=10.0).score_learn(x, learn).score
+    assert (score[1020:1200] > 10.0).mean() > 0.9
+    assert score.max() < 10.0 + 8.0  # the ceiling plus one value's own evidence
+    assert (score[1200 + 40:] < 10.0).all()
 
 
 # ------------------------------------------------------------------ false alarms in control

@@ -67,21 +67,24 @@ def ref_stream(x: np.ndarray, learn: np.ndarray, alpha: float, min_samples: int,
 
 def cusum_chart(k: float, limit: float) -> Callable[[dict[str, Any], float], float]:
     def step(m: dict[str, Any], z: float) -> float:
-        m["up"] = min(limit, max(0.0, m.get("up", 0.0) + z - k))
-        m["down"] = min(limit, max(0.0, m.get("down", 0.0) - z - k))
-        return float(m["up"] if m["up"] >= m["down"] else -m["down"])
+        up = max(0.0, m.get("up", 0.0) + z - k)
+        down = max(0.0, m.get("down", 0.0) - z - k)
+        m["up"], m["down"] = min(limit, up), min(limit, down)
+        return float(up if up >= down else -down)
     return step
 
 
 def page_hinkley_chart(delta: float, limit: float) -> Callable[[dict[str, Any], float], float]:
     """Page-Hinkley in its textbook form: cumulative sums and their running extremes (which
-    follow the sums within ``limit``)."""
+    then follow the sums within ``limit``)."""
     def step(m: dict[str, Any], z: float) -> float:
         m["mu"] = m.get("mu", 0.0) + z - delta
-        m["min_up"] = max(min(m.get("min_up", 0.0), m["mu"]), m["mu"] - limit)
+        m["min_up"] = min(m.get("min_up", 0.0), m["mu"])
         m["md"] = m.get("md", 0.0) + z + delta
-        m["max_down"] = min(max(m.get("max_down", 0.0), m["md"]), m["md"] + limit)
+        m["max_down"] = max(m.get("max_down", 0.0), m["md"])
         up, down = m["mu"] - m["min_up"], m["max_down"] - m["md"]
+        m["min_up"] = max(m["min_up"], m["mu"] - limit)
+        m["max_down"] = min(m["max_down"], m["md"] + limit)
         return float(up if up >= down else -down)
     return step
 

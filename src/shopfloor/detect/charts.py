@@ -34,8 +34,8 @@ individuals chart wants) keeps the learned std within ~7 % when scoring starts.
 Chart memories (CUSUM sums, the EWMA statistic, the repeat run) advance on every row, learned or
 not; only the baseline obeys ``learn``. A chart frozen while learning is paused would keep its
 alarm level forever. Consequently :meth:`score_one` (``learn=False``) also advances them. For
-the same reason the CUSUM and Page-Hinkley sums saturate at ``limit``: after a long fault the
-score falls below a threshold h within about ``(limit - h) / k`` values instead of a time
+the same reason the CUSUM and Page-Hinkley sums are kept below ``limit``: after a long fault
+the score falls below a threshold h within about ``(limit - h) / k`` values instead of a time
 proportional to the fault's length.
 """
 
@@ -116,11 +116,18 @@ class ChartDetector(Detector):
 
     def get_state(self) -> State:
         state = self._state
-        return {"kind": self.kind, "stats": None if state is None else state.copy()}
+        return {
+            "kind": self.kind,
+            "baseline": self.baseline,  # the spread column means M2 (welford) or a variance
+            "stats": None if state is None else state.copy(),
+        }
 
     def set_state(self, state: State) -> None:
         if state.get("kind") != self.kind:
             raise ValueError(f"state is for kind {state.get('kind')!r}, not {self.kind!r}")
+        if state.get("baseline", self.baseline) != self.baseline:
+            raise ValueError(f"state was learned with baseline {state['baseline']!r}; this "
+                             f"detector uses {self.baseline!r}: keep the baseline or relearn")
         arr = state["stats"]
         if arr is None:
             self._state = None
@@ -186,11 +193,12 @@ class EwmaChart(ChartDetector):
 class CusumDetector(ChartDetector):
     """Self-starting two-sided CUSUM with slack ``k`` sigma (steps and drifts of ~2k sigma).
 
-    The sums saturate at ``limit`` sigma: evidence beyond any sensible threshold adds nothing
-    to the decision, but without a ceiling a fault lasting T values would hold the score above
-    threshold for about ``T × (shift - k) / k`` values after it ends. The default 30 leaves room
-    for thresholds up to a false-alarm rate of ``2 e^(-2 k 30)`` (2e-13 for k = 0.5) and clears
-    within ``(30 - h) / k`` values (about 40 for h = 10).
+    The sums are kept at most ``limit`` sigma: evidence beyond any sensible threshold adds
+    nothing to the decision, but without a ceiling a fault lasting T values would hold the score
+    above threshold for about ``T × (shift - k) / k`` values after it ends. The default 30 leaves
+    room for thresholds up to a false-alarm rate of ``2 e^(-2 k 30)`` (2e-13 for k = 0.5) and
+    clears within ``(30 - h) / k`` values (about 40 for h = 10). The score is the sum before
+    the ceiling, so while a fault goes on it stays above a threshold that has learned the limit.
     """
 
     kind = "cusum"

@@ -121,9 +121,13 @@ def _cusum_kernel(
                 continue
             if n >= min_samples:
                 z = (v - mean) / _sd(n, mean, s, alpha)
-                up = min(limit, max(0.0, up + z - k))
-                down = min(limit, max(0.0, down - z - k))
+                up = max(0.0, up + z - k)
+                down = max(0.0, down - z - k)
                 out[i, j] = up if up >= down else -down
+                # Stored clipped, reported before the ceiling: a fault that goes on still
+                # scores above a threshold that sits at the limit.
+                up = min(limit, up)
+                down = min(limit, down)
             else:
                 out[i, j] = 0.0
             if learn[i]:
@@ -329,12 +333,13 @@ def cusum(
 ) -> tuple[NDArray[np.float64], int]:
     """Two-sided tabular CUSUM of z-scores against a learned baseline.
 
-    ``S+ = min(limit, max(0, S+ + z - k))`` and ``S- = min(limit, max(0, S- - z - k))`` in
-    sigma units, where ``z`` is the value standardised by the baseline before it (self-starting
-    CUSUM). ``alpha == 0`` uses a Welford baseline, ``0 < alpha < 1`` an EWMA one. The output is
-    ``S+`` where ``S+ >= S-`` and ``-S-`` otherwise, so its sign says the direction of the shift.
-    The ``limit`` bounds how long the sums take to fall back (about ``limit / k`` values) once a
-    long fault is over. This recursion is also Page-Hinkley's ``m_t - min m_t``, ``delta = k``.
+    ``S+ = max(0, S+ + z - k)`` and ``S- = max(0, S- - z - k)`` in sigma units, where ``z`` is
+    the value standardised by the baseline before it (self-starting CUSUM). ``alpha == 0`` uses a
+    Welford baseline, ``0 < alpha < 1`` an EWMA one. The output is ``S+`` where ``S+ >= S-`` and
+    ``-S-`` otherwise, so its sign says the direction of the shift. The sums are kept at most
+    ``limit`` (after the row's output), which bounds how long they take to fall back (about
+    ``limit / k`` values) once a long fault is over; the output itself can exceed ``limit`` by
+    the row's own ``z - k``. This recursion is also Page-Hinkley's ``m_t - min m_t``.
     """
     x2 = _check_stream(x, learn, state, BASE + 2, "new_cusum_state")
     _check_common(alpha, min_samples, allow_zero_alpha=True)
