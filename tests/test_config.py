@@ -52,10 +52,10 @@ def test_good_config_merges_defaults() -> None:
     ("patch", "line", "key", "words"),
     [
         ('name = "stroke"', 16, "signals[1].colour", "unknown key"),
-        ('detector = { kind = "cusum" }', 17, "signals[1].detector.kind", "unknown kind"),
+        ('detector = { kind = "cusum" }', 16, "signals[1].detector.kind", "unknown kind"),
         ('valid_range = [0.0, 500.0]', 11, "signals[0].valid_range", "low <= high"),
         ('raise_after = 2', 6, "defaults.alarm.raise_after", "raise_after"),
-        ('name = "diameter"', 22, "signals[2].name", "defined twice"),
+        ('name = "diameter"', 19, "signals[2].name", "defined twice"),
         ('name = "force"', 10, "signals[0].name", "must be a name"),
     ],
 )

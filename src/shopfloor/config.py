@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopfloor.detect.registry import DETECTORS, THRESHOLDS, BuildError, build
+from shopfloor.detect.registry import ALARMS, DETECTORS, THRESHOLDS, BuildError, build
 from shopfloor.errors import ConfigError
 from shopfloor.tomlkeys import KeyLines
 
@@ -138,10 +138,12 @@ def parse_config(text: str, *, source: str = "<config>") -> PipelineConfig:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(
-            f"not valid TOML: {getattr(exc, 'msg', exc)}", file=source, line=line
-        ) from None
+        # Python 3.11's tomllib puts the position only in the message: "... (at line 2, column 8)".
+        message = str(exc)
+        at = re.search(r"\s*\(at line (\d+), column \d+\)", message)
+        line = int(at.group(1)) if at else None
+        message = message[: at.start()] if at else message
+        raise ConfigError(f"not valid TOML: {message}", file=source, line=line) from None
     return _Parser(raw, KeyLines(text), source).config()
 
 
@@ -249,9 +251,7 @@ class _Parser:
         if "sample_rate" not in features:
             raise self.error(key, "frame signals need features.sample_rate (Hz)")
         try:
-            FrameFeatures(
-                **{k: tuple(map(tuple, v)) if k == "bands" else v for k, v in features.items()}
-            )
+            FrameFeatures(**features)
         except TypeError as exc:
             raise self.error(key, f"{exc}") from None
         except ValueError as exc:
@@ -261,12 +261,23 @@ class _Parser:
     def stage(
         self, t: dict[str, Any], key: str, base: dict[str, Any], detector_key: str
     ) -> StageSpec:
-        detector = self.merge(base[detector_key], t.get("detector"), f"{key}.detector")
-        threshold = self.merge(base["threshold"], t.get("threshold"), f"{key}.threshold")
-        alarm = self.merge(base["alarm"], t.get("alarm"), f"{key}.alarm")
-        spec = StageSpec(detector=detector, threshold=threshold, alarm=alarm)
-        self.dry_run(spec, key)
-        return spec
+        merged: dict[str, dict[str, Any]] = {}
+        for part, default_key, table in (
+            ("detector", detector_key, DETECTORS),
+            ("threshold", "threshold", THRESHOLDS),
+            ("alarm", "alarm", ALARMS),
+        ):
+            own = t.get(part)
+            merged[part] = self.merge(base[default_key], own, f"{key}.{part}")
+            # Build once as a dry run so bad values fail at load time, not at the first sample.
+            try:
+                build(table, merged[part] if part != "alarm" else {"kind": "alarm", **merged[part]})
+            except BuildError as exc:
+                # Blame the table the bad value came from: the signal's own, or the defaults.
+                mine = isinstance(own, dict) and exc.key in own
+                where = f"{key}.{part}" if mine else f"defaults.{default_key}"
+                raise self.error(f"{where}.{exc.key}", exc.message) from None
+        return StageSpec(**merged)
 
     def merge(self, default: Mapping[str, Any], override: Any, key: str) -> dict[str, Any]:
         if override is None:
@@ -275,26 +286,6 @@ class _Parser:
         if "kind" in override and override["kind"] != default.get("kind"):
             return dict(override)
         return {**default, **override}
-
-    def dry_run(self, spec: StageSpec, key: str) -> None:
-        # Build once so bad values fail at load time with their key, not at the first sample.
-        from shopfloor.detect.alarm import Alarm
-
-        for part, table, spec_table in (
-            ("detector", DETECTORS, spec.detector),
-            ("threshold", THRESHOLDS, spec.threshold),
-        ):
-            try:
-                build(table, spec_table)
-            except BuildError as exc:
-                raise self.error(f"{key}.{part}.{exc.key}", exc.message) from None
-        try:
-            Alarm(**spec.alarm)
-        except TypeError as exc:
-            raise self.error(f"{key}.alarm", str(exc)) from None
-        except ValueError as exc:
-            bad = next((k for k in spec.alarm if k in str(exc)), "")
-            raise self.error(f"{key}.alarm.{bad}" if bad else f"{key}.alarm", str(exc)) from None
 
     def assets(
         self, entries: Any, signals: tuple[SignalSpec, ...], base: dict[str, Any]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,7 +48,7 @@ class SignalPipeline:
         self.gate = SampleGate(spec.valid_range)
         self.frames: FrameFeatures | None = None
         if spec.kind == "frame":
-            self.frames = FrameFeatures(**_feature_kwargs(spec.features))
+            self.frames = FrameFeatures(**spec.features)
         self.feature_names: tuple[str, ...] = self.frames.names if self.frames else ("value",)
         self.monitor = Monitor.from_spec(spec.stage)
         self.rejected: Counter[str] = Counter()
@@ -73,10 +72,7 @@ class SignalPipeline:
         else:
             features = v.reshape(-1, 1)
         ok = np.flatnonzero(reason == 0)
-        result = MonitorBatch.empty(len(v))
-        if ok.size:
-            result.put(ok, self.monitor.process(np.ascontiguousarray(features[ok])))
-        result.state[reason != 0] = self.monitor.alarm.state  # rejected rows keep the alarm state
+        result = _run(self.monitor, features, ok)
         self.scored += int(ok.size)
         for code, count in zip(*np.unique(reason[reason != 0], return_counts=True), strict=True):
             self.rejected[Reject(int(code)).label] += int(count)
@@ -114,18 +110,12 @@ class AssetPipeline:
         for j in range(r.shape[1]):
             col = r[:, j]
             seen = np.isfinite(col)
-            # Forward fill: index of the latest finite value at or before each row.
-            idx = np.where(seen, np.arange(len(col)), -1)
-            np.maximum.accumulate(idx, out=idx)
-            filled = np.where(idx >= 0, col[np.maximum(idx, 0)], self.hold[j])
-            r[:, j] = filled
+            idx = _latest(seen)
+            r[:, j] = np.where(idx >= 0, col[np.maximum(idx, 0)], self.hold[j])
             if len(col) and seen.any():
                 self.hold[j] = col[np.flatnonzero(seen)[-1]]
         ok = np.flatnonzero(np.isfinite(r).all(axis=1))
-        result = MonitorBatch.empty(len(r))
-        if ok.size:
-            result.put(ok, self.monitor.process(np.ascontiguousarray(r[ok])))
-        result.state[np.setdiff1d(np.arange(len(r)), ok)] = self.monitor.alarm.state
+        result = _run(self.monitor, r, ok)
         self.scored += int(ok.size)
         return AssetBatch(signals=self.spec.signals, result=result)
 
@@ -191,13 +181,21 @@ class Plant:
                 self.assets[k].set_state(s)
 
 
-def _feature_kwargs(features: Any) -> dict[str, Any]:
-    # TOML gives lists; FrameFeatures takes tuples of (low, high) bands.
-    out = dict(features)
-    for key in ("bands",):
-        if key in out:
-            out[key] = tuple(tuple(b) for b in out[key])
-    for key in ("velocity_band", "envelope_band"):
-        if key in out:
-            out[key] = tuple(out[key])
-    return out
+def _latest(mask: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """Index of the latest True at or before each position, -1 before the first."""
+    idx = np.where(mask, np.arange(len(mask)), -1)
+    np.maximum.accumulate(idx, out=idx)
+    return idx
+
+
+def _run(monitor: Monitor, rows: NDArray[np.float64], ok: NDArray[np.intp]) -> MonitorBatch:
+    """Monitor the accepted rows; rows not scored report the alarm state in force at their time."""
+    before = monitor.alarm.state
+    result = MonitorBatch.empty(len(rows))
+    if ok.size:
+        result.put(ok, monitor.process(np.ascontiguousarray(rows[ok])))
+    accepted = np.zeros(len(rows), dtype=np.bool_)
+    accepted[ok] = True
+    idx = _latest(accepted)
+    result.state[:] = np.where(idx >= 0, result.state[np.maximum(idx, 0)], before)
+    return result

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DETECTORS", "THRESHOLDS", "build", "resolve"]
+__all__ = ["ALARMS", "DETECTORS", "THRESHOLDS", "BuildError", "build", "resolve"]
 
 DETECTORS: Mapping[str, str] = {
     "zscore": "shopfloor.detect.charts:ZScoreDetector",
@@ -21,6 +21,7 @@ DETECTORS: Mapping[str, str] = {
     "cusum": "shopfloor.detect.charts:CusumDetector",
     "page_hinkley": "shopfloor.detect.charts:PageHinkleyDetector",
     "robust_z": "shopfloor.detect.charts:RobustZDetector",
+    "flatline": "shopfloor.detect.charts:FlatlineDetector",
     "western_electric": "shopfloor.detect.rules:WesternElectricDetector",
     "mahalanobis": "shopfloor.detect.asset:AssetDetector",
     "hst": "shopfloor.detect.river:HalfSpaceTreesDetector",
@@ -32,6 +33,9 @@ THRESHOLDS: Mapping[str, str] = {
     "fixed": "shopfloor.detect.threshold:FixedThreshold",
     "quantile": "shopfloor.detect.threshold:QuantileThreshold",
 }
+
+# The alarm has one implementation; a table lets it be validated like the others.
+ALARMS: Mapping[str, str] = {"alarm": "shopfloor.detect.alarm:Alarm"}
 
 
 class BuildError(ValueError):
