@@ -149,6 +149,50 @@ def _lag_products(
 
 
 @kernel
+def _band_energies(
+    row: NDArray[np.float64],
+    band_bins: NDArray[np.int64],
+    power_norm: float,
+    nyquist_bin: int,
+    out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    for b in range(band_bins.shape[0]):
+        seg = row[2 * band_bins[b, 0] : 2 * band_bins[b, 1]]
+        acc = 0.0
+        for j in range(seg.shape[0]):
+            acc += seg[j] * seg[j]
+        if band_bins[b, 0] <= nyquist_bin < band_bins[b, 1]:
+            acc -= 0.5 * (row[2 * nyquist_bin] ** 2 + row[2 * nyquist_bin + 1] ** 2)
+        out[b] = acc * power_norm
+
+
+@kernel
+def _velocity(
+    row: NDArray[np.float64],
+    k0: int,
+    k1: int,
+    weights: NDArray[np.float64],
+    buf: NDArray[np.float64],
+) -> float:  # pragma: no cover - compiled
+    # Bins k0 - 1 .. k1 as interleaved floats: the Hann kernel needs one either side.
+    span = 2 * (k1 - k0 + 2)
+    buf[:span] = 0.0
+    have = min(span, row.shape[0] - 2 * (k0 - 1))
+    buf[:have] = row[2 * (k0 - 1) : 2 * (k0 - 1) + have]
+    if have < span:
+        # Only an odd frame_len lets the band end at the last bin; the bin beyond it is the
+        # conjugate mirror of that last bin.
+        buf[span - 2] = row[row.shape[0] - 2]
+        buf[span - 1] = -row[row.shape[0] - 1]
+    ahead = buf[4:span]
+    acc = 0.0
+    for j in range(ahead.shape[0]):
+        windowed = 0.5 * buf[j + 2] - 0.25 * (buf[j] + ahead[j])
+        acc += weights[j] * windowed * windowed
+    return math.sqrt(acc)
+
+
+@kernel
 def _spectral_features(
     spec: NDArray[np.float64],
     band_bins: NDArray[np.int64],
@@ -162,58 +206,33 @@ def _spectral_features(
     out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
     # ``spec`` is the complex spectrum viewed as interleaved floats (re, im): sums of |X|^2 and
-    # the lag products become contiguous dot products, which vectorise.
-    n_frames = spec.shape[0]
+    # the lag products become contiguous dot products, which vectorise. Each frame's row is
+    # read by all features while it is in cache.
     n_bands = band_bins.shape[0]
     n_vel = velocity_bins.shape[0]
-    n_defects = lag_windows.shape[0]
     e0 = 2 * envelope_bins[0]
     e_len = max(2 * (envelope_bins[1] - envelope_bins[0]), 0)
+    vel_buf = np.empty(velocity_weights.shape[0] + 4, np.float64)
     quad = np.empty(e_len, np.float64)
     hann = np.empty(e_len + 4, np.float64)
     h_re = np.empty(lags.shape[0], np.float64)
     h_im = np.empty(lags.shape[0], np.float64)
-    vbuf = np.empty(velocity_weights.shape[0] + 4, np.float64)
-    for i in range(n_frames):
+    for i in range(spec.shape[0]):
         row = spec[i]
-        col = 0
-        for b in range(n_bands):
-            seg = row[2 * band_bins[b, 0] : 2 * band_bins[b, 1]]
-            acc = 0.0
-            for j in range(seg.shape[0]):
-                acc += seg[j] * seg[j]
-            if band_bins[b, 0] <= nyquist_bin < band_bins[b, 1]:
-                acc -= 0.5 * (row[2 * nyquist_bin] ** 2 + row[2 * nyquist_bin + 1] ** 2)
-            out[i, col] = acc * power_norm
-            col += 1
+        _band_energies(row, band_bins, power_norm, nyquist_bin, out[i, :n_bands])
         for b in range(n_vel):
-            k0 = velocity_bins[b, 0]
-            k1 = velocity_bins[b, 1]
-            # Bins k0 - 1 .. k1 as interleaved floats: the Hann kernel needs one either side.
-            span = 2 * (k1 - k0 + 2)
-            vbuf[:span] = 0.0
-            have = min(span, row.shape[0] - 2 * (k0 - 1))
-            vbuf[:have] = row[2 * (k0 - 1) : 2 * (k0 - 1) + have]
-            if have < span:
-                # Only an odd frame_len lets the band end at the last bin; the bin beyond it
-                # is the conjugate mirror of that last bin.
-                vbuf[span - 2] = row[row.shape[0] - 2]
-                vbuf[span - 1] = -row[row.shape[0] - 1]
-            ahead = vbuf[4:span]
-            acc = 0.0
-            for j in range(ahead.shape[0]):
-                windowed = 0.5 * vbuf[j + 2] - 0.25 * (vbuf[j] + ahead[j])
-                acc += velocity_weights[j] * windowed * windowed
-            out[i, col] = math.sqrt(acc)
-            col += 1
-        if n_defects == 0:
+            out[i, n_bands + b] = _velocity(
+                row, velocity_bins[b, 0], velocity_bins[b, 1], velocity_weights, vel_buf
+            )
+        if lag_windows.shape[0] == 0:
             continue
-        env = row[e0 : e0 + e_len]
+        # The envelope stays inline: as a function of its own it ran 20 % slower (measured).
         # The Hann combination 2 S(m) - S(m-1) - S(m+1) of the lag products equals one lag
         # product of X with Y = the band's spectrum filtered by (-1, 2, -1) along frequency, so
         # the neighbouring lags cost nothing. hann[2 (j + 1)] is Y at bin j of the band (j = -1
         # and j = n_band lie just outside it, where X counts as 0). quad is X * 1j, so that
         # Im(Y_{k+m} conj X_k) is a plain dot product too.
+        env = row[e0 : e0 + e_len]
         s0 = 0.0
         inner = hann[4:e_len]
         ahead = env[4:]
@@ -230,15 +249,15 @@ def _spectral_features(
         for p in range(max(4, e_len), e_len + 4):
             hann[p] = _hann_edge(env, p)
         _lag_products(hann, env, quad, lags, h_re, h_im)
-        for d in range(n_defects):
+        col = n_bands + n_vel
+        for d in range(lag_windows.shape[0]):
             best = 0.0
             for t in range(lag_windows[d, 0], lag_windows[d, 1] + 1):
                 # At lag 1 the combination holds -S(0), the envelope's mean; adding it back
                 # windows the mean-removed envelope.
                 re = h_re[t] + s0 if lags[t] == 1 else h_re[t]
                 best = max(best, math.sqrt(re * re + h_im[t] * h_im[t]))
-            out[i, col] = best / s0 if s0 > 0.0 else np.nan
-            col += 1
+            out[i, col + d] = best / s0 if s0 > 0.0 else np.nan
 
 
 def _bin_range(
