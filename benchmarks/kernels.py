@@ -43,7 +43,8 @@ SPECTRAL: dict[str, Any] = {
     "bands": ((10.0, 1000.0), (1000.0, 3000.0), (3000.0, 6000.0), (6000.0, 12800.0)),
     "velocity_band": (10.0, 1000.0),
     "envelope_band": (2000.0, 5000.0),
-    "defect_hz": (88.0, 133.5, 57.9, 10.2),  # BPFO, BPFI, BSF, FTF of a 24.7 Hz shaft
+    # BPFO, BPFI, BSF, FTF of a 6205 bearing on a 24.7 Hz shaft
+    "defect_hz": (88.5, 133.8, 116.4, 9.8),
     "tolerance": 0.02,
 }
 
@@ -63,7 +64,8 @@ def _vibration_frames(rng: np.random.Generator, n_frames: int) -> F64:
     t = np.arange(FRAME_LEN) / SAMPLE_RATE
     shaft = 2.0 * np.pi * 24.7 * t[None, :]
     phase = rng.uniform(0.0, 2.0 * np.pi, (n_frames, 1))
-    resonance = np.sin(2.0 * np.pi * 3100.0 * t) * (1.0 + 0.5 * np.cos(2.0 * np.pi * 88.0 * t))
+    # An outer-race defect: a 3.1 kHz resonance amplitude-modulated at BPFO.
+    resonance = np.sin(2.0 * np.pi * 3100.0 * t) * (1.0 + 0.5 * np.cos(2.0 * np.pi * 88.5 * t))
     frames = (
         0.3 * np.sin(shaft + phase)
         + 0.1 * np.sin(2.0 * shaft + phase)
