@@ -52,10 +52,11 @@ def ref_bands(frames: NDArray[np.float64], fs: float, bands: list[Band]) -> NDAr
 def ref_velocity(
     frames: NDArray[np.float64], fs: float, band: Band, unit: float
 ) -> NDArray[np.float64]:
-    # Periodic Hann window in time, power divided by its mean square 3/8; Nyquist left out.
+    # Mean removed, periodic Hann window in time, power divided by its mean square 3/8;
+    # Nyquist left out.
     n_len = frames.shape[1]
     hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_len) / n_len)
-    p, f = power(frames * hann, fs)
+    p, f = power((frames - frames.mean(axis=1, keepdims=True)) * hann, fs)
     m = (f >= band[0]) & (f < band[1]) & (2 * np.arange(len(f)) < n_len)
     v2: NDArray[np.float64] = (p[:, m] / (2 * np.pi * f[m]) ** 2).sum(axis=1) / 0.375
     return np.sqrt(v2) * unit * 1000.0
@@ -65,7 +66,7 @@ def analytic_band(frame: NDArray[np.float64], fs: float, band: Band) -> NDArray[
     n_len = len(frame)
     x = np.fft.fft(frame)
     k = np.arange(n_len)
-    f = k * fs / n_len
+    f = np.fft.fftfreq(n_len, 1.0 / fs)  # the kernels' bin frequencies, rounding included
     inside = (f >= band[0]) & (f < band[1]) & (k > 0) & (2 * k < n_len)
     return np.fft.ifft(np.where(inside, 2.0 * x, 0.0))
 
@@ -144,12 +145,22 @@ def test_velocity_of_an_off_bin_sine_is_close(f: float) -> None:
     np.testing.assert_allclose(velocity_rms(rfft(frame), n_len, fs), [want], rtol=0.004)
 
 
-@pytest.mark.parametrize(("n_len", "band"), [(4096, (10.0, 1000.0)), (500, (7.0, 500.0))])
+@pytest.mark.parametrize(
+    ("n_len", "band"), [(4096, (10.0, 1000.0)), (500, (1.0, 500.0)), (99, (5.0, 500.0))]
+)
 def test_velocity_matches_reference(n_len: int, band: Band) -> None:
     fs = 1000.0
-    frames = np.random.default_rng(9).standard_normal((5, n_len))
+    frames = np.random.default_rng(9).standard_normal((5, n_len)) + 1.0
     got = velocity_rms(rfft(frames), n_len, fs, band, "g")
     np.testing.assert_allclose(got, ref_velocity(frames, fs, band, G), rtol=RTOL)
+
+
+def test_velocity_ignores_a_dc_offset() -> None:
+    # 40 Hz bins: the band starts at bin 1, whose Hann neighbour below is DC.
+    fs, n_len = 25600.0, 640
+    frames = np.random.default_rng(13).standard_normal((3, n_len))
+    clean = velocity_rms(rfft(frames), n_len, fs)
+    np.testing.assert_allclose(velocity_rms(rfft(frames + 1.0), n_len, fs), clean, rtol=1e-9)
 
 
 def test_analytic_reference_equals_scipy_hilbert() -> None:

@@ -19,6 +19,8 @@ Velocity rms
     leakage of a tone between bins reaches the low bins, where 1/f² magnifies it (+12 % for
     103 Hz in 6.25 Hz bins). The price is a bias of about ``(df / f)² / 2`` for a tone at ``f``
     (0.2 % at 100 Hz with 6.25 Hz bins). ``A sin(2 pi f t)`` reads ``A / (2 pi f) / sqrt(2)``.
+    The mean is left out before windowing, so a DC offset (a DC-coupled sensor's 1 g) does not
+    leak into the lowest bin.
 Envelope amplitude at a defect frequency
     The squared envelope spectrum (Randall & Antoni) of the frame band-passed to
     ``[lo, hi)``. Its analytic signal ``z`` has spectrum ``2 X_k`` in the band and 0 elsewhere,
@@ -30,7 +32,9 @@ Envelope amplitude at a defect frequency
     ``|2 S(m) - S(m-1) - S(m+1)| / S(0)`` over the lags within ``± tolerance`` (a fraction,
     for bearing slip and speed error) of the defect frequency: for a squared envelope
     ``e(t) = e0 (1 + c cos(2 pi f_d t))`` it is the modulation depth ``c``, whatever the frame
-    length or the gain. NaN when the band holds no energy.
+    length or the gain. NaN when the band holds no energy. The cost grows as band bins times
+    searched lags, both proportional to the frame length; for long frames a narrower band or a
+    smaller tolerance keeps it down.
 """
 
 from __future__ import annotations
@@ -184,6 +188,8 @@ def _velocity(
         # conjugate mirror of that last bin.
         buf[span - 2] = row[row.shape[0] - 2]
         buf[span - 1] = -row[row.shape[0] - 1]
+    if k0 == 1:
+        buf[0] = 0.0  # window the AC part: a DC offset must not leak into the lowest bin
     ahead = buf[4:span]
     acc = 0.0
     for j in range(ahead.shape[0]):
