@@ -310,7 +310,8 @@ class _Config:
             shaft = _number(p.shaft_hz, "shaft_hz") if p.shaft_hz is not None else math.nan
             if not shaft > 0.0:
                 raise ValueError(
-                    f"shaft_hz (Hz) must be > 0 to use defect_orders; got {p.shaft_hz!r}"
+                    f"shaft_hz must be the shaft speed in Hz (> 0) for the env_* features; "
+                    f"got {p.shaft_hz!r}"
                 )
             if not orders:
                 raise ValueError(
