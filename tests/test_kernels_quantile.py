@@ -3,8 +3,9 @@
 The reference keeps every learned score with its forgetting weight and, for every sample,
 rebuilds the bin weights from scratch and finds the quantile's bin by summing from the top. It
 shares with the kernel only the documented grid (the signed log coordinate ``u``), the
-interpolation rule inside a bin and the winsorising of withheld exceedances; the tail pointer,
-the growing weights and their renormalisation are what it checks.
+interpolation rule inside a bin (between the bin's smallest and largest learned score), the
+exact rescaling of the weights and the winsorising of withheld exceedances; the tail pointer and
+the running totals are what it checks.
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def reference(
             alive = [a and hist[b] > 0.0 for a, b in zip(alive, bins, strict=True)]
         hist = np.bincount(bins, weights=weights, minlength=NB)
         smallest = np.full(NB, math.inf)
+        largest = np.full(NB, -math.inf)
         keep = np.array(alive)
         np.minimum.at(smallest, np.array(bins)[keep], np.array(values)[keep])
+        np.maximum.at(largest, np.array(bins)[keep], np.array(values)[keep])
         n = len(values)
         target = tail * hist.sum()
         above = 0.0
@@ -102,9 +105,10 @@ def reference(
             k -= 1
         frac = min(max((target - above) / hist[k], 0.0), 1.0)
         lo, hi = edges(k)
-        lo = min(max(lo, u_of(smallest[k])), hi)
+        lo = min(max(lo, u_of(smallest[k])), hi)  # between the bin's extremes, not its edges
+        hi = max(min(hi, u_of(largest[k])), lo)
         uq = hi - frac * (hi - lo)
-        q = max(x_of(uq), smallest[k])
+        q = min(max(x_of(uq), smallest[k]), largest[k])
         thr = math.inf if n < min_samples or k == NB - 1 else q + margin * abs(q)
     return out
 
@@ -218,11 +222,21 @@ def test_property_matches_reference(
           tail=tail, half_life=10.0 / tail, min_samples=3, margin=margin)
 
 
-def test_equal_scores_never_exceed() -> None:
-    for c in (0.0, 1.0, 2.5, 3.0e5, -7.0, 1e-10):
+def test_equal_scores_get_themselves_as_threshold() -> None:
+    for c in (0.0, 1.0, 2.5, 3.0e5, -7.0, 1e-10, 0.1 + 0.2):
         s = np.full(3000, c)
         thr, _ = run(s, tail=1e-3, half_life=1e5, min_samples=100)
-        assert not (s > thr).any(), c
+        np.testing.assert_array_equal(thr[100:], c)
+
+
+def test_bounded_scores_get_a_threshold_they_can_reach() -> None:
+    # Scores up to exactly 1.0 (HST's range): the 1 - 0.01 quantile is inside the bin holding
+    # 1.0, and the threshold must stay below 1.0, not at the bin's edge above it.
+    # Interpolating up to the bin's edge would put it near 1.025 and nothing would exceed.
+    s = np.random.default_rng(6).beta(5.0, 1.0, 20_000)
+    thr, _ = run(s, tail=0.01, half_life=1e4, min_samples=100)
+    assert (thr[100:] < 1.0).all()
+    assert 0.5 < np.mean(s[100:] > thr[100:]) / 0.01 < 2.0  # 200 expected: ±7 % Poisson
 
 
 def test_batch_splits_are_bit_identical() -> None:

@@ -17,10 +17,13 @@ with weight ``growth**n`` (``growth = 2**(1/half_life)``) instead of multiplying
 they grow large. A pointer to the bin holding the quantile, with the mass above that bin, is
 moved by at most a few bins per score (the walk is bounded by the bin count in the worst case,
 for a tail with long empty stretches). Within the pointer's bin the quantile is interpolated
-linearly in ``u`` between the smallest score seen in the bin and the bin's upper edge; keeping
-that smallest score makes ties exact: a stream of equal scores ``c`` gives a threshold >= ``c``,
-never an exceedance storm. A bin forgets its smallest score when its weight has decayed to
-exactly zero (checked when the weights are rescaled).
+linearly in ``u`` between the smallest and the largest score learned into that bin rather than
+between the bin's edges. That makes ties exact (a stream of equal scores ``c`` gives the
+threshold ``c``, so ``c > threshold`` is never true: no exceedance storm from a detector that
+reports 0.0 while it warms up) and keeps a bounded score (HST's [0, 1], or any score whose
+quantile sits near its largest value) from getting a threshold above everything it can reach.
+A bin forgets its extremes when its weight has decayed to exactly zero (checked when the
+weights are rescaled).
 
 State is three small arrays (see :class:`QuantileState`), updated in place, and everything is
 compiled with :func:`~shopfloor.kernels._jit.strict_kernel`, so any batch split gives
@@ -83,8 +86,8 @@ class QuantileState(NamedTuple):
     Attributes
     ----------
     table
-        Shape (2, N_BINS), float64: row 0 the forgetting weight in each bin, row 1 the
-        smallest score learned into each bin (+inf while empty).
+        Shape (3, N_BINS), float64: row 0 the forgetting weight in each bin, rows 1 and 2 the
+        smallest and largest score learned into each bin (+inf and -inf while empty).
     scalars
         Shape (6,), float64: next weight, total weight, weight above the pointer's bin, ``u``
         of the quantile, the quantile, the threshold in force.
@@ -100,8 +103,9 @@ class QuantileState(NamedTuple):
 
 def new_quantile_state() -> QuantileState:
     """State of an estimator that has learned nothing (threshold +inf)."""
-    table = np.zeros((2, N_BINS), dtype=np.float64)
+    table = np.zeros((3, N_BINS), dtype=np.float64)
     table[1, :] = np.inf
+    table[2, :] = -np.inf
     scalars = np.array([1.0, 0.0, 0.0, np.nan, np.nan, np.inf], dtype=np.float64)
     counts = np.array([SIDE, 0, 0, 0], dtype=np.int64)
     return QuantileState(table, scalars, counts)
@@ -172,7 +176,8 @@ def _renormalise(
         h = hist[i] * _RENORM_BY
         hist[i] = h
         if h == 0.0:
-            table[1, i] = np.inf  # the bin's weight is gone, and with it its smallest score
+            table[1, i] = np.inf  # the bin's weight is gone, and with it its extremes
+            table[2, i] = -np.inf
         total += h
         if i > k:
             above += h
@@ -192,6 +197,8 @@ def _add(
     table[0, b] += w
     if x < table[1, b]:
         table[1, b] = x
+    if x > table[2, b]:
+        table[2, b] = x
     scal[_TOTAL] += w
     k = cnt[_K]
     above = scal[_ABOVE]
@@ -216,12 +223,13 @@ def _locate(
     frac = min(max(frac, 0.0), 1.0)
     lo, hi = _bin_edges(k, side)
     smallest = table[1, k]
-    if math.isfinite(smallest):
-        lo = min(max(lo, _u_of(smallest)), hi)
+    largest = table[2, k]
+    lo = min(max(lo, _u_of(smallest)), hi)  # h > 0, so the bin has extremes
+    hi = max(min(hi, _u_of(largest)), lo)
     uq = hi - frac * (hi - lo)
-    q = _x_of(uq)
-    if math.isfinite(smallest):
-        q = max(q, smallest)  # exact ties: a score equal to every learned one never exceeds
+    # Clamped in x as well: the round trip through u may be an ulp off, and for equal scores
+    # the threshold must be the score itself.
+    q = min(max(_x_of(uq), smallest), largest)
     scal[_UQ] = uq
     scal[_Q] = q
     if cnt[_LEARNED] < min_samples or k == table.shape[1] - 1:
@@ -342,15 +350,11 @@ def _check_vector(
 
 
 def _check_state(state: QuantileState) -> None:
-    shapes = ((N_BINS * 2, np.float64), (N_SCALARS, np.float64), (N_COUNTS, np.int64))
-    for arr, (size, dtype), name in zip(state, shapes, QuantileState._fields, strict=True):
-        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.size != size:
-            raise ValueError(
-                f"state.{name} must be a {np.dtype(dtype).name} array of {size} values; "
-                "create the state with new_quantile_state()"
-            )
+    shapes = (((3, N_BINS), np.float64), ((N_SCALARS,), np.float64), ((N_COUNTS,), np.int64))
+    for arr, (shape, dtype), name in zip(state, shapes, QuantileState._fields, strict=True):
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape:
+            raise ValueError(f"state.{name} must be a {np.dtype(dtype).name} array of shape "
+                             f"{shape}; create the state with new_quantile_state()")
         if not (arr.flags.c_contiguous and arr.flags.writeable):
             raise ValueError(f"state.{name} is updated in place: it must be C-contiguous and "
                              "writeable; create the state with new_quantile_state()")
-    if state.table.shape != (2, N_BINS):
-        raise ValueError(f"state.table must have shape (2, {N_BINS}); got {state.table.shape}")
