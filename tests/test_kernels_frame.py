@@ -134,6 +134,21 @@ def test_non_finite_samples_are_skipped_and_counted() -> None:
     assert_matches_reference(frames)
 
 
+@pytest.mark.parametrize(
+    "bad", [np.inf, -np.inf, np.nan, np.copysign(np.nan, -1.0), np.float64("-nan")]
+)
+def test_each_kind_of_non_finite_sample_is_caught(bad: float) -> None:
+    # Clean frames take a pass without masks; any non-finite sample, whatever its sign bit,
+    # must send the frame through the masked pass.
+    frames = np.random.default_rng(15).standard_normal((3, 64)) - 2.0
+    frames[0, 17] = bad
+    frames[1, -1] = bad
+    stats, skipped = frame_stats(frames)
+    assert skipped.tolist() == [1, 1, 0]
+    assert np.isfinite(stats).all()
+    assert_matches_reference(frames)
+
+
 def test_empty_and_tiny_frames() -> None:
     stats, skipped = frame_stats(np.empty((0, 64)))
     assert stats.shape == (0, 7)

@@ -65,7 +65,8 @@ _INF_BITS = 0x7FF0000000000000  # bit pattern of +inf: |x| below it as integer <
 def _power_sums(
     frames: NDArray[np.float64], sums: NDArray[np.float64], skipped: NDArray[np.int64]
 ) -> None:  # pragma: no cover - compiled
-    # Per frame: finite count, shift, sums of (x - shift)**1..4, min and max, in one pass.
+    # Per frame: finite count, shift, sums of (x - shift)**1..4, min and max, in one pass
+    # (two when the frame holds NaN or inf).
     n_frames, frame_len = frames.shape
     bits = frames.view(np.int64)
     abs_mask = np.int64(_ABS_MASK)
@@ -81,28 +82,50 @@ def _power_sums(
             if math.isfinite(row[j]):
                 shift = row[j]
                 break
+        # Float bits mapped so that signed integer order is float order (negative floats have
+        # their magnitude bits flipped): finite keys lie in [-inf_bits, inf_bits).
+        # First the common case, every sample finite, with no masks: 10 vector operations per
+        # 8 samples instead of 15.
         s1 = 0.0
         s2 = 0.0
         s3 = 0.0
         s4 = 0.0
-        count = 0
-        # Float bits mapped so that signed integer order is float order (negative floats have
-        # their magnitude bits flipped); non-finite samples become neutral elements.
         lo = inf_bits
         hi = -inf_bits
         for j in range(frame_len):
             b = row_bits[j]
-            finite = (b & abs_mask) < inf_bits
             key = b ^ ((b >> 63) & abs_mask)
-            lo = min(lo, key if finite else inf_bits)
-            hi = max(hi, key if finite else -inf_bits)
-            d = row[j] - shift if finite else 0.0
+            lo = min(lo, key)
+            hi = max(hi, key)
+            d = row[j] - shift
             d2 = d * d
             s1 += d
             s2 += d2
             s3 += d2 * d
             s4 += d2 * d2
-            count += finite
+        count = frame_len
+        if lo < -inf_bits or hi >= inf_bits:
+            # Some sample is NaN or inf: again, skipping and counting them.
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            s4 = 0.0
+            count = 0
+            lo = inf_bits
+            hi = -inf_bits
+            for j in range(frame_len):
+                b = row_bits[j]
+                finite = (b & abs_mask) < inf_bits
+                key = b ^ ((b >> 63) & abs_mask)
+                lo = min(lo, key if finite else inf_bits)
+                hi = max(hi, key if finite else -inf_bits)
+                d = row[j] - shift if finite else 0.0
+                d2 = d * d
+                s1 += d
+                s2 += d2
+                s3 += d2 * d
+                s4 += d2 * d2
+                count += finite
         skipped[i] = frame_len - count
         scratch[0] = lo ^ ((lo >> 63) & abs_mask)
         scratch[1] = hi ^ ((hi >> 63) & abs_mask)
