@@ -26,7 +26,8 @@ ratios to the rms, which is 0, and no finite number is honest there (0 would rea
 impulsive than a sine", which a flat line is not). The pipeline does not learn rows with NaN;
 the zero rms and peak-to-peak still show the flat line to anyone who looks at the features.
 
-The kernel reads each sample once. It accumulates the power sums of ``x - x0``, where ``x0`` is
+The kernel reads each sample once (twice in a frame that holds NaN or inf, whose second pass
+masks them out). It accumulates the power sums of ``x - x0``, where ``x0`` is
 the frame's first finite sample, and turns them into central moments at the end. Shifting by a
 sample of the frame keeps the cancellation in that last step small (a constant offset of 1e8 on a
 unit signal costs nothing, because ``x - x0`` is exact), whereas raw power sums would lose all
