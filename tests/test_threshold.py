@@ -188,7 +188,7 @@ def stationary_chain(scores: NDArray[np.float64], t: QuantileThreshold, alarm: A
 def test_pausing_on_exceedances_keeps_the_rate_with_the_withheld_mask() -> None:
     # Stationary scores through threshold and alarm for 10 half-lives. Without the withheld
     # mask the threshold never sees its own tail and the rate climbs (measured 10-12x here,
-    # 14x after 20 half-lives at 1e-3); with it the rate stays on target.
+    # 15x by 20 half-lives at 1e-3); with it the rate stays on target.
     p = 0.01
     scores = np.abs(np.random.default_rng(8).standard_normal(int(10 * 100 / p)))
     late = slice(len(scores) // 2, None)  # 50,000 scores, 500 exceedances expected: 4.5 % sd

@@ -49,12 +49,12 @@ Pausing learning biases a quantile. The alarm withholds exceedances from learnin
 samples leading up to a raise are not learned), and a threshold that learns only what is below
 itself drifts down: the ``1 - p`` quantile of a tail cut at the threshold lies below it.
 Measured with |N(0,1)| scores at ``p`` = 1e-3 through the alarm's defaults: the false-alarm
-rate is 3.6× the target after two half-lives and 14× after twenty. So :meth:`apply` takes the
-alarm's ``withheld`` mask (exceedances withheld *outside* an active alarm) and counts those
-scores, winsorised to one bin (3 %) above the quantile. Moving values that lie above a quantile
-does not move it, so the estimate stays unbiased (the same run stays within 0.94-1.10× the
-target), and a fault contributes at most its ``raise_after`` leading samples per alarm, each at
-most a bin above the quantile.
+rate is 4.8× the target over the first two half-lives and 15× by the twentieth. So
+:meth:`apply` takes the alarm's ``withheld`` mask (exceedances withheld *outside* an active
+alarm) and counts those scores, winsorised to one bin (3 %) above the quantile. Moving values
+that lie above a quantile does not move it, so the estimate stays unbiased (the same run stays
+within 0.94-1.10× the target), and a fault contributes at most its ``raise_after`` leading
+samples per alarm, each at most a bin above the quantile.
 """
 
 from __future__ import annotations
