@@ -122,6 +122,7 @@ class FixedThreshold(Threshold):
             raise ValueError(f"value must be a number; got {value!r}")
         if not math.isfinite(value):
             raise ValueError(f"value must be finite; got {value}")
+        # Stored privately: ``value`` is the read-only property every threshold has.
         self._value = float(value)
 
     def apply(self, score: Any, learn: Any, withheld: Any = None) -> NDArray[np.float64]:
