@@ -83,7 +83,8 @@ def test_errors_name_line_and_key(patch: str, line: int, key: str, words: str) -
 
 def test_unknown_detector_parameter_lists_the_accepted_ones() -> None:
     text = GOOD.replace('detector = { kind = "cusum" }', 'detector = { kind = "cusum", kk = 1 }')
-    with pytest.raises(ConfigError, match=r"signals\[1\]\.detector\.kk: unknown parameter .* accepts"):
+    expected = r"signals\[1\]\.detector\.kk: unknown parameter .* accepts"
+    with pytest.raises(ConfigError, match=expected):
         parse_config(text, source="plant.toml")
 
 

@@ -67,11 +67,18 @@ class Monitor:
         self.alarm = alarm
 
     @classmethod
-    def from_spec(cls, spec: StageSpec) -> Monitor:
-        """Build from a validated :class:`~shopfloor.config.StageSpec`."""
-        return cls(
-            build(DETECTORS, spec.detector), build(THRESHOLDS, spec.threshold), Alarm(**spec.alarm)
-        )
+    def from_spec(cls, spec: StageSpec, features: int) -> Monitor:
+        """Build from a validated :class:`~shopfloor.config.StageSpec` for rows of ``features``.
+
+        A quantile threshold without an ``initial`` value starts from the detector's nominal
+        threshold for its false-alarm rate, until it has learned enough scores to calibrate.
+        """
+        detector = build(DETECTORS, spec.detector)
+        threshold_spec = dict(spec.threshold)
+        if threshold_spec.get("kind") == "quantile" and "initial" not in threshold_spec:
+            rate = build(THRESHOLDS, threshold_spec).false_alarm_rate
+            threshold_spec["initial"] = detector.nominal_threshold(rate, features)
+        return cls(detector, build(THRESHOLDS, threshold_spec), Alarm(**spec.alarm))
 
     def process(self, x: NDArray[np.float64]) -> MonitorBatch:
         """Run the chain over validated rows ``x`` (n, d) and return per-row results."""
@@ -79,7 +86,7 @@ class Monitor:
         out = MonitorBatch.empty(n)
         pos = 0
         while pos < n:
-            if self.alarm.active and self.alarm.pause_learning:
+            if self.alarm.pause_learning and (self.alarm.active or self.detector.row_model):
                 out.put(slice(pos, pos + 1), self._step(x[pos : pos + 1]))
                 pos += 1
                 continue
@@ -117,14 +124,24 @@ class Monitor:
     def _step(self, row: NDArray[np.float64]) -> MonitorBatch:
         # Score without committing to learning; learn only if the alarm allows it. Detectors may
         # keep observation state (CUSUM sums, rule windows) that moves even when they do not
-        # learn, so "score then learn" is done as "learn, and roll back if refused".
+        # learn, so "score then learn" is done as "learn, and roll back if refused" - except
+        # for row models, whose scoring moves nothing and whose snapshots are expensive.
+        if self.detector.row_model:
+            scored = self.detector.score_learn(row, np.zeros(1, dtype=np.bool_))
+            threshold = self.threshold.apply(scored.score, np.zeros(1, dtype=np.bool_))
+            alarm = self.alarm.update(_exceeds(scored.score, threshold))
+            self.threshold.apply(scored.score, alarm.learn, alarm.withheld)
+            if alarm.learn[0]:
+                self.detector.learn_one(row)
+            return _result(scored, threshold, alarm.state, alarm.raised, alarm.cleared, alarm.learn)
         before = self.detector.get_state()
         scored = self.detector.score_learn(row, np.ones(1, dtype=np.bool_))
         threshold = self.threshold.apply(scored.score, np.zeros(1, dtype=np.bool_))
         alarm = self.alarm.update(_exceeds(scored.score, threshold))
-        if alarm.learn[0]:
-            self.threshold.apply(scored.score, np.ones(1, dtype=np.bool_))
-        else:
+        # The threshold counts withheld exceedances (capped) so it does not drift down by
+        # only ever learning scores below itself.
+        self.threshold.apply(scored.score, alarm.learn, alarm.withheld)
+        if not alarm.learn[0]:
             self.detector.set_state(before)
             scored = self.detector.score_learn(row, np.zeros(1, dtype=np.bool_))
         return _result(scored, threshold, alarm.state, alarm.raised, alarm.cleared, alarm.learn)

@@ -50,7 +50,7 @@ class SignalPipeline:
         if spec.kind == "frame":
             self.frames = FrameFeatures(**spec.features)
         self.feature_names: tuple[str, ...] = self.frames.names if self.frames else ("value",)
-        self.monitor = Monitor.from_spec(spec.stage)
+        self.monitor = Monitor.from_spec(spec.stage, len(self.feature_names))
         self.rejected: Counter[str] = Counter()
         self.scored = 0
 
@@ -97,7 +97,7 @@ class AssetPipeline:
     def __init__(self, spec: AssetSpec, columns: tuple[int, ...]) -> None:
         self.spec = spec
         self.columns = columns  # which feature column of each signal enters the vector
-        self.monitor = Monitor.from_spec(spec.stage)
+        self.monitor = Monitor.from_spec(spec.stage, len(spec.signals))
         self.hold = np.full(len(spec.signals), np.nan)
         self.scored = 0
 

@@ -64,14 +64,16 @@ def pump_example(
     for f in FAULTS:
         labels[f.start : f.end] = 1
     s = slice(FAULTS[0].start, FAULTS[0].end)
-    pressure[s] += 0.35  # a partly closed valve downstream
-    flow[s] += 2.0 * 0.35
-    current[s] += 0.4 * 2.0 * 0.35
+    # A valve partly closed downstream: pressure rises while flow falls, against their usual
+    # coupling; each stays within the range the process wander covers.
+    pressure[s] += 0.35
+    flow[s] -= 0.6
+    current[s] -= 0.4 * 0.6
     spikes = rng.choice(np.arange(FAULTS[1].start, FAULTS[1].end), size=4, replace=False)
     vibration[spikes] += rng.uniform(0.04, 0.08, size=4)  # impacts
     d = FAULTS[2]
-    temperature[d.start : d.end] += np.linspace(0.0, 1.5, d.end - d.start)  # failing cooling
-    temperature[d.end :] += 1.5 * np.exp(-np.arange(rows - d.end) / 200.0)  # cools back down
+    temperature[d.start : d.end] += np.linspace(0.0, 4.0, d.end - d.start)  # failing cooling
+    temperature[d.end :] += 4.0 * np.exp(-np.arange(rows - d.end) / 200.0)  # cools back down
     v = FAULTS[3]
     vibration[v.start : v.end] += rng.normal(0.0, 0.012, v.end - v.start)  # looseness
     k = FAULTS[4]

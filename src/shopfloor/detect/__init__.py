@@ -7,6 +7,21 @@ Each piece keeps its state in a form that checkpoints and restores exactly.
 
 from __future__ import annotations
 
+from shopfloor.detect.alarm import Alarm, AlarmBatch, AlarmState
 from shopfloor.detect.base import Detector, ScoreBatch, State
+from shopfloor.detect.gate import Reject, SampleGate
+from shopfloor.detect.threshold import FixedThreshold, QuantileThreshold, Threshold
 
-__all__ = ["Detector", "ScoreBatch", "State"]
+__all__ = [
+    "Alarm",
+    "AlarmBatch",
+    "AlarmState",
+    "Detector",
+    "FixedThreshold",
+    "QuantileThreshold",
+    "Reject",
+    "SampleGate",
+    "ScoreBatch",
+    "State",
+    "Threshold",
+]

@@ -59,6 +59,11 @@ class Detector(ABC):
     #: Short name used in config files and metrics labels.
     kind: str = "detector"
 
+    #: True for models that work one row at a time anyway, whose scoring leaves their state
+    #: untouched and whose state is costly to copy (River's). The pipeline then scores each
+    #: row, decides, and learns it, instead of speculating on batches with snapshots.
+    row_model: bool = False
+
     @abstractmethod
     def score_learn(self, x: NDArray[np.float64], learn: NDArray[np.bool_]) -> ScoreBatch:
         """Score each row of ``x`` (shape (n, d), finite float64), then learn it where ``learn``.
@@ -73,6 +78,15 @@ class Detector(ABC):
     @abstractmethod
     def set_state(self, state: State) -> None:
         """Restore what :meth:`get_state` returned; the detector then continues bit-exactly."""
+
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        """The score a healthy sample exceeds with probability ``false_alarm_rate``, in theory.
+
+        Scores of ``d`` features per row. Used by a quantile threshold until it has learned
+        enough scores to calibrate itself, so alarms work from the end of warm-up on. ``None``
+        when the detector's scores have no distribution known in advance.
+        """
+        return None
 
     # Convenience for single samples, built on the batch call so there is one code path.
     def score_one(self, x: NDArray[np.float64] | list[float] | float) -> float:

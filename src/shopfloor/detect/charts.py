@@ -41,6 +41,9 @@ proportional to the fault's length.
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -58,6 +61,11 @@ __all__ = [
 ]
 
 BASELINES = ("ewma", "welford")
+
+
+def normal_limit(false_alarm_rate: float, d: int) -> float:
+    """Two-sided normal limit for the largest of ``d`` |z| scores at the given rate."""
+    return NormalDist().inv_cdf(1.0 - false_alarm_rate / (2.0 * d))
 
 
 def max_column(stat: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
@@ -144,6 +152,9 @@ class ZScoreDetector(ChartDetector):
 
     kind = "zscore"
 
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        return normal_limit(false_alarm_rate, d)
+
     def __init__(
         self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
     ) -> None:
@@ -167,6 +178,9 @@ class EwmaChart(ChartDetector):
     """EWMA control chart (``lam``) of z-scores, in units of its own sigma (small shifts)."""
 
     kind = "ewma"
+
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        return normal_limit(false_alarm_rate, d)
 
     def __init__(
         self, lam: float = 0.2, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
@@ -203,6 +217,9 @@ class CusumDetector(ChartDetector):
 
     kind = "cusum"
 
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        return math.log(2.0 * d / false_alarm_rate) / (2.0 * self.k)  # Kingman's bound
+
     def __init__(
         self, k: float = 0.5, limit: float = 30.0, baseline: str = "ewma", alpha: float = 0.001,
         min_samples: int = 100,
@@ -238,6 +255,9 @@ class PageHinkleyDetector(ChartDetector):
 
     kind = "page_hinkley"
 
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        return math.log(2.0 * d / false_alarm_rate) / (2.0 * self.delta)
+
     def __init__(
         self, delta: float = 0.25, limit: float = 60.0, baseline: str = "welford",
         alpha: float = 0.001, min_samples: int = 100,
@@ -267,6 +287,9 @@ class RobustZDetector(ChartDetector):
 
     kind = "robust_z"
 
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        return normal_limit(false_alarm_rate, d)
+
     def __init__(self, alpha: float = 0.001, min_samples: int = 100) -> None:
         check_params(alpha, min_samples)
         self.alpha = alpha
@@ -290,6 +313,9 @@ class FlatlineDetector(ChartDetector):
     """
 
     kind = "flatline"
+
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        return math.log(d / false_alarm_rate)
 
     def __init__(self, alpha: float = 0.001, min_samples: int = 100) -> None:
         check_params(alpha, min_samples)

@@ -82,7 +82,7 @@ class SampleGate:
         if self.valid_range is not None and v.size:
             low, high = self.valid_range
             with np.errstate(invalid="ignore"):
-                out = ((v < low) | (v > high)).any(axis=1)
+                out = np.asarray(((v < low) | (v > high)).any(axis=1), dtype=np.bool_)
             reason[out] = Reject.OUT_OF_RANGE
         return reason
 

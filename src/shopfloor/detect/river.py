@@ -74,6 +74,8 @@ def _check_positive(name: str, value: float) -> float:
 class _RiverDetector(Detector):
     """Batch plumbing, feature dicts and checkpointing shared by the River adapters."""
 
+    row_model = True  # pure scoring, per-row Python anyway, pickled state
+
     def _init_runtime(self) -> None:
         _import_river()  # fail at configuration time, not on the first sample
         self._model: Any = None
@@ -357,6 +359,10 @@ class GaussianScorerDetector(_RiverDetector):
     """
 
     kind = "gaussian"
+
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        # River scores 2|F(x) - 1/2| for the fitted normal F: uniform on [0, 1] when healthy.
+        return 1.0 - false_alarm_rate / d
 
     def __init__(self, window_size: int = 0, grace_period: int = 100) -> None:
         _check_int("window_size", window_size, 0)

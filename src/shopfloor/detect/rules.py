@@ -94,6 +94,11 @@ class WesternElectricDetector(ChartDetector):
 
     kind = "western_electric"
 
+    def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
+        # The rules are the decision: any hit scores >= 1, so 0.5 reads "a rule fired". Their
+        # own in-control rate (about 1.5 % of samples) is the price of the extra sensitivity.
+        return 0.5
+
     def __init__(
         self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
     ) -> None:

@@ -161,6 +161,10 @@ class QuantileThreshold(Threshold):
     margin
         Safety margin: the threshold is ``q + margin * |q|`` for the quantile ``q``. Default
         0.0, so the false-alarm rate is what it says; >= 0.
+    initial
+        The threshold before ``min_samples`` scores are learned (instead of +inf). The pipeline
+        sets it from the detector's nominal threshold for the same rate, so alarms work from
+        the end of warm-up while the empirical quantile calibrates.
 
     Examples
     --------
@@ -180,6 +184,7 @@ class QuantileThreshold(Threshold):
         min_samples: int | None = None,
         half_life: float | None = None,
         margin: float = 0.0,
+        initial: float | None = None,
     ) -> None:
         if not isinstance(false_alarm_rate, float | int) or not 0.0 < false_alarm_rate <= 0.5:
             raise ValueError(f"false_alarm_rate must be in (0, 0.5]; got {false_alarm_rate!r}")
@@ -200,7 +205,12 @@ class QuantileThreshold(Threshold):
         self.false_alarm_rate = float(false_alarm_rate)
         self.min_samples = min_samples
         self.half_life = half_life
+        if initial is not None and (
+            isinstance(initial, bool) or not isinstance(initial, float | int) or math.isnan(initial)
+        ):
+            raise ValueError(f"initial must be a number; got {initial!r}")
         self.margin = float(margin)
+        self.initial = None if initial is None else float(initial)
         self._state: _q.QuantileState | None = None
 
     def apply(self, score: Any, learn: Any, withheld: Any = None) -> NDArray[np.float64]:
@@ -210,14 +220,19 @@ class QuantileThreshold(Threshold):
         held = None if withheld is None else _as_mask(withheld, n)
         if self._state is None:
             self._state = _q.new_quantile_state()
-        return _q.tail_quantile(
+        thresholds = _q.tail_quantile(
             s, lrn, held, self._state, tail=self.false_alarm_rate,
             half_life=self._half_life(), min_samples=self._min_samples(), margin=self.margin,
         )
+        if self.initial is not None:
+            # +inf for a finite score means "not calibrated yet": the prior stands in.
+            thresholds[np.isinf(thresholds) & np.isfinite(s)] = self.initial
+        return thresholds
 
     @property
     def value(self) -> float:
-        return math.inf if self._state is None else float(self._state.scalars[5])
+        value = math.inf if self._state is None else float(self._state.scalars[5])
+        return self.initial if math.isinf(value) and self.initial is not None else value
 
     @property
     def n_learned(self) -> int:
