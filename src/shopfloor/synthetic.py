@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["FAULTS", "Fault", "pump_example", "write_pump_example"]
+__all__ = ["FAULTS", "Fault", "bearing_frames", "pump_example", "write_pump_example"]
 
 SIGNALS = ("pressure_bar", "flow_m3h", "current_a", "temperature_c", "vibration_rms_g")
 START_EPOCH = 1_767_225_600  # 2026-01-01 00:00:00 UTC
@@ -100,3 +100,37 @@ def write_pump_example(path: str | Path, seed: int = 7, rows: int = 8000) -> Pat
             stamp = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
             w.writerow([stamp, *(format(x, ".6f") for x in row), label])
     return out
+
+
+def bearing_frames(
+    rng: np.random.Generator,
+    start_frame: int,
+    n_frames: int,
+    *,
+    frame_len: int = 2048,
+    sample_rate: float = 12_000.0,
+    shaft_hz: float = 29.95,
+    defect_order: float = 3.5848,
+    severity: float = 0.0,
+    resonance_hz: float = 3_000.0,
+) -> NDArray[np.float64]:
+    """Acceleration frames (g) of a running bearing, shape (n_frames, frame_len).
+
+    A healthy machine: shaft-rate harmonics plus broadband noise. A defect (``severity`` > 0,
+    in g) adds an impact each time a rolling element passes it, at ``defect_order`` × shaft
+    speed; each impact rings the housing's resonance and decays within a millisecond or two,
+    which is what the envelope spectrum demodulates. Frames continue one time axis from
+    ``start_frame``, so consecutive calls join without a phase jump.
+    """
+    n = n_frames * frame_len
+    t = (start_frame * frame_len + np.arange(n)) / sample_rate
+    x = 0.10 * np.sin(2 * np.pi * shaft_hz * t) + 0.03 * np.sin(2 * np.pi * 2 * shaft_hz * t + 0.4)
+    x += rng.normal(0.0, 0.05, n)
+    if severity > 0.0:
+        period = 1.0 / (defect_order * shaft_hz)
+        since = np.mod(t, period)  # time since the latest impact
+        ring = np.exp(-since / 0.0008) * np.sin(2 * np.pi * resonance_hz * since)
+        # Impact strength wanders from one rolling element to the next, as in real bearings.
+        strength = 1.0 + 0.2 * rng.standard_normal(int(t[-1] / period) + 2)
+        x += severity * strength[(t // period).astype(np.int64)] * ring
+    return x.reshape(n_frames, frame_len)
