@@ -53,8 +53,8 @@ def test_good_config_merges_defaults() -> None:
     [
         ('name = "stroke"', 16, "signals[1].colour", "unknown key"),
         ('detector = { kind = "cusum" }', 16, "signals[1].detector.kind", "unknown kind"),
-        ('valid_range = [0.0, 500.0]', 11, "signals[0].valid_range", "low <= high"),
-        ('raise_after = 2', 6, "defaults.alarm.raise_after", "raise_after"),
+        ("valid_range = [0.0, 500.0]", 11, "signals[0].valid_range", "low <= high"),
+        ("raise_after = 2", 6, "defaults.alarm.raise_after", "raise_after"),
         ('name = "diameter"', 19, "signals[2].name", "defined twice"),
         ('name = "force"', 10, "signals[0].name", "must be a name"),
     ],
@@ -63,8 +63,8 @@ def test_errors_name_line_and_key(patch: str, line: int, key: str, words: str) -
     replacements = {
         'name = "stroke"': 'name = "stroke"\ncolour = "red"',
         'detector = { kind = "cusum" }': 'detector = { kind = "cusmu" }',
-        'valid_range = [0.0, 500.0]': "valid_range = [500.0, 0.0]",
-        'raise_after = 2': "raise_after = -1",
+        "valid_range = [0.0, 500.0]": "valid_range = [500.0, 0.0]",
+        "raise_after = 2": "raise_after = -1",
         'name = "diameter"': 'name = "force"\nasset = "press-4"',
         'name = "force"': 'name = "for ce"',
     }

@@ -15,20 +15,34 @@ FS, SHAFT, BPFO = 12_000.0, 29.95, 3.5848
 
 
 def plant(detector: str = "zscore") -> Plant:
-    return Plant(config_from_dict({
-        "signals": [{
-            "asset": "pump-7", "name": "de_accel", "kind": "frame",
-            "valid_range": [-50.0, 50.0],
-            "features": {"sample_rate": FS, "shaft_hz": SHAFT,
-                         "defect_orders": {"bpfo": BPFO, "bpfi": 5.4152}},
-            "detector": {"kind": detector},
-            "alarm": {"warmup": 100},
-        }],
-    }, source="test"))
+    return Plant(
+        config_from_dict(
+            {
+                "signals": [
+                    {
+                        "asset": "pump-7",
+                        "name": "de_accel",
+                        "kind": "frame",
+                        "valid_range": [-50.0, 50.0],
+                        "features": {
+                            "sample_rate": FS,
+                            "shaft_hz": SHAFT,
+                            "defect_orders": {"bpfo": BPFO, "bpfi": 5.4152},
+                        },
+                        "detector": {"kind": detector},
+                        "alarm": {"warmup": 100},
+                    }
+                ],
+            },
+            source="test",
+        )
+    )
 
 
 @pytest.mark.parametrize("detector", ["zscore", "cusum", "robust_z"])
-def test_developing_outer_race_defect_raises_an_alarm_and_healthy_frames_do_not(detector: str) -> None:
+def test_developing_outer_race_defect_raises_an_alarm_and_healthy_frames_do_not(
+    detector: str,
+) -> None:
     rng = np.random.default_rng(11)
     p = plant(detector)
     pipe = p.signals["pump-7/de_accel"]
@@ -37,8 +51,12 @@ def test_developing_outer_race_defect_raises_an_alarm_and_healthy_frames_do_not(
     assert (healthy.result.state[:100] == AlarmState.WARMING_UP).all()
     # A defect that starts small and grows, as spalls do.
     severity = np.linspace(0.02, 0.3, 200)
-    frames = np.vstack([bearing_frames(rng, 1500 + i, 1, sample_rate=FS, severity=s)
-                        for i, s in enumerate(severity)])
+    frames = np.vstack(
+        [
+            bearing_frames(rng, 1500 + i, 1, sample_rate=FS, severity=s)
+            for i, s in enumerate(severity)
+        ]
+    )
     faulty = pipe.process(frames)
     first = int(np.flatnonzero(faulty.result.raised)[0])
     assert first < 120, first
@@ -47,8 +65,15 @@ def test_developing_outer_race_defect_raises_an_alarm_and_healthy_frames_do_not(
     # The impacts ring the 3 kHz resonance and repeat at BPFO: the demodulated envelope at
     # BPFO or the resonance band must lead, not the shaft-rate bands.
     assert blamed & {"env_bpfo", "band_2000_5000_hz"}, blamed
-    assert blamed <= {"env_bpfo", "band_2000_5000_hz", "kurtosis", "crest_factor", "peak",
-                      "peak_to_peak", "rms"}, blamed
+    assert blamed <= {
+        "env_bpfo",
+        "band_2000_5000_hz",
+        "kurtosis",
+        "crest_factor",
+        "peak",
+        "peak_to_peak",
+        "rms",
+    }, blamed
 
 
 def test_clipped_and_lost_frames_are_rejected_and_counted() -> None:
@@ -61,8 +86,13 @@ def test_clipped_and_lost_frames_are_rejected_and_counted() -> None:
     frames[3, :1000] = np.nan  # more than max_missing lost
     frames[4, :5] = np.nan  # a few dropouts: tolerated, filled and counted
     batch = pipe.process(frames)
-    assert batch.reason.tolist() == [0, Reject.OUT_OF_RANGE, Reject.MISSING_SAMPLES,
-                                     Reject.MISSING_SAMPLES, 0]
+    assert batch.reason.tolist() == [
+        0,
+        Reject.OUT_OF_RANGE,
+        Reject.MISSING_SAMPLES,
+        Reject.MISSING_SAMPLES,
+        0,
+    ]
     assert dict(pipe.rejected) == {"out_of_range": 1, "missing_samples": 2}
     assert np.isnan(batch.result.score[1:4]).all()
     assert pipe.scored == 2

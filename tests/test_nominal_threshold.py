@@ -27,14 +27,19 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "d", "low", "high"), CASES, ids=[f"{c[0]}-d{c[1]}" for c in CASES])
-def test_nominal_threshold_rate_on_gaussian_noise(kind: str, d: int, low: float, high: float) -> None:
+@pytest.mark.parametrize(
+    ("kind", "d", "low", "high"), CASES, ids=[f"{c[0]}-d{c[1]}" for c in CASES]
+)
+def test_nominal_threshold_rate_on_gaussian_noise(
+    kind: str, d: int, low: float, high: float
+) -> None:
     n = 20_000 if kind == "gaussian" else N  # River scores a row at a time
     rng = np.random.default_rng(42)
     x = rng.normal(5.0, 2.0, (n, d))
     detector = build(DETECTORS, {"kind": kind})
     limit = detector.nominal_threshold(RATE, d)
-    assert limit is not None and np.isfinite(limit)
+    assert limit is not None
+    assert np.isfinite(limit)
     score = detector.score_learn(x, np.ones(n, dtype=bool)).score[1000:]
     ratio = float(np.mean(score > limit)) / RATE
     if kind == "gaussian":  # 20,000 rows: ~19 expected exceedances, a wider band

@@ -34,8 +34,14 @@ def stage(kind: str, pause: bool = True) -> StageSpec:
     return StageSpec(
         detector={"kind": kind},
         threshold={"kind": "quantile", "false_alarm_rate": 0.01},
-        alarm={"warmup": 50, "raise_after": 2, "clear_after": 5, "cooldown": 3,
-               "pause_learning": pause, "max_pause": 40},
+        alarm={
+            "warmup": 50,
+            "raise_after": 2,
+            "clear_after": 5,
+            "cooldown": 3,
+            "pause_learning": pause,
+            "max_pause": 40,
+        },
     )
 
 
@@ -52,8 +58,12 @@ def reference(monitor: Monitor, x: np.ndarray) -> dict[str, np.ndarray]:
         alarm = monitor.alarm.update(score > threshold)
         monitor.detector.score_learn(row, alarm.learn)
         monitor.threshold.apply(score, alarm.learn, alarm.withheld)
-        for k, v in (("score", score[0]), ("threshold", threshold[0]),
-                     ("state", alarm.state[0]), ("learned", alarm.learn[0])):
+        for k, v in (
+            ("score", score[0]),
+            ("threshold", threshold[0]),
+            ("state", alarm.state[0]),
+            ("learned", alarm.learn[0]),
+        ):
             out[k].append(v)
     return {k: np.array(v) for k, v in out.items()}
 
@@ -91,12 +101,22 @@ def test_random_batch_splits_change_nothing(pause: bool) -> None:
 
 def plant_config(kind: str) -> Any:
     signals = [{"asset": "m", "name": f"s{i}", "detector": {"kind": kind}} for i in range(3)]
-    return config_from_dict({
-        "defaults": {"threshold": {"kind": "quantile", "false_alarm_rate": 0.01},
-                     "alarm": {"warmup": 50, "raise_after": 2, "clear_after": 5,
-                               "pause_learning": True, "max_pause": 40}},
-        "signals": signals,
-    }, source="test")
+    return config_from_dict(
+        {
+            "defaults": {
+                "threshold": {"kind": "quantile", "false_alarm_rate": 0.01},
+                "alarm": {
+                    "warmup": 50,
+                    "raise_after": 2,
+                    "clear_after": 5,
+                    "pause_learning": True,
+                    "max_pause": 40,
+                },
+            },
+            "signals": signals,
+        },
+        source="test",
+    )
 
 
 def run_plant(plant: Plant, x: np.ndarray) -> dict[str, np.ndarray]:

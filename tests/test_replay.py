@@ -25,19 +25,38 @@ def pump(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pump_example(tmp_path_factory.mktemp("pump") / "pump.csv")
 
 
-def test_replay_writes_documented_csv_and_png(pump: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_writes_documented_csv_and_png(
+    pump: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, png = tmp_path / "scores.csv", tmp_path / "replay.png"
-    code = main(["replay", str(pump), "--out", str(out), "--plot", str(png),
-                 "--exclude", "anomaly", "--asset", "pump"])
+    code = main(
+        [
+            "replay",
+            str(pump),
+            "--out",
+            str(out),
+            "--plot",
+            str(png),
+            "--exclude",
+            "anomaly",
+            "--asset",
+            "pump",
+        ]
+    )
     assert code == 0
     with out.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     with pump.open(encoding="utf-8") as fh:
         source = list(csv.DictReader(fh))
     assert len(rows) == len(source)
-    assert list(rows[0]) == ["time", "asset_score", "threshold", "anomaly", "top_signal",
-                             *(f"{s}_score" for s in SIGNALS)]
+    assert list(rows[0]) == [
+        "time",
+        "asset_score",
+        "threshold",
+        "anomaly",
+        "top_signal",
+        *(f"{s}_score" for s in SIGNALS),
+    ]
     assert [r["time"] for r in rows] == [r["time"] for r in source]
     assert {r["anomaly"] for r in rows} <= {"0", "1"}
     assert {r["top_signal"] for r in rows} <= {*SIGNALS, ""}
@@ -99,8 +118,9 @@ def test_bad_input_exits_2_naming_file_line_and_column(
     assert not out.exists()  # a failed replay leaves no half-written output
 
 
-def test_missing_file_and_missing_config_column(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_file_and_missing_config_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["replay", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o.csv")]) == 2
     assert "none.csv: cannot read" in capsys.readouterr().err
     data = _write(tmp_path / "d.csv", "t,a\n1,2\n")
