@@ -139,4 +139,4 @@ def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write(tmp_path / "c.toml", '[[signals]]\nasset = "m"\nname = "a"\n')
     assert main(["check", "--config", str(cfg)]) == 0
-    assert "ok (1 signals, 0 assets)" in capsys.readouterr().out
+    assert "ok (1 signals, 0 assets, 0 subscriptions)" in capsys.readouterr().out

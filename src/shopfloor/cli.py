@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from shopfloor import __version__
 from shopfloor.errors import EXIT_USAGE, UserError
+from shopfloor.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="validate a config file and exit (2 on errors)")
     ck.add_argument("--config", required=True)
 
+    rn = sub.add_parser("run", help="run the edge agent (what systemd starts)")
+    rn.add_argument("--config", required=True, help="agent config (TOML)")
+
     dm = sub.add_parser("demo", help="the whole path on one machine with a synthetic plant")
     dm.add_argument("--out", default="shopfloor-demo", help="folder for the demo's files")
     return parser
@@ -69,16 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(args.log_level)
     try:
         if args.command == "replay":
             return _replay(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "run":
+            return _run(args)
         if args.command == "demo":
             from shopfloor.demo import run_demo
 
@@ -130,13 +134,30 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from shopfloor.config import load_config
+    from shopfloor.agent_config import load_agent_config
     from shopfloor.pipeline import Plant
 
-    config = load_config(args.config)
+    config = load_agent_config(args.config)
     try:
-        Plant(config)
+        Plant(config.pipeline)
     except ValueError as exc:
         raise UserError(str(exc), file=config.source) from None
-    print(f"{args.config}: ok ({len(config.signals)} signals, {len(config.assets)} assets)")
+    print(f"{args.config}: ok ({len(config.pipeline.signals)} signals, "
+          f"{len(config.pipeline.assets)} assets, {len(config.subscriptions)} subscriptions)")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from shopfloor.agent import Agent
+    from shopfloor.agent_config import load_agent_config
+
+    config = load_agent_config(args.config)
+    try:
+        agent = Agent(config)
+    except ValueError as exc:  # a password file that vanished since the check, and the like
+        raise UserError(str(exc), file=config.source) from None
+    stop = threading.Event()
+    # Handlers only set the event; the main thread stops things in order.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return agent.run(stop)

@@ -57,6 +57,9 @@ DEFAULT_THRESHOLD: Mapping[str, Any] = {"kind": "quantile", "false_alarm_rate": 
 DEFAULT_ALARM: Mapping[str, Any] = {}
 
 _TOP_KEYS = {"defaults", "signals", "assets"}
+# The agent's own sections (validated by shopfloor.agent_config): a replay may read the agent's
+# config file and use just its pipeline part.
+AGENT_SECTIONS = frozenset({"mqtt", "subscriptions", "agent", "events", "metrics"})
 _DEFAULT_KEYS = {"detector", "asset_detector", "threshold", "alarm"}
 _SIGNAL_KEYS = {
     "name",
@@ -130,13 +133,19 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 def config_from_dict(raw: dict[str, Any], *, source: str) -> PipelineConfig:
     """Validate a configuration given as a dict (as parsed TOML); errors carry no line."""
-    return _Parser(raw, KeyLines(""), source).config()
+    return Parser(raw, KeyLines(""), source).config()
 
 
 def parse_config(text: str, *, source: str = "<config>") -> PipelineConfig:
     """Validate TOML ``text``; errors name ``source``, the line and the key."""
+    raw = read_toml(text, source)
+    return Parser(raw, KeyLines(text), source).config(AGENT_SECTIONS)
+
+
+def read_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML; a syntax error becomes a :class:`ConfigError` with its line."""
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # Python 3.11's tomllib puts the position only in the message: "... (at line 2, column 8)".
         message = str(exc)
@@ -144,10 +153,11 @@ def parse_config(text: str, *, source: str = "<config>") -> PipelineConfig:
         line = int(at.group(1)) if at else None
         message = message[: at.start()] if at else message
         raise ConfigError(f"not valid TOML: {message}", file=source, line=line) from None
-    return _Parser(raw, KeyLines(text), source).config()
 
 
-class _Parser:
+class Parser:
+    """Validates parsed TOML against the pipeline schema; other sections build on its helpers."""
+
     def __init__(self, raw: dict[str, Any], lines: KeyLines, source: str) -> None:
         self.raw = raw
         self.lines = lines
@@ -177,8 +187,9 @@ class _Parser:
             )
         return value
 
-    def config(self) -> PipelineConfig:
-        raw = self.table(self.raw, "", _TOP_KEYS)
+    def config(self, extra_keys: frozenset[str] = frozenset(), need_signals: bool = True
+               ) -> PipelineConfig:
+        raw = self.table(self.raw, "", _TOP_KEYS | extra_keys)
         defaults = self.table(raw.get("defaults", {}), "defaults", _DEFAULT_KEYS)
         base = {
             "detector": self.table(defaults.get("detector", DEFAULT_DETECTOR), "defaults.detector"),
@@ -190,8 +201,9 @@ class _Parser:
             ),
             "alarm": self.table(defaults.get("alarm", DEFAULT_ALARM), "defaults.alarm"),
         }
+        self.base = base  # the merged defaults, for sections that build stages of their own
         entries = raw.get("signals", [])
-        if not isinstance(entries, list) or not entries:
+        if not isinstance(entries, list) or (need_signals and not entries):
             raise self.error("signals", "at least one [[signals]] table is needed")
         signals = tuple(self.signal(e, f"signals[{i}]", base) for i, e in enumerate(entries))
         seen: dict[str, str] = {}

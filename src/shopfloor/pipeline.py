@@ -151,6 +151,14 @@ class Plant:
                 columns.append(sp.feature_names.index(a.frame_feature) if sp.frames else 0)
             self.assets[a.name] = AssetPipeline(a, tuple(columns))
 
+    def add_signal(self, spec: SignalSpec) -> SignalPipeline:
+        """Add the pipeline of a signal discovered at run time (e.g. on a topic template)."""
+        if spec.id in self.signals:
+            raise ValueError(f"signal {spec.id} exists already")
+        pipe = SignalPipeline(spec)
+        self.signals[spec.id] = pipe
+        return pipe
+
     def asset_row(self, asset: str, batches: dict[str, SignalBatch]) -> NDArray[np.float64]:
         """The asset detector's input rows from its signals' batches of equal length.
 
