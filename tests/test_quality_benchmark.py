@@ -1,0 +1,309 @@
+"""The quality benchmark: SKAB's scores by hand, the decimator, and a run on generated data.
+
+Nothing here reads the real data folder: the smoke runs write tiny SKAB- and CWRU-format files
+into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/ is not an installed package: ``python -m benchmarks`` runs from the repository
+# root, so the tests put the root on the path the same way.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import quality  # noqa: E402
+from benchmarks.harness import Bench, Mode  # noqa: E402
+from benchmarks.quality_cwru import FAULTS, HEALTHY_FILE  # noqa: E402
+from benchmarks.quality_data import decimate, frames, lowpass_taps, read_skab  # noqa: E402
+from benchmarks.quality_metrics import (  # noqa: E402
+    NAB_PROFILES,
+    confusion,
+    nab_scores,
+    nab_tally,
+    nab_windows,
+    position_score,
+    predicted_changepoints,
+)
+from benchmarks.quality_skab import ASSET, label_file, skab_configs  # noqa: E402
+
+from shopfloor.replay import ReplayOptions, replay  # noqa: E402
+
+STANDARD = NAB_PROFILES["standard"]
+
+
+# --- point-wise scores ---------------------------------------------------------------------
+
+
+def test_f1_far_mar_by_hand() -> None:
+    true = [1, 1, 1, 0, 0, 0, 0, 1]
+    pred = [1, 1, 0, 1, 0, 0, 0, 0]
+    c = confusion(true, pred)
+    assert (c.tp, c.fp, c.tn, c.fn) == (2, 1, 3, 2)
+    assert c.f1 == pytest.approx(2 / (2 + (2 + 1) / 2))  # 0.571
+    assert c.far == pytest.approx(25.0)  # 1 of 4 normal rows
+    assert c.mar == pytest.approx(50.0)  # 2 of 4 anomalous rows
+    both = c + c  # pooled over files: counts add, rates are of the pooled counts
+    assert (both.tp, both.fp, both.tn, both.fn) == (4, 2, 6, 4)
+    assert both.f1 == pytest.approx(c.f1)
+
+
+def test_confusion_refuses_other_labels_and_lengths() -> None:
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        confusion([0, 2], [0, 1])
+    with pytest.raises(ValueError, match="same length"):
+        confusion([0, 1], [0, 1, 1])
+
+
+def test_changepoints_are_the_edges_of_the_output() -> None:
+    times = np.arange(10.0, 16.0)
+    np.testing.assert_array_equal(predicted_changepoints(times, [0, 1, 1, 0, 0, 1]),
+                                  [11.0, 13.0, 15.0])
+    # An output that starts at 1 starts with a rising edge (SKAB's prediction_cp[0]).
+    np.testing.assert_array_equal(predicted_changepoints(times, [1, 1, 0, 0, 0, 0]), [10.0, 12.0])
+    assert predicted_changepoints(times, np.zeros(6, dtype=bool)).size == 0
+
+
+# --- NAB -----------------------------------------------------------------------------------
+
+
+def test_windows_follow_each_changepoint_and_overlaps_are_cut_from_the_later_one() -> None:
+    assert nab_windows([200.0, 0.0, 50.0], 60.0) == [(0.0, 60.0), (60.0, 110.0), (200.0, 260.0)]
+    with pytest.raises(ValueError, match="width"):
+        nab_windows([0.0], 0.0)
+
+
+def test_position_score_runs_from_a_tp_at_the_start_to_a_fp_at_the_end() -> None:
+    a_tp, a_fp, _ = STANDARD
+    assert position_score(0.0, a_tp, a_fp) == pytest.approx(a_tp, abs=1e-12)
+    assert position_score(1.0, a_tp, a_fp) == pytest.approx(a_fp, abs=1e-12)
+    assert position_score(5.0, a_tp, a_fp) == pytest.approx(a_fp, abs=1e-12)  # last point
+    # Halfway: index 500 of 1000 points over [-pi/2, pi/2] is x = pi * (500/999 - 1/2).
+    x = math.pi * (500 / 999 - 0.5)
+    half = (a_tp - a_fp) / 2
+    expected = half * (1 - math.tanh(x) / math.tanh(math.pi / 2)) + a_fp
+    assert position_score(0.5, a_tp, a_fp) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.444, abs=1e-3)
+    # Monotone: later is never better.
+    scores = [position_score(p, a_tp, a_fp) for p in np.linspace(0.0, 1.0, 101)]
+    assert all(b <= a for a, b in itertools.pairwise(scores))
+
+
+def test_detection_at_the_window_start_scores_a_tp_and_at_the_right_edge_about_a_fp() -> None:
+    windows = nab_windows([100.0], 60.0)
+    start = nab_tally(windows, [100.0])
+    edge = nab_tally(windows, [160.0])
+    assert start.positions == (0.0,)
+    assert edge.positions == (1.0,)
+    assert start.raw(STANDARD) == pytest.approx((1.0, -1.0, 1.0))
+    assert edge.raw(STANDARD)[0] == pytest.approx(-0.11, abs=1e-12)
+    assert start.false_positives == edge.false_positives == 0
+
+
+def test_only_the_first_detection_in_a_window_counts() -> None:
+    windows = nab_windows([100.0], 60.0)
+    tally = nab_tally(windows, [130.0, 101.0, 150.0])  # unsorted on purpose
+    assert len(tally.positions) == 1
+    assert tally.positions[0] == pytest.approx(1 / 60)
+    assert tally.false_positives == 0
+    assert tally.raw(STANDARD)[0] == pytest.approx(position_score(1 / 60, 1.0, -0.11))
+
+
+def test_a_detection_outside_windows_costs_a_fp_and_a_missed_window_a_fn() -> None:
+    windows = nab_windows([100.0, 300.0], 60.0)
+    tally = nab_tally(windows, [50.0, 100.0, 200.0, 400.0])
+    assert tally.false_positives == 3  # before, between and after the windows
+    assert tally.missed == 1
+    for profile in NAB_PROFILES.values():
+        a_tp, a_fp, a_fn = profile
+        assert tally.raw(profile) == pytest.approx((a_tp + 3 * a_fp + a_fn, 2 * a_fn, 2 * a_tp))
+    # Standard: S = 1 - 0.33 - 1, S_null = -2, S_perfect = 2.
+    assert nab_scores([tally])["standard"] == pytest.approx(100 * (1 - 0.33 - 1 + 2) / 4)
+
+
+def test_the_shared_instant_of_cut_windows_belongs_to_both() -> None:
+    windows = nab_windows([0.0, 30.0], 60.0)  # (0, 60) and (60, 90)
+    tally = nab_tally(windows, [60.0])
+    assert tally.positions == (1.0, 0.0)
+    assert tally.false_positives == 0
+
+
+def test_null_and_perfect_detectors_score_0_and_100_over_several_files() -> None:
+    files = [[0.0, 100.0, 344.0, 404.0], [10.0], []]
+    windows = [nab_windows(cps, 60.0) for cps in files]
+    null = nab_scores(nab_tally(w, []) for w in windows)
+    perfect = nab_scores(nab_tally(w, cps) for w, cps in zip(windows, files, strict=True))
+    for profile in NAB_PROFILES:
+        assert null[profile] == pytest.approx(0.0, abs=1e-12)
+        assert perfect[profile] == pytest.approx(100.0)
+    # Files add before normalising: one file perfect, one missed -> halfway.
+    half = nab_scores([nab_tally(nab_windows([0.0]), [0.0]), nab_tally(nab_windows([0.0]), [])])
+    assert half["standard"] == pytest.approx(50.0)
+    # SKAB's cut makes a detection exactly at a changepoint whose window overlapped the
+    # previous one count for the previous window, so "perfect" falls short there, as in SKAB.
+    close = nab_windows([0.0, 57.0], 60.0)
+    assert nab_tally(close, [0.0, 57.0]).positions == (0.0, None)
+    # Without any true changepoint every detection is a false positive.
+    assert nab_tally([], [1.0, 2.0]).false_positives == 2
+
+
+# --- decimation ----------------------------------------------------------------------------
+
+
+def _amplitude(hz: float, fs: float = 48_000.0, seconds: float = 1.0) -> float:
+    t = np.arange(int(fs * seconds)) / fs
+    y = decimate(np.sin(2 * np.pi * hz * t), 4)[50:-50]
+    # Amplitude by least squares on sin/cos at the tone's frequency (after decimation, the
+    # tone above Nyquist would appear at its alias, so fit there too).
+    t_out = (len(lowpass_taps(4)) // 2 + 4 * np.arange(y.size + 100)[50:-50]) / fs
+    f = hz if hz < 6000.0 else abs(hz - 12_000.0 * round(hz / 12_000.0))
+    basis = np.column_stack([np.sin(2 * np.pi * f * t_out), np.cos(2 * np.pi * f * t_out)])
+    coef = np.linalg.lstsq(basis, y, rcond=None)[0]
+    return float(np.hypot(*coef))
+
+
+@pytest.mark.parametrize("hz", [100.0, 1000.0, 3000.0, 4500.0])
+def test_a_tone_below_the_new_nyquist_passes_within_one_percent(hz: float) -> None:
+    assert _amplitude(hz) == pytest.approx(1.0, rel=0.01)
+
+
+@pytest.mark.parametrize("hz", [6500.0, 9000.0, 15_000.0, 23_000.0])
+def test_a_tone_above_the_new_nyquist_is_attenuated_more_than_40_db(hz: float) -> None:
+    assert 20 * math.log10(_amplitude(hz)) < -40.0
+
+
+def test_decimate_keeps_time_alignment_and_validates() -> None:
+    taps = lowpass_taps(4)
+    assert taps.size % 2 == 1
+    assert taps.sum() == pytest.approx(1.0)
+    x = np.sin(2 * np.pi * 50.0 * np.arange(9600) / 48_000.0)
+    y = decimate(x, 4)
+    centre = taps.size // 2
+    np.testing.assert_allclose(y, x[centre::4][: y.size], atol=1e-3)
+    with pytest.raises(ValueError, match="factor"):
+        lowpass_taps(1)
+    with pytest.raises(ValueError, match="at least"):
+        decimate(np.zeros(10), 4)
+
+
+def test_frames_hop_through_the_signal() -> None:
+    f = frames(np.arange(10.0), 4, 3)
+    np.testing.assert_array_equal(f, [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]])
+    assert frames(np.arange(3.0), 4, 1).shape == (0, 4)
+
+
+# --- generated data folder -----------------------------------------------------------------
+
+SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
+           "Thermocouple", "Voltage", "Volume Flow RateRMS")
+
+
+def _skab_csv(path: Path, rng: np.random.Generator, rows: int = 700) -> None:
+    """A SKAB-format experiment: correlated normal sensors, a fault in rows 500-599."""
+    anomaly = np.zeros(rows)
+    anomaly[500:600] = 1.0
+    changepoint = np.zeros(rows)
+    changepoint[[500, 600]] = 1.0
+    common = rng.normal(size=rows)
+    values = 0.5 * common[:, None] + rng.normal(size=(rows, len(SENSORS)))
+    values[500:600, 2:4] += 6.0  # current and pressure step while the valve is shut
+    start = datetime(2020, 3, 9, 10, 14, 33)
+    lines = [";".join(["datetime", *SENSORS, "anomaly", "changepoint"])]
+    for i in range(rows):
+        stamp = (start + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S")
+        cells = [stamp, *(f"{v:.6g}" for v in values[i]), f"{anomaly[i]:.1f}",
+                 f"{changepoint[i]:.1f}"]
+        lines.append(";".join(cells))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _cwru_npz(path: Path, samples: int, rng: np.random.Generator, impulses: bool) -> None:
+    x = 0.07 * rng.normal(size=samples)
+    if impulses:  # a defect hitting every 1/162 s: decaying bursts of a 3 kHz resonance
+        t = np.arange(samples) / 12_000.0
+        phase = (t * 162.0) % 1.0
+        x += 1.5 * np.exp(-phase * 60.0) * np.sin(2 * np.pi * 3000.0 * t)
+    arrays = {"DE": x[:, None], "FE": 0.5 * x[:, None]}
+    if impulses:
+        arrays["BA"] = 0.1 * x[:, None]
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(7)
+    for name in ("valve1/0", "valve1/1", "valve2/0"):
+        _skab_csv(root / "skab" / f"{name}.csv", rng)
+    cwru = root / "cwru"
+    cwru.mkdir()
+    # 2.6 s healthy at 48 kHz (enough frames for the warm-up of 100), 0.5 s of each fault.
+    _cwru_npz(cwru / HEALTHY_FILE, 124_800, rng, impulses=False)
+    for name in FAULTS.values():
+        _cwru_npz(cwru / name, 6_000, rng, impulses=True)
+    return root
+
+
+def test_the_replay_and_the_benchmark_label_rows_alike(data: Path) -> None:
+    path = data / "skab" / "valve1" / "0.csv"
+    out = io.StringIO()
+    replay(path, out, options=ReplayOptions(exclude=("anomaly", "changepoint"), asset=ASSET))
+    rows = out.getvalue().splitlines()[1:]
+    replayed = np.array([int(r.split(",")[3]) for r in rows], dtype=bool)
+    skab = read_skab(path)
+    labels = label_file(skab_configs(skab.columns)["default"], skab)
+    np.testing.assert_array_equal(labels["any"], replayed)
+    assert labels["any"].any(), "the generated fault should raise an alarm"
+    assert not (labels["asset"] & ~labels["any"]).any()
+
+
+def test_quick_run_on_generated_data_writes_tables_and_figures(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert quality.main(["--data", str(data), "--out", str(tmp_path), "--quick"]) == 0
+    text = (tmp_path / "quality.md").read_text(encoding="utf-8")
+    assert "3 files (valve1/0, valve1/1, valve2/0)" in text
+    assert "| Conv-AE (published) | 0.78 | 13.55 | 28.02 |" in text
+    assert "| MSCRED (published) | 32.42 | 16.53 | 40.28 |" in text
+    assert "| inner race (IR) |" in text
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert results["skipped"] == []
+    figures = {f["name"]: f for f in results["figures"]}
+    assert len(figures) == 2 * 5 + 1
+    for f in figures.values():
+        assert f["area"] == "quality"
+        assert f["repeats"] == 1
+        for key in ("median", "reference_median", "ratio"):
+            assert math.isfinite(f[key]), (f["name"], key)
+    f1 = figures["SKAB F1, (a) replay default, any alarm"]
+    assert 0.0 < f1["median"] <= 1.0
+    assert f1["ratio"] == pytest.approx(f1["median"] / 0.78)
+    delay = figures["CWRU inner race (IR): seconds from the join to the alarm"]
+    assert delay["unit"] == "s"
+    assert delay["better"] == "lower"
+    assert 0.0 < delay["median"] < 0.5
+    assert "quality" in (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "11 figures" in capsys.readouterr().out
+
+
+def test_a_missing_data_folder_is_a_recorded_skip(tmp_path: Path) -> None:
+    bench = Bench(Mode.of(True), progress=lambda msg: None, area="quality")
+    quality.run(bench, data=tmp_path / "nowhere", out=tmp_path)
+    assert bench.figures == []
+    assert [s.name for s in bench.skipped] == ["SKAB", "CWRU"]
+    assert all("--data" in s.reason for s in bench.skipped)
+    text = (tmp_path / "quality.md").read_text(encoding="utf-8")
+    assert "SKAB: not run" in text
+    assert "CWRU: not run" in text
