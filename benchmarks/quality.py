@@ -32,9 +32,9 @@ import numpy as np
 
 from benchmarks.harness import Bench, Figure, Mode, machine_info
 from benchmarks.quality_cwru import FAULTS, HEALTHY_FILE, CwruResult, run_fault
-from benchmarks.quality_data import SkabFile, read_skab, skab_files
-from benchmarks.quality_report import CHANGEPOINT, OUTLIER, ROWS, quality_markdown
-from benchmarks.quality_skab import TRAIN_ROWS, SkabScore, run_skab, score
+from benchmarks.quality_data import read_skab, skab_files
+from benchmarks.quality_report import CHANGEPOINT, OUTLIER, ROWS, SkabReport, quality_markdown
+from benchmarks.quality_skab import TRAIN_ROWS, run_skab, score
 
 __all__ = ["DEFAULT_DATA", "main", "run"]
 
@@ -67,7 +67,7 @@ def run(bench: Bench, data: Path | None = None, out: Path | None = None) -> None
         bench.progress(text)
 
 
-def _skab(bench: Bench, folder: Path) -> tuple[list[SkabFile], dict[str, SkabScore]] | None:
+def _skab(bench: Bench, folder: Path) -> SkabReport | None:
     paths = skab_files(folder)
     if bench.mode.quick:
         paths = [p for p in paths if f"{p.parent.name}/{p.stem}" in QUICK_SKAB]
@@ -76,7 +76,7 @@ def _skab(bench: Bench, folder: Path) -> tuple[list[SkabFile], dict[str, SkabSco
         return None
     files = [read_skab(p) for p in paths]
     bench.progress(f"[{bench.area}] SKAB: {len(files)} files through 3 configurations")
-    scores = run_skab(files, lambda msg: bench.progress(f"[{bench.area}] SKAB {msg}"))
+    scores, shares = run_skab(files, lambda msg: bench.progress(f"[{bench.area}] SKAB {msg}"))
     table = {label: scores[key] for label, key in ROWS.items()}
     n = [f.times.size - TRAIN_ROWS for f in files]
     table["always alarm"] = score(files, [np.ones(f.times.size, dtype=np.bool_) for f in files])
@@ -97,7 +97,7 @@ def _skab(bench: Bench, folder: Path) -> tuple[list[SkabFile], dict[str, SkabSco
              f"low FP {nab['low_fp']:.2f}, low FN {nab['low_fn']:.2f} (published "
              f"{best_nab[0]}: {best_nab[2]}, {best_nab[3]}); ratio = NAB / published NAB; "
              f"{subset}")
-    return files, table
+    return SkabReport(files, table, shares)
 
 
 def _cwru(bench: Bench, folder: Path) -> list[CwruResult] | None:

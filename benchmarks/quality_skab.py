@@ -48,7 +48,18 @@ from shopfloor.detect.alarm import AlarmState
 from shopfloor.pipeline import Plant
 from shopfloor.replay import default_config
 
-__all__ = ["ASSET", "TRAIN_ROWS", "WINDOW_S", "SkabScore", "label_file", "score", "skab_configs"]
+__all__ = [
+    "ASSET",
+    "TRAIN_ROWS",
+    "WINDOW_S",
+    "AlarmShare",
+    "SkabScore",
+    "label_file",
+    "run_skab",
+    "score",
+    "shares",
+    "skab_configs",
+]
 
 ASSET = "pump"
 #: Rows of each file that train (SKAB protocol).
@@ -83,19 +94,22 @@ def label_file(config: PipelineConfig, data: SkabFile) -> Labels:
     """Feed every row of ``data`` to a fresh plant; per row: ``any`` and ``asset`` alarm ACTIVE.
 
     The same steps as ``shopfloor replay`` (signals, then the asset row from their batches).
+    Each signal's own alarm is there too, under its name, for the breakdown.
     """
     plant = Plant(config)
     n = data.times.size
     batches = {sid: pipe.process(data.values[pipe.spec.column or pipe.spec.name])
                for sid, pipe in plant.signals.items()}
     signal_active = np.zeros(n, dtype=np.bool_)
-    for batch in batches.values():
-        signal_active |= batch.result.state == AlarmState.ACTIVE
+    out: Labels = {}
+    for sid, batch in batches.items():
+        out[plant.signals[sid].spec.name] = batch.result.state == AlarmState.ACTIVE
+        signal_active |= out[plant.signals[sid].spec.name]
     asset_active = np.zeros(n, dtype=np.bool_)
     for name, pipe in plant.assets.items():
         result = pipe.process(plant.asset_row(name, batches)).result
         asset_active |= result.state == AlarmState.ACTIVE
-    return {"any": signal_active | asset_active, "asset": asset_active}
+    return {**out, "any": signal_active | asset_active, "asset": asset_active}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,22 +142,49 @@ def score(files: Sequence[SkabFile], labels: Sequence[NDArray[np.bool_]]) -> Ska
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmShare:
+    """One alarm's share of a configuration's labels, over the test rows of all files."""
+
+    alarm: str  # a signal's name, or "asset"
+    anomalous_rows: int  # test rows in a fault with this alarm ACTIVE
+    normal_rows: int  # test rows outside faults with this alarm ACTIVE (false alarms)
+    active_at_start: int  # files where it is already ACTIVE on the first test row
+
+
+def shares(files: Sequence[SkabFile], labels: Sequence[Labels]) -> list[AlarmShare]:
+    """Which alarms made a configuration's ``any`` label: rows per alarm, in and out of faults."""
+    out = []
+    for alarm in (k for k in labels[0] if k != "any"):
+        inside = outside = start = 0
+        for data, label in zip(files, labels, strict=True):
+            active, fault = label[alarm][TRAIN_ROWS:], data.anomaly[TRAIN_ROWS:]
+            inside += int(np.sum(active & fault))
+            outside += int(np.sum(active & ~fault))
+            start += int(active[:1].sum())
+        out.append(AlarmShare(alarm, inside, outside, start))
+    return out
+
+
 def run_skab(
     files: Sequence[SkabFile], progress: Callable[[str], None]
-) -> dict[tuple[str, str], SkabScore]:
-    """Score every configuration with both labellings: ``{(config, label): score}``."""
+) -> tuple[dict[tuple[str, str], SkabScore], dict[str, list[AlarmShare]]]:
+    """Score every configuration with both labellings: ``{(config, label): score}``, and
+    each configuration's alarm shares."""
     if not files:
-        return {}
+        return {}, {}
     odd = [f.name for f in files if f.columns != files[0].columns]
     if odd:
         raise ValueError(f"SKAB files must share their sensor columns; {', '.join(odd)} differ "
                          f"from {files[0].name}")
     configs = skab_configs(files[0].columns)
     out: dict[tuple[str, str], SkabScore] = {}
+    breakdown: dict[str, list[AlarmShare]] = {}
     for name, config in configs.items():
         per_file = [label_file(config, data) for data in files]
         for label in ("any", "asset"):
             out[name, label] = score(files, [p[label] for p in per_file])
+        breakdown[name] = shares(files, per_file)
         progress(f"{name}: F1 {out[name, 'any'].points.f1:.3f} (any alarm), "
                  f"{out[name, 'asset'].points.f1:.3f} (asset alarm)")
-    return out
+    return out, breakdown

@@ -26,7 +26,13 @@ if str(ROOT) not in sys.path:
 from benchmarks import quality  # noqa: E402
 from benchmarks.harness import Bench, Mode  # noqa: E402
 from benchmarks.quality_cwru import FAULTS, HEALTHY_FILE  # noqa: E402
-from benchmarks.quality_data import decimate, frames, lowpass_taps, read_skab  # noqa: E402
+from benchmarks.quality_data import (  # noqa: E402
+    SkabFile,
+    decimate,
+    frames,
+    lowpass_taps,
+    read_skab,
+)
 from benchmarks.quality_metrics import (  # noqa: E402
     NAB_PROFILES,
     confusion,
@@ -36,7 +42,13 @@ from benchmarks.quality_metrics import (  # noqa: E402
     position_score,
     predicted_changepoints,
 )
-from benchmarks.quality_skab import ASSET, label_file, skab_configs  # noqa: E402
+from benchmarks.quality_skab import (  # noqa: E402
+    ASSET,
+    TRAIN_ROWS,
+    label_file,
+    shares,
+    skab_configs,
+)
 
 from shopfloor.replay import ReplayOptions, replay  # noqa: E402
 
@@ -156,6 +168,23 @@ def test_null_and_perfect_detectors_score_0_and_100_over_several_files() -> None
     assert nab_tally(close, [0.0, 57.0]).positions == (0.0, None)
     # Without any true changepoint every detection is a false positive.
     assert nab_tally([], [1.0, 2.0]).false_positives == 2
+
+
+def test_alarm_shares_count_rows_in_and_out_of_faults_and_carried_alarms() -> None:
+    n = TRAIN_ROWS + 4
+    fault = np.zeros(n, dtype=bool)
+    fault[TRAIN_ROWS + 2:] = True
+    data = SkabFile("v/0", np.arange(n, dtype=float), ("x",), {"x": np.zeros(n)}, fault,
+                    np.zeros(n, dtype=bool))
+    carried = np.zeros(n, dtype=bool)
+    carried[TRAIN_ROWS - 5: TRAIN_ROWS + 3] = True  # raised in training, still on at the start
+    late = np.zeros(n, dtype=bool)
+    late[-1] = True
+    labels = {"x": carried, "asset": late, "any": carried | late}
+    x, asset = shares([data, data], [labels, labels])
+    assert (x.alarm, x.anomalous_rows, x.normal_rows, x.active_at_start) == ("x", 2, 4, 2)
+    assert (asset.alarm, asset.anomalous_rows, asset.normal_rows, asset.active_at_start) == (
+        "asset", 2, 0, 0)
 
 
 # --- decimation ----------------------------------------------------------------------------
@@ -278,6 +307,7 @@ def test_quick_run_on_generated_data_writes_tables_and_figures(
     assert "| Conv-AE (published) | 0.78 | 13.55 | 28.02 |" in text
     assert "| MSCRED (published) | 32.42 | 16.53 | 40.28 |" in text
     assert "| inner race (IR) |" in text
+    assert "| default | asset |" in text  # the alarm breakdown
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert results["skipped"] == []
     figures = {f["name"]: f for f in results["figures"]}
