@@ -5,13 +5,18 @@ file is pooled for the point-wise scores; for the changepoint score each file co
 own windows, and the raw scores, null scores and perfect scores are summed over the files before
 they are normalised to ``100 * (S - S_null) / (S_perfect - S_null)``.
 
-The NAB details follow ``core/metrics.py`` of the SKAB repository (waico/SKAB; the module
-comes from their ``tsad`` library): ``single_detecting_boundaries`` (windows to the right of
-each changepoint, an overlap cut from the later window: ``intersection_mode="cut right
-window"``), ``extract_cp_confusion_matrix`` (window bounds inclusive, only the first detection
-in a window counts, detections strictly between windows are false positives) and ``my_scale``
-(the "improved" position score: a tanh from ``A_tp`` at the window's start down to ``A_fp`` at
-its end, read at ``int(position * 1000)`` of 1000 points). Times are seconds.
+The NAB details follow ``core/metrics.py`` of the SKAB repository (waico/SKAB, the file at
+commit f3d94c49; it comes from their ``tsad`` library): ``single_detecting_boundaries``
+(windows to the right of each changepoint, an overlap cut from the later window:
+``intersection_mode="cut right window"``), ``extract_cp_confusion_matrix`` (window bounds
+inclusive, only the first detection in a window counts, detections strictly between windows
+are false positives) and ``my_scale`` (the "improved" position score: a tanh from ``A_tp`` at
+the window's start down to ``A_fp`` at its end, read at ``int(position * 1000)`` of 1000
+points). Times are seconds.
+
+The window is the data README's ``[cp, cp + 60 s]`` (``anomaly_window_destination="righter"``,
+as SKAB's "strict" leaderboard puts it after the changepoint); SKAB's own notebooks call the
+same code with ``window_width="30S"`` centred on the changepoint, so the width is a parameter.
 """
 
 from __future__ import annotations

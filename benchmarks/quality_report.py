@@ -99,7 +99,8 @@ def _skab(skab: SkabReport) -> list[str]:
         f"notebooks); each true changepoint opens a window [cp, cp + {WINDOW_S:g} s], cut "
         "where it overlaps the previous one; the first detection in a window scores by SKAB's "
         "scaled tanh (`my_scale` in SKAB's core/metrics.py), detections outside windows cost "
-        "A_fp, missed windows A_fn.", "",
+        "A_fp, missed windows A_fn. The window follows the data README; SKAB's notebooks "
+        "use 30 s centred on the changepoint, which scores differently.", "",
         "| detector | NAB standard | NAB low FP | NAB low FN | missed / changepoints | "
         "false detections |", "|---|---:|---:|---:|---:|---:|",
     ]

@@ -13,6 +13,7 @@ import math
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -337,3 +338,13 @@ def test_a_missing_data_folder_is_a_recorded_skip(tmp_path: Path) -> None:
     text = (tmp_path / "quality.md").read_text(encoding="utf-8")
     assert "SKAB: not run" in text
     assert "CWRU: not run" in text
+
+
+def test_under_the_harness_quality_md_goes_to_its_out_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert quality._harness_out() is None  # pytest is the program, not the harness
+    harness = SimpleNamespace(__spec__=SimpleNamespace(name="benchmarks.__main__"))
+    monkeypatch.setitem(sys.modules, "__main__", harness)
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "quality", "--out", str(tmp_path)])
+    assert quality._harness_out() == tmp_path
