@@ -44,7 +44,9 @@ def parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 after a run, even when a target is missed (targets are "
         "reported, not enforced); 2 for bad arguments.",
     )
-    p.add_argument("area", choices=[*AREAS, "all"], help="what to measure; all = every area")
+    p.add_argument("area", choices=[*AREAS, "all", "quality"],
+                   help="what to measure; all = every throughput area; quality = detection "
+                   "quality on the public data sets (--data DIR)")
     p.add_argument("--quick", action="store_true",
                    help="small workloads and few repeats (under a minute for all)")
     p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
@@ -81,6 +83,13 @@ def run(areas: Sequence[str], mode: Mode) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, write, compare; return the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["quality"]:
+        # Detection quality needs the public data sets beside the clone, so it is not part of
+        # `all` (which must run anywhere); it has its own options (--data).
+        from benchmarks import quality
+
+        return quality.main(args_list[1:])
     p = parser()
     args = p.parse_args(argv)
     old = None

@@ -31,8 +31,9 @@ CHANGEPOINT: tuple[tuple[str, float, float, float], ...] = (
 #: Table rows of shopfloor: label -> (configuration, labelling) of :mod:`.quality_skab`.
 #: (cusum, asset) is not listed: the asset detector is the default one, so it equals (b).
 ROWS: dict[str, tuple[str, str]] = {
-    "(a) replay default, any alarm": ("default", "any"),
-    "(b) asset Mahalanobis alarm only": ("default", "asset"),
+    "(a) defaults, warm-up = training rows, any alarm": ("default", "any"),
+    "(a0) replay defaults as they are (warm-up 100), any alarm": ("replay-default", "any"),
+    "(b) asset Mahalanobis alarm only (as a)": ("default", "asset"),
     "(c) CUSUM per signal + asset, any alarm": ("cusum", "any"),
     "(d) HST per asset, asset alarm only": ("hst", "asset"),
     "(d') HST asset + z-score signals, any alarm": ("hst", "any"),

@@ -11,7 +11,12 @@ Configurations, chosen by reasoning before any result was seen (no tuning on SKA
 
 ``default``
     ``shopfloor.replay.default_config``: z-score (EWMA baseline) per signal, the asset-level
-    Mahalanobis detector, quantile thresholds at a false-alarm rate of 1e-3, default alarms.
+    Mahalanobis detector, quantile thresholds at a false-alarm rate of 1e-3, default alarms -
+    except that the alarm warm-up spans the protocol's ``TRAIN_ROWS`` training rows (every
+    configuration here does that: the protocol says those rows train).
+``replay-default``
+    The replay default exactly as it is (warm-up 100 samples), to show what the protocol's
+    training part changes.
 ``cusum``
     The same with a two-sided CUSUM per signal (library defaults): SKAB's faults are sustained
     shifts (a valve closed), which CUSUM accumulates instead of waiting for one large z-score.
@@ -74,7 +79,11 @@ def skab_configs(columns: Sequence[str]) -> dict[str, PipelineConfig]:
     """The configurations of the module docstring, for SKAB's sensor ``columns``."""
     base = default_config(list(columns), ASSET)
     signals = [{"asset": s.asset, "name": s.name, "column": s.column} for s in base.signals]
+    # The protocol's training rows are for learning: no alarm there (so learning is never
+    # paused there either). The "replay-default" row shows the plain replay default beside it.
+    train = {"warmup": TRAIN_ROWS}
     hst: dict[str, Any] = {
+        "defaults": {"alarm": train},
         "signals": signals,
         "assets": [{
             "name": ASSET,
@@ -83,8 +92,10 @@ def skab_configs(columns: Sequence[str]) -> dict[str, PipelineConfig]:
         }],
     }
     return {
-        "default": base,
-        "cusum": config_from_dict({"defaults": {"detector": {"kind": "cusum"}},
+        "default": config_from_dict({"defaults": {"alarm": train}, "signals": signals},
+                                    source="<quality: default>"),
+        "replay-default": base,
+        "cusum": config_from_dict({"defaults": {"detector": {"kind": "cusum"}, "alarm": train},
                                    "signals": signals}, source="<quality: cusum>"),
         "hst": config_from_dict(hst, source="<quality: hst>"),
     }
