@@ -320,7 +320,7 @@ def test_quick_run_on_generated_data_writes_tables_and_figures(
         assert f["repeats"] == 1
         for key in ("median", "reference_median", "ratio"):
             assert math.isfinite(f[key]), (f["name"], key)
-    f1 = figures["SKAB F1, (a) replay default, any alarm"]
+    f1 = figures["SKAB F1, (a) defaults, warm-up = training rows, any alarm"]
     assert 0.0 < f1["median"] <= 1.0
     assert f1["ratio"] == pytest.approx(f1["median"] / 0.78)
     delay = figures["CWRU inner race (IR): seconds from the join to the alarm"]
