@@ -31,7 +31,7 @@ offset size type    field
 5      1    uint8   sample type: 1 = float32, 2 = int16
 6      2    uint16  reserved, 0
 8      4    float32 sample rate, Hz (finite, > 0)
-12     8    float64 timestamp of the first sample, epoch seconds (0 = arrival)
+12     8    float64 first sample's time, epoch seconds (0 = arrival; <= 1e11)
 20     4    float32 scale: physical value = raw sample × scale (finite, != 0)
 24     4    uint32  sample count N (>= 2)
 28     N×s          samples (s = 4 for float32, 2 for int16)
@@ -309,11 +309,14 @@ def _timestamp(ts: object) -> float:
             raise _RejectError("wrong_type", f"ts {ts!r} is not ISO 8601") from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return when.timestamp()
-    seconds = _number(ts, "ts")
+        seconds = when.timestamp()
+    else:
+        seconds = _number(ts, "ts")
+        if seconds > _MS_THRESHOLD:
+            seconds /= 1000.0
     if seconds < 0.0:
-        raise _RejectError("wrong_type", f"ts {seconds!r} is before 1970")
-    return seconds / 1000.0 if seconds > _MS_THRESHOLD else seconds
+        raise _RejectError("wrong_type", f"ts {ts!r} is before 1970")
+    return seconds
 
 
 def _values_array(values: list[Any], limits: Limits) -> NDArray[np.float64]:
@@ -384,8 +387,10 @@ def _decode_frame(payload: bytes, arrival: float, limits: Limits) -> Decoded:
     dtype = _SAMPLE_TYPES.get(kind)
     if dtype is None:
         raise _RejectError("bad_header", f"sample type {kind}: expected 1 (float32) or 2 (int16)")
-    if not (isfinite(rate) and rate > 0.0 and isfinite(ts) and ts >= 0.0):
-        raise _RejectError("bad_header", f"sample rate {rate!r} or timestamp {ts!r} invalid")
+    if not (isfinite(rate) and rate > 0.0 and isfinite(ts) and 0.0 <= ts <= _MS_THRESHOLD):
+        raise _RejectError(
+            "bad_header", f"sample rate {rate!r} or timestamp {ts!r} (epoch seconds) invalid"
+        )
     if not isfinite(scale) or scale == 0.0:
         raise _RejectError("bad_header", f"scale {scale!r} must be finite and non-zero")
     if count < 2:
