@@ -53,6 +53,7 @@ class MqttConfig:
     username: str = ""
     password_file: str = ""
     password_credential: str = ""  # name under $CREDENTIALS_DIRECTORY (systemd LoadCredential)
+    tls: bool = False  # also on when ca_file or cert_file is set; no ca_file: system CAs
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""

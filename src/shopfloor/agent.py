@@ -1,0 +1,114 @@
+"""``shopfloor run``: the edge agent.
+
+The paho network thread runs :class:`~shopfloor.ingest.Ingest` (decode, route, enqueue); one
+worker thread drains the bounded queue through the pipelines and hands alarm changes to the
+event sink; the main thread waits for SIGTERM or SIGINT and then stops things in order: intake
+closes, the queue drains, events are flushed, the connection closes - all within
+``agent.shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from shopfloor.agent_config import AgentConfig
+from shopfloor.events import EventSink
+from shopfloor.ingest import BoundedQueue, Ingest
+from shopfloor.mqtt import MqttLink, MqttSettings, TlsSettings, read_password
+from shopfloor.pipeline import Plant
+from shopfloor.worker import AlarmChange, SignalStatus, Worker
+
+__all__ = ["Agent"]
+
+log = logging.getLogger("shopfloor.agent")
+
+
+class Agent:
+    """Everything the agent runs, built from one validated configuration."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.queue = BoundedQueue(config.agent.queue_size, config.agent.drop_policy)
+        self.plant = Plant(config.pipeline)
+        self.ingest = Ingest(config, self.queue)
+        m = config.mqtt
+        self.link = MqttLink(
+            MqttSettings(
+                host=m.host, port=m.port, protocol="5" if m.protocol == "5" else "3.1.1",
+                client_id=config.client_id,
+                keepalive=m.keepalive, username=m.username or None,
+                password=read_password(m.password_file or None, m.password_credential or None),
+                tls=TlsSettings(ca_file=m.ca_file or None, cert_file=m.cert_file or None,
+                                key_file=m.key_file or None)
+                if (m.tls or m.ca_file or m.cert_file) else None,
+                clean_start=m.clean_start,
+                session_expiry=m.session_expiry, reconnect_min_delay=m.reconnect_min_delay,
+                reconnect_max_delay=m.reconnect_max_delay,
+            ),
+            subscriptions=[(s.template.filter, s.qos) for s in config.subscriptions],
+            on_message=self.ingest.on_message,
+        )
+        e = config.events
+        self.events = EventSink(self.link, e.prefix, e.topic, e.state_topic, e.qos,
+                                agent=config.client_id)
+        self.worker = Worker(config, self.plant, self.queue, on_change=self._alarm_changed,
+                             on_state=self._state_changed)
+        self.started = time.monotonic()
+        self._worker_thread: threading.Thread | None = None
+        self._stop_worker = threading.Event()
+        self.on_progress: Callable[[], None] = lambda: None  # the systemd watchdog hooks here
+
+    def start(self) -> None:
+        """Start the worker and the connection (a broker that is down is retried)."""
+        self._worker_thread = threading.Thread(target=self._work, name="shopfloor-worker",
+                                               daemon=True)
+        self._worker_thread.start()
+        self.link.start()
+        log.info("agent started: client_id=%s broker=%s:%d subscriptions=%s",
+                 self.config.client_id, self.config.mqtt.host, self.config.mqtt.port,
+                 ",".join(s.template.filter for s in self.config.subscriptions))
+
+    def _work(self) -> None:
+        while not self._stop_worker.is_set():
+            try:
+                if self.worker.run_once(timeout=0.2):
+                    self.on_progress()
+            except Exception:  # a bug in one batch must not kill the worker (the loop counts)
+                log.exception("worker batch failed; continuing")
+                self.worker_errors += 1
+        self.on_progress()
+
+    worker_errors = 0
+
+    def stop(self) -> bool:
+        """Stop intake, drain the queue, flush events, disconnect; True if all within time."""
+        deadline = time.monotonic() + self.config.agent.shutdown_timeout
+        self.ingest.closed = True
+        while len(self.queue) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        drained = not len(self.queue)
+        self._stop_worker.set()
+        if self._worker_thread is not None:
+            self._worker_thread.join(max(0.0, deadline - time.monotonic()))
+        flushed = self.link.stop(max(0.1, deadline - time.monotonic()))
+        log.info("agent stopped: drained=%s flushed=%s processed=%d", drained, flushed,
+                 self.worker.processed)
+        return drained and bool(flushed)
+
+    def run(self, stop: threading.Event) -> int:
+        """Run until ``stop`` is set (by a signal handler); exit code 0 on a clean stop."""
+        self.start()
+        stop.wait()
+        return 0 if self.stop() else 1
+
+    def _alarm_changed(self, change: AlarmChange) -> None:
+        self.events.alarm(change)
+        log.info("alarm %s: %s/%s score=%.3g threshold=%.3g", change.kind, change.asset,
+                 change.signal or "(asset)", change.score, change.threshold)
+
+    def _state_changed(self, status: SignalStatus) -> None:
+        self.events.state(status.asset, status.name, status.state, status.score,
+                          status.threshold, status.last_time, status.labels)

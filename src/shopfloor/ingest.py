@@ -1,0 +1,118 @@
+"""Ingest: what runs in the MQTT network thread for every message.
+
+It matches the topic against the compiled templates, decodes the payload with the
+subscription's codec (pure functions over untrusted bytes), names the signal, enforces the
+signal cap and enqueues. It never blocks, never learns and never raises into paho: the
+keepalive must keep flowing however bad the data. Everything it refuses is counted by reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from shopfloor.agent_config import AgentConfig, Subscription
+from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
+from shopfloor.config import NAME_PATTERN
+from shopfloor.sparkplug import SparkplugAliases
+
+__all__ = ["BoundedQueue", "Ingest", "Item"]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One decoded reading on its way to the worker."""
+
+    signal: str  # asset/name
+    subscription: int  # index into the config's subscriptions
+    labels: tuple[tuple[str, str], ...]  # the topic's other named levels (site, line, ...)
+    data: Samples | Frame
+    arrival: float
+
+
+class BoundedQueue:
+    """A bounded FIFO whose overflow policy is explicit: drop the oldest or the newest item.
+
+    ``put`` never blocks (the network thread must not stall); every drop is counted.
+    """
+
+    def __init__(self, capacity: int, policy: str = "drop_oldest") -> None:
+        if policy not in ("drop_oldest", "drop_newest"):
+            raise ValueError(f"policy must be drop_oldest or drop_newest; got {policy!r}")
+        self.capacity = capacity
+        self.policy = policy
+        self.dropped = 0
+        self._items: deque[Item] = deque()
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, item: Item) -> None:
+        with self._ready:
+            if len(self._items) >= self.capacity:
+                self.dropped += 1
+                if self.policy == "drop_newest":
+                    return
+                self._items.popleft()
+            self._items.append(item)
+            self._ready.notify()
+
+    def get_batch(self, max_items: int, timeout: float) -> list[Item]:
+        """Up to ``max_items`` items, waiting at most ``timeout`` seconds for the first."""
+        with self._ready:
+            if not self._items:
+                self._ready.wait(timeout)
+            n = min(max_items, len(self._items))
+            return [self._items.popleft() for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Ingest:
+    """The ``on_message`` handler: topic -> subscription -> codec -> signal -> queue."""
+
+    def __init__(self, config: AgentConfig, queue: BoundedQueue, limits: Limits | None = None
+                 ) -> None:
+        self.config = config
+        self.queue = queue
+        self.limits = limits or Limits()
+        self.aliases = SparkplugAliases()
+        self.received = 0
+        self.rejected: Counter[str] = Counter()
+        # Signals admitted so far (bounded by max_signals): only this thread adds to it.
+        self.admitted: set[str] = {s.id for s in config.pipeline.signals}
+        self.closed = False
+
+    def on_message(self, topic: str, payload: bytes, arrival: float) -> None:
+        self.received += 1
+        if self.closed:
+            self.rejected["shutting_down"] += 1
+            return
+        for index, sub in enumerate(self.config.subscriptions):
+            fields = sub.template.match(topic)
+            if fields is not None:
+                self._accept(index, sub, fields, topic, payload, arrival)
+                return
+        self.rejected["unknown_topic"] += 1
+
+    def _accept(self, index: int, sub: Subscription, fields: dict[str, str], topic: str,
+                payload: bytes, arrival: float) -> None:
+        decoded = decode(sub.codec, payload, arrival, self.limits,
+                         self.aliases if sub.codec == "sparkplug" else None, topic)
+        if isinstance(decoded, Rejected):
+            self.rejected[decoded.reason] += 1
+            return
+        asset = sub.asset or fields.get("asset", "")
+        labels = tuple((k, v) for k, v in fields.items() if k not in ("asset", "signal"))
+        for reading in decoded:
+            name = sub.signal or fields.get("signal") or reading.metric or ""
+            if not (NAME_PATTERN.match(asset) and NAME_PATTERN.match(name)):
+                self.rejected["bad_name"] += 1
+                continue
+            signal = f"{asset}/{name}"
+            if signal not in self.admitted:
+                if len(self.admitted) >= self.config.agent.max_signals:
+                    self.rejected["signal_cap"] += 1
+                    continue
+                self.admitted.add(signal)
+            self.queue.put(Item(signal, index, labels, reading.data, arrival))

@@ -1,0 +1,211 @@
+"""The worker: drains the queue in batches, runs each signal's pipeline, reports changes.
+
+Items are grouped per signal, keeping their order, so each pipeline sees one batch of samples
+(or of equally long frames) per drain: the kernels run on arrays, not one message at a time.
+Pipelines for signals first seen on a subscription are built here, never in the network thread.
+Assets configured with a multivariate detector get one row per distinct timestamp of their
+signals' accepted samples (signals missing at that time hold their last value).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shopfloor.agent_config import AgentConfig
+from shopfloor.codecs import Frame, Samples
+from shopfloor.detect.alarm import AlarmState
+from shopfloor.ingest import BoundedQueue, Item
+from shopfloor.monitor import MonitorBatch
+from shopfloor.pipeline import Plant, SignalBatch, SignalPipeline
+
+__all__ = ["AlarmChange", "SignalStatus", "Worker"]
+
+
+@dataclass(slots=True)
+class SignalStatus:
+    """What the agent knows of a signal now (for the live view, metrics and state topics)."""
+
+    asset: str
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    messages: int = 0
+    score: float = math.nan
+    threshold: float = math.nan
+    state: AlarmState = AlarmState.WARMING_UP
+    alarms: int = 0
+    last_time: float = math.nan  # timestamp of the latest sample
+    last_arrival: float = math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    """An alarm raised or cleared, with what an anomaly event needs."""
+
+    kind: str  # "raised" or "cleared"
+    scope: str  # "signal" or "asset"
+    asset: str
+    signal: str | None  # None for an asset-level alarm
+    labels: dict[str, str]
+    ts: float
+    score: float
+    threshold: float
+    value: float | None  # scalar signals
+    features: dict[str, float] | None  # frame signals
+    top: str | None  # feature (frame signals) or signal (assets) that contributed most
+    rules: int  # Western Electric bitmask, 0 if none
+
+
+class Worker:
+    """Runs pipelines over queued items; ``on_change`` and ``on_state`` receive what changed."""
+
+    def __init__(self, config: AgentConfig, plant: Plant, queue: BoundedQueue,
+                 on_change: Callable[[AlarmChange], None] | None = None,
+                 on_state: Callable[[SignalStatus], None] | None = None) -> None:
+        self.config = config
+        self.plant = plant
+        self.queue = queue
+        self.on_change = on_change or (lambda change: None)
+        self.on_state = on_state or (lambda status: None)
+        self.status: dict[str, SignalStatus] = {}
+        self.processed = 0
+        self.batches = 0
+        self.lags: list[float] = []  # per-sample arrival -> scored, drained by the metrics layer
+        self.rejected_rate = 0  # frames whose sample rate differs from the configured one
+
+    def run_once(self, timeout: float = 0.2) -> int:
+        """Process one batch (waiting up to ``timeout`` for it); returns the items handled."""
+        items = self.queue.get_batch(self.config.agent.batch_max, timeout)
+        if items:
+            self.process(items)
+        return len(items)
+
+    def process(self, items: list[Item]) -> None:
+        groups: dict[str, list[Item]] = {}
+        for item in items:
+            groups.setdefault(item.signal, []).append(item)
+        accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for sid, group in groups.items():
+            pipe = self._pipeline(sid, group[0])
+            status = self.status[sid]
+            status.messages += len(group)
+            samples = [i.data for i in group if isinstance(i.data, Samples)]
+            frames = [i.data for i in group if isinstance(i.data, Frame)]
+            wrong = len(frames) if pipe.frames is None else len(samples)
+            if wrong:  # a static scalar signal fed frames on some topic, or the reverse
+                pipe.rejected["kind_mismatch"] += wrong
+            if pipe.frames is None and samples:
+                times = np.concatenate([s.timestamps for s in samples])
+                values = np.concatenate([s.values for s in samples])
+                batch = pipe.process(values)
+                self._report(pipe, status, batch, times, None)
+                ok = batch.reason == 0
+                accepted.setdefault(sid, []).append((times[ok], values[ok]))
+            elif pipe.frames is not None:
+                rate = pipe.frames.sample_rate
+                for run in _frame_runs(frames):
+                    if any(f.sample_rate != rate for f in run):
+                        pipe.rejected["sample_rate_mismatch"] += len(run)
+                        continue
+                    batch = pipe.process(np.vstack([f.samples for f in run]))
+                    times = np.array([f.timestamp for f in run])
+                    self._report(pipe, status, batch, times, pipe.feature_names)
+                    ok = batch.reason == 0
+                    column = batch.features[ok, self._asset_column(pipe)]
+                    accepted.setdefault(sid, []).append((times[ok], column))
+            status.last_arrival = group[-1].arrival
+            now = time.time()
+            self.lags.extend(now - i.arrival for i in group[-64:])  # bounded per signal and batch
+        self._assets(accepted)
+        self.processed += len(items)
+        self.batches += 1
+
+    def _pipeline(self, sid: str, first: Item) -> SignalPipeline:
+        pipe = self.plant.signals.get(sid)
+        if pipe is None:
+            asset, name = sid.split("/", 1)
+            spec = self.config.subscriptions[first.subscription].signal_spec(asset, name)
+            pipe = self.plant.add_signal(spec)
+        if sid not in self.status:
+            self.status[sid] = SignalStatus(pipe.spec.asset, pipe.spec.name, dict(first.labels))
+        return pipe
+
+    def _asset_column(self, pipe: SignalPipeline) -> int:
+        for a in self.plant.assets.values():
+            if a.spec.name == pipe.spec.asset and pipe.spec.name in a.spec.signals:
+                return a.columns[a.spec.signals.index(pipe.spec.name)]
+        return 0
+
+    def _report(self, pipe: SignalPipeline, status: SignalStatus, batch: SignalBatch,
+                times: np.ndarray, feature_names: tuple[str, ...] | None) -> None:
+        r = batch.result
+        scored = np.flatnonzero(np.isfinite(r.score))
+        if len(times):
+            status.last_time = float(times[-1])
+        if scored.size:
+            last = scored[-1]
+            status.score, status.threshold = float(r.score[last]), float(r.threshold[last])
+        before = status.state
+        if len(r.state):
+            status.state = AlarmState(int(r.state[-1]))
+        for i in np.flatnonzero(r.raised | r.cleared):
+            raised = bool(r.raised[i])
+            status.alarms += int(raised)
+            self.on_change(
+                self._change(pipe, status, r, int(i), times[i], batch, feature_names, raised))
+        if status.state != before or r.raised.any() or r.cleared.any():
+            self.on_state(status)
+
+    @staticmethod
+    def _change(pipe: SignalPipeline, status: SignalStatus, r: MonitorBatch, i: int, ts: float,
+                batch: SignalBatch, names: tuple[str, ...] | None, raised: bool) -> AlarmChange:
+        row = batch.features[i]
+        top = int(r.top[i])
+        return AlarmChange(
+            kind="raised" if raised else "cleared", scope="signal", asset=pipe.spec.asset,
+            signal=pipe.spec.name, labels=status.labels, ts=float(ts), score=float(r.score[i]),
+            threshold=float(r.threshold[i]),
+            value=None if names else float(row[0]),
+            features=dict(zip(names, map(float, row), strict=True)) if names else None,
+            top=names[top] if names and top >= 0 else None, rules=int(r.rules[i]),
+        )
+
+    def _assets(self, accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:
+        for name, pipe in self.plant.assets.items():
+            members = [f"{name}/{s}" for s in pipe.spec.signals]
+            parts = {m: (np.concatenate([t for t, _ in accepted[m]]),
+                         np.concatenate([v for _, v in accepted[m]]))
+                     for m in members if m in accepted}
+            if not any(len(t) for t, _ in parts.values()):
+                continue
+            stamps = np.unique(np.concatenate([t for t, _ in parts.values()]))
+            rows = np.full((len(stamps), len(members)), np.nan)
+            for j, m in enumerate(members):
+                if m in parts:
+                    t, v = parts[m]
+                    rows[np.searchsorted(stamps, t), j] = v
+            r = pipe.process(rows).result
+            for i in np.flatnonzero(r.raised | r.cleared):
+                top = int(r.top[i])
+                self.on_change(AlarmChange(
+                    kind="raised" if r.raised[i] else "cleared", scope="asset", asset=name,
+                    signal=None, labels={}, ts=float(stamps[i]), score=float(r.score[i]),
+                    threshold=float(r.threshold[i]), value=None,
+                    features=dict(zip(pipe.spec.signals, map(float, rows[i]), strict=True)),
+                    top=pipe.spec.signals[top] if top >= 0 else None, rules=0,
+                ))
+
+
+def _frame_runs(frames: list[Frame]) -> list[list[Frame]]:
+    """Consecutive frames of equal length (a batch of frames must be one 2-D array)."""
+    runs: list[list[Frame]] = []
+    for frame in frames:
+        if runs and len(runs[-1][-1].samples) == len(frame.samples):
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    return runs
