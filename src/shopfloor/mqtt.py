@@ -93,7 +93,9 @@ class MqttSettings:
     password: str | None = field(default=None, repr=False)
     tls: TlsSettings | None = None
     clean_start: bool = False
-    session_expiry: int = 3600  # seconds the broker keeps our session (MQTT 5)
+    # MQTT 5: seconds the broker keeps our session after a disconnect (0: none, so nothing is
+    # queued while we are away). MQTT 3.1.1 has no expiry: clean_start=False keeps it forever.
+    session_expiry: int = 3600
     reconnect_min_delay: float = 1.0
     reconnect_max_delay: float = 60.0
     max_queued_messages: int = 1000  # unacknowledged QoS>0 publishes paho may hold
