@@ -7,6 +7,7 @@ raises.
 
 from __future__ import annotations
 
+import doctest
 import json
 import struct
 from datetime import UTC, datetime
@@ -543,6 +544,10 @@ def test_valid_payloads_decode() -> None:
         assert isinstance(out, list), out
         assert out
         check_decoded(out)
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(codecs, raise_on_error=True).attempted >= 5
 
 
 def test_iso_timestamp_is_utc() -> None:

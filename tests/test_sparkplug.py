@@ -7,6 +7,7 @@ serialises; our own encoder is only used for round trips.
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import struct
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shopfloor import sparkplug
 from shopfloor.codecs import Limits, Reading, Rejected, Samples, decode
 from shopfloor.sparkplug import (
     DataType,
@@ -469,6 +471,16 @@ def test_metrics_per_entry_and_in_total_are_bounded() -> None:
     assert aliases.alias_count == 3
 
 
+def test_device_churn_leaves_nothing_behind() -> None:
+    aliases = SparkplugAliases(max_entries=2)
+    dbirth = encode_dbirth(TS_MS, 0, [("x", 1, DataType.FLOAT, 1.0)])
+    for i in range(1000):
+        readings(dbirth, f"spBv1.0/g/DBIRTH/edge-{i}/d", aliases)
+        assert run(b"", f"spBv1.0/g/DDEATH/edge-{i}/d", aliases) == []
+    assert len(aliases) == 0
+    assert not aliases._nodes  # no empty per-node dicts pile up either
+
+
 @pytest.mark.parametrize("name", ["max_entries", "max_metrics", "max_aliases"])
 def test_alias_table_parameters_are_validated(name: str) -> None:
     with pytest.raises(ValueError, match=name):
@@ -511,3 +523,7 @@ def test_birth_and_data_round_trip(rows: list[tuple[DataType, Any]], seq: int) -
 def test_encoder_refuses_structured_types() -> None:
     with pytest.raises(ValueError, match="cannot be encoded"):
         encode_payload(TS_MS, 0, [("d", None, DataType.DATASET, {})])
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(sparkplug, raise_on_error=True).attempted >= 5

@@ -17,9 +17,10 @@ JSON (codec ``"json"``, UTF-8)
     A list of records, kept in the order given.
 
 ``T`` is epoch seconds (a number above 1e11 is read as milliseconds) or an ISO 8601 string
-(without a zone it is UTC). Values are JSON numbers: ``true``/``false``, strings and ``null``
-are ``wrong_type``; ``NaN``, ``Infinity`` and numbers that overflow a float64 are
-``non_finite``. Other keys (a unit, a quality flag) are ignored.
+(without a zone it is UTC); times before 1970 are ``wrong_type``. Values are JSON numbers:
+``true``/``false``, strings and ``null`` are ``wrong_type``; ``NaN``, ``Infinity`` and
+numbers that overflow a float64 are ``non_finite``. Other keys (a unit, a quality flag) are
+ignored; an object with both ``value`` and ``values`` is ``wrong_type``.
 
 Binary vibration frame (codec ``"frame"``, little-endian)
 ---------------------------------------------------------
@@ -205,6 +206,18 @@ def decode(
     -------
     list[Reading] | Rejected
         The readings (possibly none), or why the message was rejected.
+
+    Examples
+    --------
+    >>> limits = Limits()
+    >>> [reading] = decode("json", b'{"ts": 1767225600, "value": 21.5}', 1767225601.0, limits)
+    >>> reading.data.timestamps, reading.data.values
+    (array([1.7672256e+09]), array([21.5]))
+    >>> decode("json", b'{"value": NaN}', 1767225601.0, limits)
+    Rejected(reason='non_finite', detail='JSON constant NaN is not a finite number')
+    >>> frame = encode_frame(1767225600.0, 25600.0, [0.5, -1.0, 0.25, 0.0])
+    >>> decode("frame", frame[:-2], 1767225601.0, limits).reason
+    'truncated'
     """
     try:
         if len(payload) > limits.max_payload_bytes:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
+from math import isfinite
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -148,6 +149,21 @@ class SparkplugAliases:
         Most metrics over all entries, so that many full entries still fit in memory.
 
     Updated by :func:`decode_sparkplug` in the network thread only, so it needs no lock.
+
+    Examples
+    --------
+    >>> from shopfloor.codecs import Limits, decode
+    >>> aliases, limits = SparkplugAliases(), Limits()
+    >>> birth = encode_dbirth(1767225600000, 0, [("rms_g", 1, DataType.FLOAT, 0.5)])
+    >>> [r.metric for r in decode("sparkplug", birth, 0.0, limits, aliases,
+    ...                           "spBv1.0/plant/DBIRTH/press-7/accel-1")]
+    ['rms_g']
+    >>> data = encode_data(1767225601000, 1, [(1, DataType.FLOAT, 0.75)])
+    >>> [r] = decode("sparkplug", data, 0.0, limits, aliases, "spBv1.0/plant/DDATA/press-7/accel-1")
+    >>> r.metric, r.data.values
+    ('rms_g', array([0.75]))
+    >>> decode("sparkplug", data, 0.0, limits, aliases, "spBv1.0/plant/DDATA/press-7/b").reason
+    'unknown_alias'
     """
 
     def __init__(
@@ -213,7 +229,11 @@ class SparkplugAliases:
         if device is None:
             self._nodes.pop((group, edge), None)
         else:
-            self._nodes.get((group, edge), {}).pop(device, None)
+            devices = self._nodes.get((group, edge))
+            if devices is not None:
+                devices.pop(device, None)
+                if not devices:  # no empty dicts left behind by device churn
+                    del self._nodes[(group, edge)]
 
     def lookup(self, group: str, edge: str, device: str | None) -> _Entry | None:
         """The entry of a (group, edge, device), if it was born."""
@@ -282,9 +302,20 @@ def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
         yield field, wire, value
 
 
-# A metric as read: name, alias, timestamp_ms, datatype, is_null, value field, raw value.
-_Read = tuple[str | None, int | None, int | None, int | None, bool, int | None, Any]
-# Wire types of Metric's fields 1..19 (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32).
+class _Read(NamedTuple):
+    """A metric as read; ``field`` is the number of the value field (10..19), ``raw`` its value."""
+
+    name: str | None
+    alias: int | None
+    timestamp_ms: int | None
+    datatype: int | None
+    is_null: bool
+    field: int | None
+    raw: Any
+
+
+# Wire types (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32) of Payload's fields 1..5
+# and of Metric's fields 1..19; a known field with another wire type is malformed.
 _PAYLOAD_WIRE = {1: 0, 2: 2, 3: 0, 4: 2, 5: 2}
 _WIRE = dict(enumerate((2, 0, 0, 0, 0, 0, 0, 2, 2, 0, 0, 5, 1, 0, 2, 2, 2, 2, 2), start=1))
 
@@ -307,7 +338,7 @@ def _metric(buf: bytes) -> _Read:
             is_null = bool(raw)
         elif 10 <= field <= 19:
             kind, value = field, raw
-    return name, alias, ts, datatype, is_null, kind, value
+    return _Read(name, alias, ts, datatype, is_null, kind, value)
 
 
 def _payload(buf: bytes, limit: int) -> tuple[int | None, list[_Read]]:
@@ -341,7 +372,7 @@ def _value(name: str, datatype: int | None, kind: int | None, raw: Any) -> float
         if kind not in (12, 13):
             raise _RejectError("wrong_type", f"metric {name!r}: float type without float value")
         number = (_F32 if kind == 12 else _F64).unpack(raw)[0]
-        if not np.isfinite(number):
+        if not isfinite(number):
             raise _RejectError("non_finite", f"metric {name!r} is {number}")
         return float(number)
     return None
@@ -385,7 +416,7 @@ def _decode(
     except (_Malformed, ValueError) as exc:
         return Rejected("bad_sparkplug", f"{kind}: {exc}")
     if kind.endswith("BIRTH"):
-        born = [(m[0], m[1], m[3] or 0) for m in metrics if m[0] is not None]
+        born = [(m.name, m.alias, m.datatype or 0) for m in metrics if m.name is not None]
         if len(born) < len(metrics):
             return Rejected("bad_sparkplug", f"{kind} metric without a name")
         if aliases is not None:
@@ -397,7 +428,7 @@ def _decode(
                 return Rejected("bad_sparkplug", str(exc))
     elif not metrics:
         return Rejected("empty", f"{kind} without metrics")
-    entry = aliases.lookup(where.group, where.edge, where.device) if aliases else None
+    entry = aliases.lookup(where.group, where.edge, where.device) if aliases is not None else None
     default_s = timestamp / 1000.0 if timestamp else arrival
     series: dict[str, tuple[list[float], list[float]]] = {}
     for name, alias, ts, datatype, is_null, value_kind, raw in metrics:
