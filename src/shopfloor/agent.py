@@ -13,10 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
 
 from shopfloor.agent_config import AgentConfig
 from shopfloor.events import EventSink
 from shopfloor.ingest import BoundedQueue, Ingest
+from shopfloor.metrics import AgentMetrics
 from shopfloor.mqtt import MqttLink, MqttSettings, TlsSettings, read_password
 from shopfloor.pipeline import Plant
 from shopfloor.worker import AlarmChange, SignalStatus, Worker
@@ -29,47 +33,85 @@ log = logging.getLogger("shopfloor.agent")
 class Agent:
     """Everything the agent runs, built from one validated configuration."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
+        self.start_time = time.time()
+        self.last_checkpoint: float | None = None
         self.queue = BoundedQueue(config.agent.queue_size, config.agent.drop_policy)
         self.plant = Plant(config.pipeline)
         self.ingest = Ingest(config, self.queue)
         m = config.mqtt
         self.link = MqttLink(
             MqttSettings(
-                host=m.host, port=m.port, protocol="5" if m.protocol == "5" else "3.1.1",
+                host=m.host,
+                port=m.port,
+                protocol="5" if m.protocol == "5" else "3.1.1",
                 client_id=config.client_id,
-                keepalive=m.keepalive, username=m.username or None,
+                keepalive=m.keepalive,
+                username=m.username or None,
                 password=read_password(m.password_file or None, m.password_credential or None),
-                tls=TlsSettings(ca_file=m.ca_file or None, cert_file=m.cert_file or None,
-                                key_file=m.key_file or None)
-                if (m.tls or m.ca_file or m.cert_file) else None,
+                tls=TlsSettings(
+                    ca_file=m.ca_file or None,
+                    cert_file=m.cert_file or None,
+                    key_file=m.key_file or None,
+                )
+                if (m.tls or m.ca_file or m.cert_file)
+                else None,
                 clean_start=m.clean_start,
-                session_expiry=m.session_expiry, reconnect_min_delay=m.reconnect_min_delay,
+                session_expiry=m.session_expiry,
+                reconnect_min_delay=m.reconnect_min_delay,
                 reconnect_max_delay=m.reconnect_max_delay,
             ),
             subscriptions=[(s.template.filter, s.qos) for s in config.subscriptions],
             on_message=self.ingest.on_message,
         )
         e = config.events
-        self.events = EventSink(self.link, e.prefix, e.topic, e.state_topic, e.qos,
-                                agent=config.client_id)
-        self.worker = Worker(config, self.plant, self.queue, on_change=self._alarm_changed,
-                             on_state=self._state_changed)
-        self.started = time.monotonic()
+        self.events = EventSink(
+            self.link, e.prefix, e.topic, e.state_topic, e.qos, agent=config.client_id
+        )
+        self.worker = Worker(
+            config,
+            self.plant,
+            self.queue,
+            on_change=self._alarm_changed,
+            on_state=self._state_changed,
+        )
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = AgentMetrics(self, self.registry, stale_after=config.metrics.stale_after)
+        self.worker.on_batch = self.metrics.observe_batch
+        self.metrics_server: Any = None
         self._worker_thread: threading.Thread | None = None
         self._stop_worker = threading.Event()
         self.on_progress: Callable[[], None] = lambda: None  # the systemd watchdog hooks here
 
     def start(self) -> None:
         """Start the worker and the connection (a broker that is down is retried)."""
-        self._worker_thread = threading.Thread(target=self._work, name="shopfloor-worker",
-                                               daemon=True)
+        self._worker_thread = threading.Thread(
+            target=self._work, name="shopfloor-worker", daemon=True
+        )
         self._worker_thread.start()
+        m = self.config.metrics
+        self.metrics_server, _ = start_http_server(
+            m.port,
+            m.host,
+            registry=self.registry,
+            certfile=m.cert_file or None,
+            keyfile=m.key_file or None,
+        )
+        log.info(
+            "metrics at %s://%s:%d/metrics",
+            "https" if m.cert_file else "http",
+            m.host,
+            self.metrics_port,
+        )
         self.link.start()
-        log.info("agent started: client_id=%s broker=%s:%d subscriptions=%s",
-                 self.config.client_id, self.config.mqtt.host, self.config.mqtt.port,
-                 ",".join(s.template.filter for s in self.config.subscriptions))
+        log.info(
+            "agent started: client_id=%s broker=%s:%d subscriptions=%s",
+            self.config.client_id,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            ",".join(s.template.filter for s in self.config.subscriptions),
+        )
 
     def _work(self) -> None:
         while not self._stop_worker.is_set():
@@ -83,6 +125,11 @@ class Agent:
 
     worker_errors = 0
 
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on (the real one when the config says 0)."""
+        return int(self.metrics_server.server_port) if self.metrics_server else 0
+
     def stop(self) -> bool:
         """Stop intake, drain the queue, flush events, disconnect; True if all within time."""
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
@@ -94,8 +141,15 @@ class Agent:
         if self._worker_thread is not None:
             self._worker_thread.join(max(0.0, deadline - time.monotonic()))
         flushed = self.link.stop(max(0.1, deadline - time.monotonic()))
-        log.info("agent stopped: drained=%s flushed=%s processed=%d", drained, flushed,
-                 self.worker.processed)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+        log.info(
+            "agent stopped: drained=%s flushed=%s processed=%d",
+            drained,
+            flushed,
+            self.worker.processed,
+        )
         return drained and bool(flushed)
 
     def run(self, stop: threading.Event) -> int:
@@ -106,9 +160,22 @@ class Agent:
 
     def _alarm_changed(self, change: AlarmChange) -> None:
         self.events.alarm(change)
-        log.info("alarm %s: %s/%s score=%.3g threshold=%.3g", change.kind, change.asset,
-                 change.signal or "(asset)", change.score, change.threshold)
+        log.info(
+            "alarm %s: %s/%s score=%.3g threshold=%.3g",
+            change.kind,
+            change.asset,
+            change.signal or "(asset)",
+            change.score,
+            change.threshold,
+        )
 
     def _state_changed(self, status: SignalStatus) -> None:
-        self.events.state(status.asset, status.name, status.state, status.score,
-                          status.threshold, status.last_time, status.labels)
+        self.events.state(
+            status.asset,
+            status.name,
+            status.state,
+            status.score,
+            status.threshold,
+            status.last_time,
+            status.labels,
+        )

@@ -90,6 +90,9 @@ class MetricsSettings:
 
     host: str = "127.0.0.1"
     port: int = 9817
+    cert_file: str = ""  # serve /metrics over TLS when set (with key_file)
+    key_file: str = ""
+    stale_after: float = 3600.0  # seconds of silence before a signal's series are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +111,14 @@ class Subscription:
 
     def signal_spec(self, asset: str, name: str) -> SignalSpec:
         """The spec of a signal discovered on this subscription."""
-        return SignalSpec(asset=asset, name=name, kind=self.kind, stage=self.stage,
-                          valid_range=self.valid_range, features=self.features)
+        return SignalSpec(
+            asset=asset,
+            name=name,
+            kind=self.kind,
+            stage=self.stage,
+            valid_range=self.valid_range,
+            features=self.features,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +138,36 @@ class AgentConfig:
         return self.mqtt.client_id or f"shopfloor-{socket.gethostname()}"
 
 
-_SUB_KEYS = {"topic", "codec", "qos", "asset", "signal", "kind", "valid_range", "features",
-             "detector", "threshold", "alarm"}
+_SUB_KEYS = {
+    "topic",
+    "codec",
+    "qos",
+    "asset",
+    "signal",
+    "kind",
+    "valid_range",
+    "features",
+    "detector",
+    "threshold",
+    "alarm",
+}
 _RANGES: dict[str, tuple[float, float]] = {
-    "port": (1, 65535), "keepalive": (5, 65535), "session_expiry": (0, 2**32 - 1),
-    "reconnect_min_delay": (0.1, 3600), "reconnect_max_delay": (0.1, 86400),
-    "queue_size": (10, 10_000_000), "max_signals": (1, 1_000_000), "batch_max": (1, 10_000_000),
-    "shutdown_timeout": (0.1, 3600), "qos": (0, 1),
+    "port": (1, 65535),
+    "metrics.port": (0, 65535),  # 0: any free port (tests)
+    "keepalive": (5, 65535),
+    "session_expiry": (0, 2**32 - 1),
+    "reconnect_min_delay": (0.1, 3600),
+    "reconnect_max_delay": (0.1, 86400),
+    "queue_size": (10, 10_000_000),
+    "max_signals": (1, 1_000_000),
+    "batch_max": (1, 10_000_000),
+    "shutdown_timeout": (0.1, 3600),
+    "qos": (0, 1),
+    "stale_after": (1, 10 * 365 * 86400),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "protocol": ("5", "3.1.1"), "drop_policy": ("drop_oldest", "drop_newest"),
+    "protocol": ("5", "3.1.1"),
+    "drop_policy": ("drop_oldest", "drop_newest"),
 }
 
 
@@ -152,8 +181,9 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     return parse_agent_config(text, source=str(p), base_dir=p.parent)
 
 
-def parse_agent_config(text: str, *, source: str = "<config>", base_dir: Path | None = None
-                       ) -> AgentConfig:
+def parse_agent_config(
+    text: str, *, source: str = "<config>", base_dir: Path | None = None
+) -> AgentConfig:
     """Validate agent TOML ``text``; relative file names resolve against ``base_dir``."""
     raw = read_toml(text, source)
     parser = Parser(raw, KeyLines(text), source)
@@ -164,37 +194,63 @@ def parse_agent_config(text: str, *, source: str = "<config>", base_dir: Path | 
     base = parser.base
     mqtt = _section(parser, raw, "mqtt", MqttConfig)
     base_dir = base_dir or Path.cwd()
-    for key in ("password_file", "ca_file", "cert_file", "key_file"):
-        value = getattr(mqtt, key)
-        if value:
-            path = Path(value) if os.path.isabs(value) else base_dir / value
-            if not os.access(path, os.R_OK):
-                raise parser.error(f"mqtt.{key}", f"cannot read {str(path)!r}")
-            mqtt = replace(mqtt, **{key: str(path)})
-    if bool(mqtt.cert_file) != bool(mqtt.key_file):
-        raise parser.error("mqtt.cert_file", "a client certificate needs key_file too, and back")
+    mqtt = _readable_files(
+        parser, "mqtt", mqtt, base_dir, ("password_file", "ca_file", "cert_file", "key_file")
+    )
     if mqtt.password_file and mqtt.password_credential:
-        raise parser.error("mqtt.password_credential", "give password_file or "
-                           "password_credential, not both")
+        raise parser.error(
+            "mqtt.password_credential", "give password_file or password_credential, not both"
+        )
     if mqtt.reconnect_min_delay > mqtt.reconnect_max_delay:
         raise parser.error("mqtt.reconnect_min_delay", "must not exceed reconnect_max_delay")
-    subscriptions = tuple(_subscription(parser, s, f"subscriptions[{i}]", base)
-                          for i, s in enumerate(subs_raw))
+    subscriptions = tuple(
+        _subscription(parser, s, f"subscriptions[{i}]", base) for i, s in enumerate(subs_raw)
+    )
     events = _section(parser, raw, "events", EventSettings)
     for key in ("topic", "state_topic"):
         template = getattr(events, key)
         try:
             template.format(prefix="p", asset="a", signal="s")
         except (KeyError, IndexError, ValueError) as exc:
-            raise parser.error(f"events.{key}", f"may use {{prefix}}, {{asset}} and {{signal}} "
-                               f"only ({exc})") from None
+            raise parser.error(
+                f"events.{key}", f"may use {{prefix}}, {{asset}} and {{signal}} only ({exc})"
+            ) from None
         if "+" in template or "#" in template:
             raise parser.error(f"events.{key}", "may not contain MQTT wildcards")
     if not NAME_PATTERN.match(events.prefix.replace("/", "-")):
         raise parser.error("events.prefix", "must be topic levels of letters, digits, _ . -")
-    return AgentConfig(pipeline=pipeline, mqtt=mqtt, subscriptions=subscriptions,
-                       agent=_section(parser, raw, "agent", AgentSettings), events=events,
-                       metrics=_section(parser, raw, "metrics", MetricsSettings), source=source)
+    metrics = _readable_files(
+        parser,
+        "metrics",
+        _section(parser, raw, "metrics", MetricsSettings),
+        base_dir,
+        ("cert_file", "key_file"),
+    )
+    return AgentConfig(
+        pipeline=pipeline,
+        mqtt=mqtt,
+        subscriptions=subscriptions,
+        agent=_section(parser, raw, "agent", AgentSettings),
+        events=events,
+        metrics=metrics,
+        source=source,
+    )
+
+
+def _readable_files(
+    parser: Parser, section: str, settings: Any, base_dir: Path, keys: tuple[str, ...]
+) -> Any:
+    """Resolve file settings against the config's folder; each must be readable now."""
+    for key in keys:
+        value = getattr(settings, key)
+        if value:
+            path = Path(value) if os.path.isabs(value) else base_dir / value
+            if not os.access(path, os.R_OK):
+                raise parser.error(f"{section}.{key}", f"cannot read {str(path)!r}")
+            settings = replace(settings, **{key: str(path)})
+    if bool(getattr(settings, "cert_file", "")) != bool(getattr(settings, "key_file", "")):
+        raise parser.error(f"{section}.cert_file", "a certificate needs key_file too, and back")
+    return settings
 
 
 def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) -> Subscription:
@@ -210,11 +266,15 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
         if value is not None:
             fixed[name] = parser.name(value, f"{key}.{name}")
     # Sparkplug names signals by metric, and its topic carries the device (the asset).
-    required = tuple(n for n in ("asset", "signal") if n not in fixed
-                     and not (codec == "sparkplug" and n == "signal"))
+    required = tuple(
+        n
+        for n in ("asset", "signal")
+        if n not in fixed and not (codec == "sparkplug" and n == "signal")
+    )
     try:
-        template = TopicTemplate.compile(t["topic"] if isinstance(t["topic"], str) else "",
-                                         required=required)
+        template = TopicTemplate.compile(
+            t["topic"] if isinstance(t["topic"], str) else "", required=required
+        )
     except ValueError as exc:
         raise parser.error(f"{key}.topic", str(exc)) from None
     kind = t.get("kind", "frame" if codec == "frame" else "scalar")
@@ -229,10 +289,15 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
     elif features:
         raise parser.error(f"{key}.features", "only frame signals have a features table")
     return Subscription(
-        template=template, codec=codec, qos=qos, asset=fixed.get("asset"),
-        signal=fixed.get("signal"), kind=kind,
+        template=template,
+        codec=codec,
+        qos=qos,
+        asset=fixed.get("asset"),
+        signal=fixed.get("signal"),
+        kind=kind,
         valid_range=parser.valid_range(t.get("valid_range"), f"{key}.valid_range"),
-        features=features, stage=parser.stage(t, key, base, "detector"),
+        features=features,
+        stage=parser.stage(t, key, base, "detector"),
     )
 
 
@@ -255,8 +320,9 @@ def _section(parser: Parser, raw: dict[str, Any], name: str, cls: type[Any]) -> 
             ok = isinstance(value, str)
         if not ok:
             raise parser.error(key, f"must be {type(default).__name__}, got {type(value).__name__}")
-        if f.name in _RANGES:
-            low, high = _RANGES[f.name]
+        limits = _RANGES.get(key, _RANGES.get(f.name))
+        if limits is not None:
+            low, high = limits
             if not low <= value <= high:
                 raise parser.error(key, f"must be between {low:g} and {high:g}; got {value!r}")
         if f.name in _CHOICES and value not in _CHOICES[f.name]:

@@ -71,8 +71,9 @@ class BoundedQueue:
 class Ingest:
     """The ``on_message`` handler: topic -> subscription -> codec -> signal -> queue."""
 
-    def __init__(self, config: AgentConfig, queue: BoundedQueue, limits: Limits | None = None
-                 ) -> None:
+    def __init__(
+        self, config: AgentConfig, queue: BoundedQueue, limits: Limits | None = None
+    ) -> None:
         self.config = config
         self.queue = queue
         self.limits = limits or Limits()
@@ -95,10 +96,23 @@ class Ingest:
                 return
         self.rejected["unknown_topic"] += 1
 
-    def _accept(self, index: int, sub: Subscription, fields: dict[str, str], topic: str,
-                payload: bytes, arrival: float) -> None:
-        decoded = decode(sub.codec, payload, arrival, self.limits,
-                         self.aliases if sub.codec == "sparkplug" else None, topic)
+    def _accept(
+        self,
+        index: int,
+        sub: Subscription,
+        fields: dict[str, str],
+        topic: str,
+        payload: bytes,
+        arrival: float,
+    ) -> None:
+        decoded = decode(
+            sub.codec,
+            payload,
+            arrival,
+            self.limits,
+            self.aliases if sub.codec == "sparkplug" else None,
+            topic,
+        )
         if isinstance(decoded, Rejected):
             self.rejected[decoded.reason] += 1
             return

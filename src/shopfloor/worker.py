@@ -23,7 +23,7 @@ from shopfloor.ingest import BoundedQueue, Item
 from shopfloor.monitor import MonitorBatch
 from shopfloor.pipeline import Plant, SignalBatch, SignalPipeline
 
-__all__ = ["AlarmChange", "SignalStatus", "Worker"]
+__all__ = ["AlarmChange", "AssetStatus", "SignalStatus", "Worker"]
 
 
 @dataclass(slots=True)
@@ -40,6 +40,16 @@ class SignalStatus:
     alarms: int = 0
     last_time: float = math.nan  # timestamp of the latest sample
     last_arrival: float = math.nan
+
+
+@dataclass(slots=True)
+class AssetStatus:
+    """The asset-level detector's latest word."""
+
+    score: float = math.nan
+    state: AlarmState = AlarmState.WARMING_UP
+    alarms: int = 0
+    top: str | None = None  # the signal that contributed most to the latest alarm
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +73,26 @@ class AlarmChange:
 class Worker:
     """Runs pipelines over queued items; ``on_change`` and ``on_state`` receive what changed."""
 
-    def __init__(self, config: AgentConfig, plant: Plant, queue: BoundedQueue,
-                 on_change: Callable[[AlarmChange], None] | None = None,
-                 on_state: Callable[[SignalStatus], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        plant: Plant,
+        queue: BoundedQueue,
+        on_change: Callable[[AlarmChange], None] | None = None,
+        on_state: Callable[[SignalStatus], None] | None = None,
+    ) -> None:
         self.config = config
         self.plant = plant
         self.queue = queue
         self.on_change = on_change or (lambda change: None)
         self.on_state = on_state or (lambda status: None)
         self.status: dict[str, SignalStatus] = {}
+        self.asset_status: dict[str, AssetStatus] = {}
         self.processed = 0
         self.batches = 0
-        self.lags: list[float] = []  # per-sample arrival -> scored, drained by the metrics layer
-        self.rejected_rate = 0  # frames whose sample rate differs from the configured one
+        # Called once per batch with its duration and the lags (now - sample timestamp) of up
+        # to 64 samples per signal: the metrics layer's histograms.
+        self.on_batch: Callable[[float, list[float]], None] = lambda duration, lags: None
 
     def run_once(self, timeout: float = 0.2) -> int:
         """Process one batch (waiting up to ``timeout`` for it); returns the items handled."""
@@ -85,6 +102,8 @@ class Worker:
         return len(items)
 
     def process(self, items: list[Item]) -> None:
+        started = time.perf_counter()
+        lags: list[float] = []
         groups: dict[str, list[Item]] = {}
         for item in items:
             groups.setdefault(item.signal, []).append(item)
@@ -119,10 +138,11 @@ class Worker:
                     accepted.setdefault(sid, []).append((times[ok], column))
             status.last_arrival = group[-1].arrival
             now = time.time()
-            self.lags.extend(now - i.arrival for i in group[-64:])  # bounded per signal and batch
+            lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
         self._assets(accepted)
         self.processed += len(items)
         self.batches += 1
+        self.on_batch(time.perf_counter() - started, lags)
 
     def _pipeline(self, sid: str, first: Item) -> SignalPipeline:
         pipe = self.plant.signals.get(sid)
@@ -140,8 +160,14 @@ class Worker:
                 return a.columns[a.spec.signals.index(pipe.spec.name)]
         return 0
 
-    def _report(self, pipe: SignalPipeline, status: SignalStatus, batch: SignalBatch,
-                times: np.ndarray, feature_names: tuple[str, ...] | None) -> None:
+    def _report(
+        self,
+        pipe: SignalPipeline,
+        status: SignalStatus,
+        batch: SignalBatch,
+        times: np.ndarray,
+        feature_names: tuple[str, ...] | None,
+    ) -> None:
         r = batch.result
         scored = np.flatnonzero(np.isfinite(r.score))
         if len(times):
@@ -156,30 +182,50 @@ class Worker:
             raised = bool(r.raised[i])
             status.alarms += int(raised)
             self.on_change(
-                self._change(pipe, status, r, int(i), times[i], batch, feature_names, raised))
+                self._change(pipe, status, r, int(i), times[i], batch, feature_names, raised)
+            )
         if status.state != before or r.raised.any() or r.cleared.any():
             self.on_state(status)
 
     @staticmethod
-    def _change(pipe: SignalPipeline, status: SignalStatus, r: MonitorBatch, i: int, ts: float,
-                batch: SignalBatch, names: tuple[str, ...] | None, raised: bool) -> AlarmChange:
+    def _change(
+        pipe: SignalPipeline,
+        status: SignalStatus,
+        r: MonitorBatch,
+        i: int,
+        ts: float,
+        batch: SignalBatch,
+        names: tuple[str, ...] | None,
+        raised: bool,
+    ) -> AlarmChange:
         row = batch.features[i]
         top = int(r.top[i])
         return AlarmChange(
-            kind="raised" if raised else "cleared", scope="signal", asset=pipe.spec.asset,
-            signal=pipe.spec.name, labels=status.labels, ts=float(ts), score=float(r.score[i]),
+            kind="raised" if raised else "cleared",
+            scope="signal",
+            asset=pipe.spec.asset,
+            signal=pipe.spec.name,
+            labels=status.labels,
+            ts=float(ts),
+            score=float(r.score[i]),
             threshold=float(r.threshold[i]),
             value=None if names else float(row[0]),
             features=dict(zip(names, map(float, row), strict=True)) if names else None,
-            top=names[top] if names and top >= 0 else None, rules=int(r.rules[i]),
+            top=names[top] if names and top >= 0 else None,
+            rules=int(r.rules[i]),
         )
 
     def _assets(self, accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:
         for name, pipe in self.plant.assets.items():
             members = [f"{name}/{s}" for s in pipe.spec.signals]
-            parts = {m: (np.concatenate([t for t, _ in accepted[m]]),
-                         np.concatenate([v for _, v in accepted[m]]))
-                     for m in members if m in accepted}
+            parts = {
+                m: (
+                    np.concatenate([t for t, _ in accepted[m]]),
+                    np.concatenate([v for _, v in accepted[m]]),
+                )
+                for m in members
+                if m in accepted
+            }
             if not any(len(t) for t, _ in parts.values()):
                 continue
             stamps = np.unique(np.concatenate([t for t, _ in parts.values()]))
@@ -189,15 +235,39 @@ class Worker:
                     t, v = parts[m]
                     rows[np.searchsorted(stamps, t), j] = v
             r = pipe.process(rows).result
+            status = self.asset_status.setdefault(name, AssetStatus())
+            scored = np.flatnonzero(np.isfinite(r.score))
+            if scored.size:
+                status.score = float(r.score[scored[-1]])
+            if len(r.state):
+                status.state = AlarmState(int(r.state[-1]))
             for i in np.flatnonzero(r.raised | r.cleared):
                 top = int(r.top[i])
-                self.on_change(AlarmChange(
-                    kind="raised" if r.raised[i] else "cleared", scope="asset", asset=name,
-                    signal=None, labels={}, ts=float(stamps[i]), score=float(r.score[i]),
-                    threshold=float(r.threshold[i]), value=None,
-                    features=dict(zip(pipe.spec.signals, map(float, rows[i]), strict=True)),
-                    top=pipe.spec.signals[top] if top >= 0 else None, rules=0,
-                ))
+                if r.raised[i]:
+                    status.alarms += 1
+                    status.top = pipe.spec.signals[top] if top >= 0 else None
+                self.on_change(
+                    AlarmChange(
+                        kind="raised" if r.raised[i] else "cleared",
+                        scope="asset",
+                        asset=name,
+                        signal=None,
+                        labels={},
+                        ts=float(stamps[i]),
+                        score=float(r.score[i]),
+                        threshold=float(r.threshold[i]),
+                        value=None,
+                        features=dict(zip(pipe.spec.signals, map(float, rows[i]), strict=True)),
+                        top=pipe.spec.signals[top] if top >= 0 else None,
+                        rules=0,
+                    )
+                )
+
+
+def _stamp(item: Item) -> float:
+    """The sample timestamp an item carries (its latest sample for scalar batches)."""
+    data = item.data
+    return data.timestamp if isinstance(data, Frame) else float(data.timestamps[-1])
 
 
 def _frame_runs(frames: list[Frame]) -> list[list[Frame]]:

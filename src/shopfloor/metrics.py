@@ -1,0 +1,252 @@
+"""Prometheus metrics of the agent, read from its state at scrape time.
+
+Per-message work stays out of the hot path: the custom collector walks the worker's signal
+status, the ingest and queue counters and the MQTT link when Prometheus scrapes, so a message
+costs no metric update at all. Only the two histograms (batch processing time and lag) are
+observed by the worker, once per batch. Nothing here touches the global registry: the agent
+passes its own.
+
+Label sets are bounded: signals by the agent's signal cap, reasons by fixed sets, and a signal
+silent for ``stale_after`` seconds drops out of the exposition (its model stays in memory).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from shopfloor import __version__
+from shopfloor.detect.alarm import AlarmState
+
+if TYPE_CHECKING:
+    from shopfloor.agent import Agent
+
+__all__ = ["AgentCollector", "AgentMetrics"]
+
+# Lag spans a fast LAN (ms) to a backlog after a reconnect (minutes).
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DURATION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+class AgentMetrics:
+    """Everything the agent exports, registered in ``registry``."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        registry: CollectorRegistry,
+        stale_after: float = 3600.0,
+        process: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.processing = Histogram(
+            "shopfloor_processing_duration_seconds",
+            "Time to run the pipelines over one batch.",
+            registry=registry,
+            buckets=DURATION_BUCKETS,
+        )
+        self.lag = Histogram(
+            "shopfloor_lag_seconds",
+            "From a sample's own timestamp to the moment it was scored (clock skew included).",
+            registry=registry,
+            buckets=LAG_BUCKETS,
+        )
+        registry.register(AgentCollector(agent, stale_after))
+        if process:
+            ProcessCollector(namespace="", registry=registry)
+
+    def observe_batch(self, duration: float, lags: list[float]) -> None:
+        """Called by the worker once per batch."""
+        self.processing.observe(duration)
+        for lag in lags:
+            self.lag.observe(lag)
+
+
+class AgentCollector(Collector):
+    """Builds the metric families from the agent's state on every scrape."""
+
+    def __init__(self, agent: Agent, stale_after: float) -> None:
+        self.agent = agent
+        self.stale_after = stale_after
+
+    def collect(self) -> Iterator[object]:  # type: ignore[override]
+        a = self.agent
+        now = time.time()
+        yield from self._signals(now)
+        yield from self._assets()
+        received = CounterMetricFamily("shopfloor_messages_received", "MQTT messages received.")
+        received.add_metric([], a.ingest.received)
+        yield received
+        rejected = CounterMetricFamily(
+            "shopfloor_messages_rejected",
+            "Messages refused before any pipeline, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(a.ingest.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        dropped = CounterMetricFamily(
+            "shopfloor_messages_dropped", "Decoded messages dropped because the queue was full."
+        )
+        dropped.add_metric([], a.queue.dropped)
+        yield dropped
+        yield _gauge("shopfloor_queue_depth", "Items waiting for the worker.", len(a.queue))
+        yield _gauge("shopfloor_queue_capacity", "The queue's bound.", a.queue.capacity)
+        yield _gauge("shopfloor_signals", "Signals with a pipeline.", len(a.plant.signals))
+        yield _gauge("shopfloor_signals_max", "The signal cap.", a.config.agent.max_signals)
+        yield _gauge(
+            "shopfloor_mqtt_connected", "1 while connected to the broker.", float(a.link.connected)
+        )
+        reconnects = CounterMetricFamily(
+            "shopfloor_mqtt_reconnects", "Connections made after the first."
+        )
+        reconnects.add_metric([], a.link.reconnects)
+        yield reconnects
+        events = CounterMetricFamily("shopfloor_events_published", "Anomaly events published.")
+        events.add_metric([], a.events.published)
+        yield events
+        failed = CounterMetricFamily(
+            "shopfloor_events_failed", "Anomaly events that could not be published."
+        )
+        failed.add_metric([], a.events.failed)
+        yield failed
+        errors = CounterMetricFamily(
+            "shopfloor_worker_errors", "Batches the worker failed on (logged)."
+        )
+        errors.add_metric([], a.worker_errors)
+        yield errors
+        checkpoint = a.last_checkpoint
+        if checkpoint is not None:
+            yield _gauge(
+                "shopfloor_checkpoint_last_timestamp_seconds",
+                "When the pipelines' state was last written to disk.",
+                checkpoint,
+            )
+        yield _gauge("shopfloor_start_time_seconds", "When the agent started.", a.start_time)
+        info = InfoMetricFamily("shopfloor_build", "Versions of shopfloor and its engines.")
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "numba": numba.__version__,
+            },
+        )
+        yield info
+
+    def _signals(self, now: float) -> Iterator[object]:
+        labels = ["asset", "signal"]
+        fam: dict[str, Any] = {
+            "score": GaugeMetricFamily(
+                "shopfloor_signal_score",
+                "Latest anomaly score (higher = more anomalous).",
+                labels=labels,
+            ),
+            "threshold": GaugeMetricFamily(
+                "shopfloor_signal_threshold",
+                "Threshold in force for the latest score.",
+                labels=labels,
+            ),
+            "active": GaugeMetricFamily(
+                "shopfloor_signal_alarm_active",
+                "1 while the signal's alarm is raised.",
+                labels=labels,
+            ),
+            "warming": GaugeMetricFamily(
+                "shopfloor_signal_warming_up",
+                "1 while the signal is still learning before alarms.",
+                labels=labels,
+            ),
+            "last": GaugeMetricFamily(
+                "shopfloor_signal_last_sample_timestamp_seconds",
+                "Timestamp of the latest sample.",
+                labels=labels,
+            ),
+            "raised": CounterMetricFamily(
+                "shopfloor_signal_alarms_raised", "Alarms raised.", labels=labels
+            ),
+            "scored": CounterMetricFamily(
+                "shopfloor_signal_samples_scored", "Samples (or frames) scored.", labels=labels
+            ),
+            "rejected": CounterMetricFamily(
+                "shopfloor_signal_samples_rejected",
+                "Samples (or frames) refused, by reason.",
+                labels=[*labels, "reason"],
+            ),
+        }
+        plant = self.agent.plant
+        for sid, status in list(self.agent.worker.status.items()):
+            if now - status.last_arrival > self.stale_after:
+                continue  # silent: its series go away; the model stays for when it returns
+            lv = [status.asset, status.name]
+            if math.isfinite(status.score):
+                fam["score"].add_metric(lv, status.score)
+            if not math.isnan(status.threshold):
+                fam["threshold"].add_metric(lv, status.threshold)
+            fam["active"].add_metric(lv, float(status.state == AlarmState.ACTIVE))
+            fam["warming"].add_metric(lv, float(status.state == AlarmState.WARMING_UP))
+            if math.isfinite(status.last_time):
+                fam["last"].add_metric(lv, status.last_time)
+            fam["raised"].add_metric(lv, status.alarms)
+            pipe = plant.signals.get(sid)
+            if pipe is not None:
+                fam["scored"].add_metric(lv, pipe.scored)
+                for reason, count in sorted(pipe.rejected.items()):
+                    fam["rejected"].add_metric([*lv, reason], count)
+        yield from fam.values()
+
+    def _assets(self) -> Iterator[object]:
+        score = GaugeMetricFamily(
+            "shopfloor_asset_score", "Latest asset-level score.", labels=["asset"]
+        )
+        active = GaugeMetricFamily(
+            "shopfloor_asset_alarm_active",
+            "1 while the asset-level alarm is raised.",
+            labels=["asset"],
+        )
+        raised = CounterMetricFamily(
+            "shopfloor_asset_alarms_raised", "Asset-level alarms raised.", labels=["asset"]
+        )
+        top = InfoMetricFamily(
+            "shopfloor_asset_alarm_top_signal",
+            "The signal that contributed most to the asset's last alarm.",
+            labels=["asset"],
+        )
+        for name, status in list(self.agent.worker.asset_status.items()):
+            if math.isfinite(status.score):
+                score.add_metric([name], status.score)
+            active.add_metric([name], float(status.state == AlarmState.ACTIVE))
+            raised.add_metric([name], status.alarms)
+            if status.top is not None:
+                top.add_metric([name], {"signal": status.top})
+        yield from (score, active, raised, top)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc)
+    g.add_metric([], value)
+    return g
