@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from broker import INSTALL_HINT, SBIN_DIRS, BrokerFactory, LinkFactory, Mosquitto, find_mosquitto
+from broker import BrokerFactory, LinkFactory
+from shopfloor.broker import INSTALL_HINT, SBIN_DIRS, Mosquitto, find_mosquitto
 from shopfloor.mqtt import MessageHandler, MqttLink, MqttSettings
 
 
