@@ -1,0 +1,119 @@
+"""Metrics: a live agent's /metrics passes promtool, labels stay bounded, silence expires."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker import wait_until
+from shopfloor.agent import Agent
+from shopfloor.agent_config import parse_agent_config
+from shopfloor.broker import Mosquitto
+from shopfloor.codecs import Samples
+from shopfloor.ingest import Item
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    assert found, "promtool is missing: `./dev.sh test` installs it (Debian package prometheus)"
+    return found
+
+
+def config_text(port: int, extra: str = "") -> str:
+    return f"""
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "metrics-test"
+reconnect_min_delay = 0.1
+reconnect_max_delay = 0.5
+[[subscriptions]]
+topic = "plant/{{asset}}/{{signal}}"
+[metrics]
+port = 0
+{extra}
+[agent]
+max_signals = 20
+[defaults.alarm]
+warmup = 10
+"""
+
+
+def feed(agent: Agent, signal: str, values: np.ndarray, t0: float) -> None:
+    """Put samples straight onto the agent's queue, as ingest would."""
+    agent.ingest.admitted.add(signal)
+    ts = t0 + np.arange(len(values), dtype=float)
+    agent.queue.put(Item(signal, 0, (), Samples(ts, values), time.time()))
+
+
+def scrape(agent: Agent) -> str:
+    url = f"http://127.0.0.1:{agent.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+@pytest.fixture
+def agent(mosquitto: Mosquitto) -> object:
+    a = Agent(parse_agent_config(config_text(mosquitto.port)), CollectorRegistry())
+    a.start()
+    yield a
+    a.stop()
+
+
+def test_live_metrics_pass_promtool_and_carry_the_signals(agent: Agent, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    feed(agent, "press-1/force", rng.normal(10, 1, 200), time.time() - 200)
+    feed(agent, "press-1/force", np.array([10.0, 40.0, 41.0, 42.0, 43.0]), time.time())
+    assert wait_until(lambda: agent.worker.processed >= 2, 10)
+    assert wait_until(lambda: agent.link.connected, 10)
+    text = scrape(agent)
+    (tmp_path / "m.txt").write_text(text)
+    done = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "", done.stdout  # promtool prints nothing for clean metrics
+    assert done.stderr.strip() == "", done.stderr
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    key = (("asset", "press-1"), ("signal", "force"))
+    assert samples[("shopfloor_signal_samples_scored_total", key)] == 205
+    assert samples[("shopfloor_signal_alarm_active", key)] == 1.0
+    assert samples[("shopfloor_signal_alarms_raised_total", key)] == 1
+    assert samples[("shopfloor_mqtt_connected", ())] == 1.0
+    assert samples[("shopfloor_queue_capacity", ())] == 10_000
+    assert ("shopfloor_lag_seconds_count", ()) in samples
+    assert any(name == "process_resident_memory_bytes" for name, _ in samples)
+    assert any(name == "shopfloor_build_info" for name, _ in samples)
+
+
+def test_silent_signals_drop_out_of_the_exposition(mosquitto: Mosquitto) -> None:
+    a = Agent(parse_agent_config(config_text(mosquitto.port, "stale_after = 1.0")),
+              CollectorRegistry())
+    a.start()
+    try:
+        feed(a, "press-1/force", np.ones(5), time.time())
+        assert wait_until(lambda: a.worker.processed >= 1, 10)
+        assert 'signal="force"' in scrape(a)
+        assert wait_until(lambda: 'signal="force"' not in scrape(a), 5)
+        assert "press-1/force" in a.plant.signals  # the model stays for when it speaks again
+    finally:
+        a.stop()
+
+
+def test_signal_cap_bounds_the_series(agent: Agent) -> None:
+    for i in range(200):
+        agent.ingest.on_message(f"plant/m{i}/v", b"1.0", time.time())
+    assert agent.ingest.rejected["signal_cap"] == 180
+    assert wait_until(lambda: len(agent.plant.signals) == 20, 10)
+    text = scrape(agent)
+    assert len({line.split('signal="')[1].split('"')[0] + line.split('asset="')[1].split('"')[0]
+                for line in text.splitlines()
+                if line.startswith("shopfloor_signal_score{")}) <= 20
