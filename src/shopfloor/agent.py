@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from shopfloor.agent_config import AgentConfig
 from shopfloor.events import EventSink
 from shopfloor.ingest import BoundedQueue, Ingest
+from shopfloor.logs import RateLimitedLog
 from shopfloor.metrics import AgentMetrics
 from shopfloor.mqtt import MqttLink, MqttSettings, TlsSettings, read_password
 from shopfloor.pipeline import Plant
@@ -80,6 +81,7 @@ class Agent:
         self.metrics = AgentMetrics(self, self.registry, stale_after=config.metrics.stale_after)
         self.worker.on_batch = self.metrics.observe_batch
         self.metrics_server: Any = None
+        self._errors = RateLimitedLog(log)
         self._worker_thread: threading.Thread | None = None
         self._stop_worker = threading.Event()
         self.on_progress: Callable[[], None] = lambda: None  # the systemd watchdog hooks here
@@ -119,8 +121,9 @@ class Agent:
                 if self.worker.run_once(timeout=0.2):
                     self.on_progress()
             except Exception:  # a bug in one batch must not kill the worker (the loop counts)
-                log.exception("worker batch failed; continuing")
                 self.worker_errors += 1
+                self._errors.log(logging.ERROR, "worker", "worker batch failed; continuing",
+                                 exc_info=True)
         self.on_progress()
 
     worker_errors = 0

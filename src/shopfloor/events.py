@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from shopfloor.config import NAME_PATTERN
 from shopfloor.detect.rules import rule_hits
-from shopfloor.mqtt import RateLimitedLog
+from shopfloor.logs import RateLimitedLog
 
 __all__ = [
     "ASSET_TOPIC_LEVEL",

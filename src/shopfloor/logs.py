@@ -1,47 +1,50 @@
-"""Structured, rate-limited logs: one line per event, and no log storm from one bad sensor.
+"""Logging for the command line: one line per event, and no log storm from one bad sensor.
 
 Lines are ``time level logger message`` with key=value pairs in the message, which journald and
-grep both read well. A message template that repeats (the same logger and format string, e.g.
-"payload rejected from %s") is let through a few times per interval; the rest are counted and
-summarised once the interval ends, so a flood of bad payloads costs one line a minute, not a
-full disk.
+grep both read well. Code that can log at data rate (a rejected payload, a failed publish) goes
+through :class:`RateLimitedLog`, so a flood of bad payloads costs one line a minute, not a full
+disk - for library users too, whatever handlers they configure.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 
-__all__ = ["RateLimit", "setup_logging"]
+__all__ = ["RateLimitedLog", "setup_logging"]
 
 
-class RateLimit(logging.Filter):
-    """Let each (logger, template) through ``burst`` times per ``interval`` seconds."""
+class RateLimitedLog:
+    """Log a repeated problem once per ``interval`` seconds per key, counting what it held back.
 
-    def __init__(self, burst: int = 5, interval: float = 60.0, max_keys: int = 1024) -> None:
-        super().__init__()
-        self.burst = burst
+    Keys are fixed strings from the code (a bounded set), never data from the network.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
         self.interval = interval
-        self.max_keys = max_keys  # bounded: templates are code, but be safe
-        self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [window start, count]
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True  # only warnings and errors repeat at data rate
-        key = (record.name, str(record.msg))
+    def log(
+        self, level: int, key: str, message: str, *args: object, exc_info: bool = False
+    ) -> None:
+        """Log ``message % args`` unless ``key`` was logged less than ``interval`` s ago."""
         now = time.monotonic()
-        entry = self._seen.get(key)
-        if entry is None or now - entry[0] >= self.interval:
-            if entry is not None and entry[1] > self.burst:
-                record.msg = f"{record.msg} (and {int(entry[1] - self.burst)} more like it " \
-                             f"in the last {self.interval:g} s)"
-            if len(self._seen) >= self.max_keys and key not in self._seen:
-                self._seen.clear()
-            self._seen[key] = [now, 1.0]
-            return True
-        entry[1] += 1
-        return entry[1] <= self.burst
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return
+            self._last[key] = now
+            held = self._held.pop(key, 0)
+        if held:
+            message += " (%d similar held back)"
+            args = (*args, held)
+        self.logger.log(level, message, *args, exc_info=exc_info)
 
 
 def setup_logging(level: str = "info") -> None:
@@ -49,7 +52,6 @@ def setup_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z"))
-    handler.addFilter(RateLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -41,11 +41,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from shopfloor.logs import RateLimitedLog
+
 __all__ = [
     "MessageHandler",
     "MqttLink",
     "MqttSettings",
-    "RateLimitedLog",
     "TlsSettings",
     "read_password",
     "tls_context",
@@ -159,37 +160,6 @@ def read_password(password_file: str | None, password_credential: str | None) ->
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ValueError(f"cannot read the MQTT password from {password_file}: {reason}") from None
     return text.removesuffix("\n").removesuffix("\r")
-
-
-class RateLimitedLog:
-    """Log a repeated problem once per ``interval`` seconds per key, counting what it held back.
-
-    Keys are fixed strings from the code (a bounded set), never data from the network.
-    """
-
-    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def log(
-        self, level: int, key: str, message: str, *args: object, exc_info: bool = False
-    ) -> None:
-        """Log ``message % args`` unless ``key`` was logged less than ``interval`` s ago."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval:
-                self._held[key] = self._held.get(key, 0) + 1
-                return
-            self._last[key] = now
-            held = self._held.pop(key, 0)
-        if held:
-            message += " (%d similar held back)"
-            args = (*args, held)
-        self.logger.log(level, message, *args, exc_info=exc_info)
 
 
 def _check_filter(topic_filter: str, qos: int) -> None:
