@@ -24,6 +24,8 @@ from shopfloor.features import BEARING_6205_2RS, FrameFeatures
 from shopfloor.pipeline import SignalPipeline
 from shopfloor.simulate import (
     FRAME_SCALE,
+    FRAME_TOPIC,
+    SCALAR_TOPIC,
     Fault,
     Plant,
     add_parser,
@@ -117,7 +119,9 @@ def test_payloads_decode_into_what_was_generated() -> None:
     plant = small(faults=FAULTS)
     for m in plant.measurements(70.0):
         topic, payload, _ = plant.encode(m, T0)
-        assert topic == plant.topic(m.signal)
+        template = FRAME_TOPIC if m.signal.kind == "frame" else SCALAR_TOPIC
+        assert topic == template.format(site="site1", line="line1", asset=m.signal.asset,
+                                        signal=m.signal.signal)
         data = decoded(topic, payload)
         if isinstance(m.value, np.ndarray):
             assert isinstance(data, Frame)
@@ -209,7 +213,7 @@ def test_fault_and_plant_parameters_are_validated() -> None:
 
 
 def test_agent_config_parses_and_routes_every_topic_to_one_subscription() -> None:
-    plant = small(extra_signals=2, qos=0)
+    plant = small(extra_signals=2, qos=0, site="berlin", line="l-2")
     text = agent_config_toml(plant, "broker.local", 1884, metrics_port=9999)
     raw = tomllib.loads(text)
     assert raw["mqtt"]["host"] == "broker.local"
@@ -222,7 +226,7 @@ def test_agent_config_parses_and_routes_every_topic_to_one_subscription() -> Non
     assert frames.features["defect_orders"] == dict(BEARING_6205_2RS)
     assert (scalars.codec, scalars.kind) == ("json", "scalar")
     for s in plant.signals:
-        matches = [(sub, sub.template.match(plant.topic(s))) for sub in config.subscriptions]
+        matches = [(sub, sub.template.match(s.topic)) for sub in config.subscriptions]
         hits = [(sub, m) for sub, m in matches if m is not None]
         assert len(hits) == 1, s.id
         sub, fields = hits[0]

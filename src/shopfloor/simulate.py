@@ -8,8 +8,9 @@ severity ramping up from 0), a slow drift (tool wear), a level shift and outlier
 
 Topics follow the Unified Namespace: ``plant/{site}/{line}/{asset}/{signal}`` carries JSON
 scalars and ``plant/{site}/{line}/{asset}/{signal}/frame`` binary frames. The frame topics have
-one level more so that the two subscriptions (one per codec) never overlap: a broker delivers a
-message once per matching subscription, and a frame read as JSON would only be rejected.
+one level more so that the two subscriptions (one per codec) never overlap: a broker may deliver
+a message once per matching subscription (Mosquitto does over MQTT 5), and a frame read as JSON
+would only be rejected.
 
 Generation is pure and separate from publishing: every signal draws from its own generator,
 seeded from the plant's seed, the signal's name and a fixed-size chunk of its messages, so
@@ -45,12 +46,19 @@ from shopfloor.synthetic import bearing_frames
 
 __all__ = [
     "FAULT_KINDS",
+    "FRAME_SCALE",
     "FRAME_TOPIC",
     "SCALAR_TOPIC",
     "Fault",
     "Measurement",
     "Plant",
+    "PublishReport",
     "SimSignal",
+    "add_parser",
+    "agent_config_toml",
+    "plant_from_args",
+    "publish",
+    "run",
     "standard_faults",
 ]
 
@@ -136,6 +144,7 @@ class SimSignal:
     signal: str
     kind: str
     rate: float  # messages per second
+    topic: str
     mean: float = 0.0
     std: float = 0.0
 
@@ -217,18 +226,19 @@ class Plant:
         _check(self.seed, "seed", 0, 2**63 - 1, integer=True)
         if self.qos not in (0, 1):
             raise ValueError(f"qos must be 0 or 1; got {self.qos!r}")
+        where = f"plant/{self.site}/{self.line}"
         signals = [
-            SimSignal(f"motor-{i}", "accel", "frame", self.frame_rate)
+            SimSignal(f"motor-{i}", "accel", "frame", self.frame_rate,
+                      f"{where}/motor-{i}/accel/frame")
             for i in range(1, self.vibration_assets + 1)
         ]
         for i in range(1, self.quality_assets + 1):
             for name, (mean, std) in QUALITY_SIGNALS.items():
-                signals.append(
-                    SimSignal(f"station-{i}", name, "scalar", self.parts_per_second, mean, std)
-                )
+                signals.append(SimSignal(f"station-{i}", name, "scalar", self.parts_per_second,
+                                         f"{where}/station-{i}/{name}", mean, std))
         for k in range(1, self.extra_signals + 1):
             signals.append(SimSignal("aux", f"gauge_{k:03d}", "scalar", self.parts_per_second,
-                                     *EXTRA_SIGNAL))
+                                     f"{where}/aux/gauge_{k:03d}", *EXTRA_SIGNAL))
         object.__setattr__(self, "_signals", tuple(signals))
         by_id = {s.id: s for s in signals}
         for f in self.faults:
@@ -257,19 +267,13 @@ class Plant:
             truth[key] = min(truth.get(key, math.inf), t0 + f.start)
         return truth
 
-    def topic(self, signal: SimSignal) -> str:
-        """The MQTT topic ``signal`` is published on."""
-        template = FRAME_TOPIC if signal.kind == "frame" else SCALAR_TOPIC
-        return template.format(site=self.site, line=self.line, asset=signal.asset,
-                               signal=signal.signal)
-
     def encode(self, m: Measurement, t0: float) -> tuple[str, bytes, int]:
         """``(topic, payload, qos)`` of ``m`` in a run that started at epoch ``t0``."""
         if isinstance(m.value, np.ndarray):
             payload = encode_frame(t0 + m.offset, self.sample_rate, m.value, "int16", FRAME_SCALE)
         else:
             payload = encode_json_scalar(t0 + m.offset, m.value)
-        return self.topic(m.signal), payload, self.qos
+        return m.signal.topic, payload, self.qos
 
     def messages(
         self, t0: float, duration: float | None = None
@@ -540,12 +544,9 @@ def _send(
         if rate_limit is not None:
             due = max(due, sent / rate_limit)
         delay = start + due - time.monotonic()
-        if (delay > 0.001 and stop.wait(delay)) or stop.is_set():
+        if (delay > 0.001 and stop.wait(delay)) or not _until_connected(connected, stop):
             stopped_by = "stop"
             break
-        while not connected.is_set():  # hold messages back, as a gateway buffers, until back
-            if stop.wait(0.05):
-                break
         topic, payload, qos = plant.encode(m, t0)
         info = client.publish(topic, payload, qos)
         if info.rc != 0 and qos == 0:
@@ -553,21 +554,30 @@ def _send(
         sent, size, offset = sent + 1, size + len(payload), m.offset
         pending.append(info)
         # Without waiting, an as-fast-as-possible run would queue every message in memory.
-        if len(pending) > _WINDOW and not _wait_published(pending.popleft(), stop, math.inf):
+        if len(pending) > _WINDOW and not _wait_published(pending.popleft(), math.inf, stop):
             lost += 1
+    # Stopped or not, what was handed to paho gets a bounded time to reach the broker.
     deadline = time.monotonic() + flush_timeout
-    lost += sum(not _wait_published(i, stop, deadline) for i in pending)
+    lost += sum(not _wait_published(i, deadline) for i in pending)
     return PublishReport(sent, size, time.monotonic() - start, offset, stopped_by, lost)
 
 
-def _wait_published(info: Any, stop: threading.Event, deadline: float) -> bool:
+def _until_connected(connected: threading.Event, stop: threading.Event) -> bool:
+    """Hold messages back while the broker is away, as a gateway buffers; False on stop."""
+    while not connected.is_set():
+        if stop.wait(0.05):
+            return False
+    return not stop.is_set()
+
+
+def _wait_published(info: Any, deadline: float, stop: threading.Event | None = None) -> bool:
     while True:
         try:
             if info.is_published():
                 return True
         except (RuntimeError, ValueError):  # refused by paho: it will never be published
             return False
-        if stop.is_set() or time.monotonic() > deadline:
+        if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
             return False
         info.wait_for_publish(timeout=0.05)
 
