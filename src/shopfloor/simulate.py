@@ -121,9 +121,9 @@ def standard_faults(asset: str, start: float) -> tuple[Fault, ...]:
     """The faults ``shopfloor simulate --fault-asset`` injects into ``asset`` from ``start``.
 
     A ``motor-*`` asset develops an outer-race defect over a minute; a ``station-*`` asset's
-    diameter drifts by 8 sigma over a minute (tool wear, hurried for a demo: a z-score learns a
-    much slower drift as normal) while its torque steps by 4 sigma and throws 8-sigma outliers
-    (a worn clutch).
+    diameter drifts by 8 sigma over a minute (tool wear, hurried for a demo: at 2 parts a second
+    the agent's z-score sees it, while a drift several times slower per part is learned as the
+    new normal) while its torque steps by 4 sigma and throws 8-sigma outliers (a worn clutch).
     """
     if asset.startswith("motor-"):
         return (Fault(asset, "accel", "bearing", start, size=0.3, ramp=60.0),)
@@ -175,6 +175,8 @@ class Measurement:
 @dataclass(frozen=True)
 class Plant:
     """A simulated plant: which assets send what, how fast, and which faults develop.
+
+    (Not :class:`shopfloor.pipeline.Plant`, which scores a plant's signals.)
 
     Parameters
     ----------
@@ -482,7 +484,8 @@ def publish(
         Bounds in simulated seconds and in messages; ``None`` for no bound.
     realtime, speed
         Pace messages at ``speed`` times the plant's clock; ``realtime=False`` sends as fast as
-        the broker takes them (at most ``_WINDOW`` unacknowledged), for load tests.
+        the broker takes them (at most 500 messages not yet written or acknowledged), for load
+        tests.
     rate_limit
         At most this many messages per wall-clock second, on top of the pacing.
     stop
