@@ -67,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="run the edge agent (what systemd starts)")
     rn.add_argument("--config", required=True, help="agent config (TOML)")
 
-    dm = sub.add_parser("demo", help="the whole path on one machine with a synthetic plant")
-    dm.add_argument("--out", default="shopfloor-demo", help="folder for the demo's files")
+    dm = sub.add_parser("demo", help="the whole path on one machine with a simulated plant")
+    from shopfloor import demo, simulate
+
+    demo.add_arguments(dm)
+    simulate.add_parser(sub)
     return parser
 
 
@@ -86,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from shopfloor.demo import run_demo
 
-            return run_demo(Path(args.out))
+            return run_demo(args)
+        if args.command == "simulate":
+            from shopfloor.simulate import run as run_simulator
+
+            return run_simulator(args)
     except UserError as exc:
         print(f"shopfloor {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
