@@ -8,6 +8,7 @@ keepalive must keep flowing however bad the data. Everything it refuses is count
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -15,9 +16,12 @@ from dataclasses import dataclass
 from shopfloor.agent_config import AgentConfig, Subscription
 from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
 from shopfloor.config import NAME_PATTERN
+from shopfloor.logs import RateLimitedLog
 from shopfloor.sparkplug import SparkplugAliases
 
 __all__ = ["BoundedQueue", "Ingest", "Item"]
+
+log = logging.getLogger("shopfloor.ingest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class Ingest:
         # Signals admitted so far (bounded by max_signals): only this thread adds to it.
         self.admitted: set[str] = {s.id for s in config.pipeline.signals}
         self.closed = False
+        self._errors = RateLimitedLog(log)
 
     def on_message(self, topic: str, payload: bytes, arrival: float) -> None:
         self.received += 1
@@ -94,7 +99,13 @@ class Ingest:
             if fields is not None:
                 self._accept(index, sub, fields, topic, payload, arrival)
                 return
-        self.rejected["unknown_topic"] += 1
+        self._reject("unknown_topic", topic, "no subscription template matches it")
+
+    def _reject(self, reason: str, topic: str, detail: str) -> None:
+        # Counted always; logged once a minute per reason, naming one offending topic.
+        self.rejected[reason] += 1
+        self._errors.log(logging.WARNING, reason, "message on %s rejected: %s (%s)",
+                         topic[:200], reason, detail[:200])
 
     def _accept(
         self,
@@ -114,19 +125,21 @@ class Ingest:
             topic,
         )
         if isinstance(decoded, Rejected):
-            self.rejected[decoded.reason] += 1
+            self._reject(decoded.reason, topic, decoded.detail)
             return
         asset = sub.asset or fields.get("asset", "")
         labels = tuple((k, v) for k, v in fields.items() if k not in ("asset", "signal"))
         for reading in decoded:
             name = sub.signal or fields.get("signal") or reading.metric or ""
             if not (NAME_PATTERN.match(asset) and NAME_PATTERN.match(name)):
-                self.rejected["bad_name"] += 1
+                self._reject("bad_name", topic, "asset and signal names are 1-64 letters, "
+                             "digits, '_', '.' or '-'")
                 continue
             signal = f"{asset}/{name}"
             if signal not in self.admitted:
                 if len(self.admitted) >= self.config.agent.max_signals:
-                    self.rejected["signal_cap"] += 1
+                    self._reject("signal_cap", topic, f"agent.max_signals = "
+                                 f"{self.config.agent.max_signals} signals are known already")
                     continue
                 self.admitted.add(signal)
             self.queue.put(Item(signal, index, labels, reading.data, arrival))
