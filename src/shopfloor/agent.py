@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from shopfloor.agent_config import AgentConfig
+from shopfloor.checkpoints import Checkpointer
 from shopfloor.events import EventSink
 from shopfloor.ingest import BoundedQueue, Ingest
 from shopfloor.logs import RateLimitedLog
@@ -77,6 +78,10 @@ class Agent:
             on_change=self._alarm_changed,
             on_state=self._state_changed,
         )
+        directory = config.state.resolved()
+        self.checkpoints = (Checkpointer(config, self.plant, directory,
+                                         config.state.checkpoint_interval)
+                            if directory is not None else None)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = AgentMetrics(self, self.registry, stale_after=config.metrics.stale_after)
         self.worker.on_batch = self.metrics.observe_batch
@@ -87,7 +92,13 @@ class Agent:
         self.on_progress: Callable[[], None] = lambda: None  # the systemd watchdog hooks here
 
     def start(self) -> None:
-        """Start the worker and the connection (a broker that is down is retried)."""
+        """Restore checkpoints, start the worker and the connection (a broker that is down is
+        retried)."""
+        if self.checkpoints is not None:
+            self.checkpoints.restore(self.ingest.admitted)
+        else:
+            log.warning("no state directory ([state] directory or $STATE_DIRECTORY): what the "
+                        "pipelines learn is lost on restart")
         self._worker_thread = threading.Thread(
             target=self._work, name="shopfloor-worker", daemon=True
         )
@@ -120,6 +131,8 @@ class Agent:
             try:
                 if self.worker.run_once(timeout=0.2):
                     self.on_progress()
+                if self.checkpoints is not None and self.checkpoints.due():
+                    self._checkpoint()
             except Exception:  # a bug in one batch must not kill the worker (the loop counts)
                 self.worker_errors += 1
                 self._errors.log(logging.ERROR, "worker", "worker batch failed; continuing",
@@ -127,6 +140,11 @@ class Agent:
         self.on_progress()
 
     worker_errors = 0
+
+    def _checkpoint(self) -> None:
+        assert self.checkpoints is not None
+        if self.checkpoints.write():
+            self.last_checkpoint = self.checkpoints.last_written
 
     @property
     def metrics_port(self) -> int:
@@ -143,6 +161,9 @@ class Agent:
         self._stop_worker.set()
         if self._worker_thread is not None:
             self._worker_thread.join(max(0.0, deadline - time.monotonic()))
+        worker_done = self._worker_thread is None or not self._worker_thread.is_alive()
+        if self.checkpoints is not None and worker_done:
+            self._checkpoint()  # the worker is done: the plant is ours alone
         flushed = self.link.stop(max(0.1, deadline - time.monotonic()))
         if self.metrics_server is not None:
             self.metrics_server.shutdown()

@@ -33,6 +33,7 @@ __all__ = [
     "EventSettings",
     "MetricsSettings",
     "MqttConfig",
+    "StateSettings",
     "Subscription",
     "load_agent_config",
     "parse_agent_config",
@@ -96,6 +97,21 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Checkpoints of the pipelines, so what was learned survives restarts and power cuts."""
+
+    directory: str = ""  # empty: $STATE_DIRECTORY (systemd StateDirectory=), else none
+    checkpoint_interval: float = 300.0  # seconds between periodic checkpoints
+
+    def resolved(self) -> Path | None:
+        """The checkpoint directory, or None when checkpoints are off."""
+        if self.directory:
+            return Path(self.directory)
+        env = os.environ.get("STATE_DIRECTORY", "")
+        return Path(env.split(":")[0]) if env else None
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """A topic template, its codec, and the pipeline of signals first seen on it."""
 
@@ -131,6 +147,7 @@ class AgentConfig:
     agent: AgentSettings
     events: EventSettings
     metrics: MetricsSettings
+    state: StateSettings
     source: str
 
     @property
@@ -164,6 +181,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "shutdown_timeout": (0.1, 3600),
     "qos": (0, 1),
     "stale_after": (1, 10 * 365 * 86400),
+    "checkpoint_interval": (1, 7 * 86400),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("5", "3.1.1"),
@@ -226,6 +244,9 @@ def parse_agent_config(
         base_dir,
         ("cert_file", "key_file"),
     )
+    state = _section(parser, raw, "state", StateSettings)
+    if state.directory and not os.path.isabs(state.directory):
+        state = replace(state, directory=str(base_dir / state.directory))
     return AgentConfig(
         pipeline=pipeline,
         mqtt=mqtt,
@@ -233,6 +254,7 @@ def parse_agent_config(
         agent=_section(parser, raw, "agent", AgentSettings),
         events=events,
         metrics=metrics,
+        state=state,
         source=source,
     )
 

@@ -43,8 +43,9 @@ class AssetBatch:
 class SignalPipeline:
     """Gate, features and monitor for one signal."""
 
-    def __init__(self, spec: SignalSpec) -> None:
+    def __init__(self, spec: SignalSpec, subscription: int = -1) -> None:
         self.spec = spec
+        self.subscription = subscription  # index of the subscription it was found on, or -1
         self.gate = SampleGate(spec.valid_range)
         self.frames: FrameFeatures | None = None
         if spec.kind == "frame":
@@ -151,11 +152,11 @@ class Plant:
                 columns.append(sp.feature_names.index(a.frame_feature) if sp.frames else 0)
             self.assets[a.name] = AssetPipeline(a, tuple(columns))
 
-    def add_signal(self, spec: SignalSpec) -> SignalPipeline:
-        """Add the pipeline of a signal discovered at run time (e.g. on a topic template)."""
+    def add_signal(self, spec: SignalSpec, subscription: int = -1) -> SignalPipeline:
+        """Add the pipeline of a signal discovered at run time on ``subscription``."""
         if spec.id in self.signals:
             raise ValueError(f"signal {spec.id} exists already")
-        pipe = SignalPipeline(spec)
+        pipe = SignalPipeline(spec, subscription)
         self.signals[spec.id] = pipe
         return pipe
 

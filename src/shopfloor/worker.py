@@ -149,7 +149,7 @@ class Worker:
         if pipe is None:
             asset, name = sid.split("/", 1)
             spec = self.config.subscriptions[first.subscription].signal_spec(asset, name)
-            pipe = self.plant.add_signal(spec)
+            pipe = self.plant.add_signal(spec, first.subscription)
         if sid not in self.status:
             self.status[sid] = SignalStatus(pipe.spec.asset, pipe.spec.name, dict(first.labels))
         return pipe

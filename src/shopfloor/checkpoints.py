@@ -1,0 +1,163 @@
+"""The agent's checkpoints: what is saved, when, and how much of it comes back.
+
+Every pipeline's state (detector, threshold, alarm with its warm-up counter, reject counts) is
+saved periodically and on shutdown by the worker thread between batches, so the snapshot is
+consistent without locks. On start, each signal comes back only if its pipeline spec is the
+same as when it was saved (a changed detector or threshold starts that signal cold, with a log
+line) - so editing one signal's config does not throw away what the others learned. Signals
+first seen on a subscription are rebuilt from that subscription and admitted again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from shopfloor.agent_config import AgentConfig
+from shopfloor.config import SignalSpec
+from shopfloor.pipeline import Plant
+from shopfloor.state import (
+    CheckpointError,
+    clean_temporaries,
+    discard,
+    read_checkpoint,
+    write_checkpoint,
+)
+
+__all__ = ["Checkpointer", "spec_hash"]
+
+log = logging.getLogger("shopfloor.checkpoints")
+
+FILE_NAME = "pipelines.ckpt"
+
+
+def spec_hash(spec: Any) -> str:
+    """A stable hash of a (frozen dataclass) spec: what must match for state to be reused."""
+    text = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Checkpointer:
+    """Saves and restores one agent's plant under ``directory``."""
+
+    def __init__(self, config: AgentConfig, plant: Plant, directory: Path, interval: float
+                 ) -> None:
+        self.config = config
+        self.plant = plant
+        self.directory = directory
+        self.path = directory / FILE_NAME
+        self.interval = interval
+        self.last_written: float | None = None  # wall-clock time of the last good write
+        self.written = 0
+        self.failed = 0
+        self.config_hash = hashlib.sha256(
+            json.dumps([spec_hash(s) for s in config.pipeline.signals]
+                       + [spec_hash(s) for s in config.subscriptions], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        self._next = time.monotonic() + interval
+
+    def restore(self, admit: set[str]) -> int:
+        """Load the checkpoint if there is a usable one; returns the pipelines restored.
+
+        ``admit`` (the ingest's admitted signals) gains the restored run-time signals.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stray = clean_temporaries(self.directory)
+        if stray:
+            log.info("removed %d temporary file(s) left by an interrupted checkpoint", stray)
+        if not self.path.exists():
+            log.info("no checkpoint at %s: starting cold", self.path)
+            return 0
+        try:
+            checkpoint = read_checkpoint(self.path, self.config_hash)
+            tree = checkpoint.state
+            signals, assets = tree["signals"], tree["assets"]
+        except (CheckpointError, KeyError, TypeError) as exc:
+            discard(self.path, str(exc))
+            return 0
+        restored = 0
+        for sid, saved in signals.items():
+            restored += self._restore_signal(sid, saved, admit)
+        for name, saved in assets.items():
+            pipe = self.plant.assets.get(name)
+            if pipe is None or saved.get("spec") != self._asset_hash(name):
+                log.info("asset %s: configuration changed since the checkpoint; starting cold",
+                         name)
+                continue
+            try:
+                pipe.set_state(saved["state"])
+                restored += 1
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("asset %s: saved state refused (%s); starting cold", name, exc)
+        log.info("restored %d pipeline(s) from %s (written %s)", restored, self.path,
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.header["created"])))
+        return restored
+
+    def _restore_signal(self, sid: str, saved: dict[str, Any], admit: set[str]) -> int:
+        pipe = self.plant.signals.get(sid)
+        if pipe is None:
+            index = saved.get("subscription", -1)
+            if not 0 <= index < len(self.config.subscriptions):
+                log.info("signal %s: no longer configured; its state is dropped", sid)
+                return 0
+            if len(admit) >= self.config.agent.max_signals:
+                log.warning("signal %s: over agent.max_signals; its state is dropped", sid)
+                return 0
+            asset, name = sid.split("/", 1)
+            spec: SignalSpec = self.config.subscriptions[index].signal_spec(asset, name)
+            if saved.get("spec") != spec_hash(spec):
+                log.info("signal %s: configuration changed since the checkpoint; starting cold",
+                         sid)
+                return 0
+            pipe = self.plant.add_signal(spec, index)
+        elif saved.get("spec") != spec_hash(pipe.spec):
+            log.info("signal %s: configuration changed since the checkpoint; starting cold", sid)
+            return 0
+        try:
+            pipe.set_state(saved["state"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("signal %s: saved state refused (%s); starting cold", sid, exc)
+            return 0
+        admit.add(sid)
+        return 1
+
+    def _asset_hash(self, name: str) -> str:
+        # The asset's inputs are its members' values (or one frame feature), so what matters is
+        # its own spec and how those inputs are made - not the members' detectors.
+        pipe = self.plant.assets[name]
+        members = [self.plant.signals[f"{name}/{s}"].spec for s in pipe.spec.signals]
+        inputs = [[m.kind, dict(m.features), m.valid_range] for m in members]
+        return hashlib.sha256(f"{spec_hash(pipe.spec)}{json.dumps(inputs, default=str)}"
+                              .encode()).hexdigest()[:16]
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def write(self) -> bool:
+        """Save every pipeline now; False (counted, logged) if the disk refuses."""
+        self._next = time.monotonic() + self.interval
+        tree = {
+            "signals": {
+                sid: {"spec": spec_hash(p.spec), "subscription": p.subscription,
+                      "state": p.get_state()}
+                for sid, p in self.plant.signals.items()
+            },
+            "assets": {name: {"spec": self._asset_hash(name), "state": p.get_state()}
+                       for name, p in self.plant.assets.items()},
+        }
+        started = time.perf_counter()
+        try:
+            size = write_checkpoint(self.path, tree, self.config_hash)
+        except OSError as exc:
+            self.failed += 1
+            log.error("checkpoint to %s failed: %s", self.path, exc.strerror or exc)
+            return False
+        self.written += 1
+        self.last_written = time.time()
+        log.debug("checkpoint: %d bytes in %.3f s", size, time.perf_counter() - started)
+        return True
