@@ -271,10 +271,14 @@ def _stamp(item: Item) -> float:
 
 
 def _frame_runs(frames: list[Frame]) -> list[list[Frame]]:
-    """Consecutive frames of equal length (a batch of frames must be one 2-D array)."""
+    """Consecutive frames of equal length and sample rate: a batch of frames must be one 2-D
+    array, and a run is refused whole when its rate is wrong, so a frame at another rate must
+    not share a run with good neighbours."""
     runs: list[list[Frame]] = []
     for frame in frames:
-        if runs and len(runs[-1][-1].samples) == len(frame.samples):
+        last = runs[-1][-1] if runs else None
+        if (last is not None and len(last.samples) == len(frame.samples)
+                and last.sample_rate == frame.sample_rate):
             runs[-1].append(frame)
         else:
             runs.append([frame])

@@ -1,0 +1,384 @@
+"""The agent's hot path in process, without a broker: queue, ingest (routing, caps), worker.
+
+Messages go straight into :meth:`Ingest.on_message` (what paho's thread calls) and batches are
+drained with :meth:`Worker.run_once`, so every count can be checked exactly and fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shopfloor.agent_config import AgentConfig, parse_agent_config
+from shopfloor.codecs import REJECT_REASONS, Frame, Samples, encode_frame, encode_json_scalar
+from shopfloor.events import event_document
+from shopfloor.ingest import BoundedQueue, Ingest, Item
+from shopfloor.pipeline import Plant
+from shopfloor.sparkplug import DataType, encode_data, encode_dbirth
+from shopfloor.worker import AlarmChange, SignalStatus, Worker
+from test_events import EVENTS  # the schema's validator
+
+RATE = 12_000.0
+T0 = 1_750_000_000.0
+
+SUBSCRIPTIONS = f"""
+[[subscriptions]]  # more specific than the next one, and listed first: it wins
+topic = "plant/{{site}}/{{line}}/{{asset}}/temp"
+signal = "temperature"
+
+[[subscriptions]]
+topic = "plant/{{site}}/{{line}}/{{asset}}/{{signal}}"
+detector = {{ kind = "zscore", min_samples = 10 }}
+alarm = {{ warmup = 10 }}
+
+[[subscriptions]]
+topic = "vib/{{asset}}/{{signal}}"
+codec = "frame"
+features = {{ sample_rate = {RATE} }}
+
+[[subscriptions]]
+topic = "spBv1.0/{{group}}/{{type}}/{{edge}}/{{asset}}"
+codec = "sparkplug"
+
+[[subscriptions]]
+topic = "oven/{{site}}/reading"
+asset = "oven-1"
+signal = "temp"
+"""
+
+
+def make_config(extra: str = "", **agent: object) -> AgentConfig:
+    settings = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in agent.items())
+    return parse_agent_config(f"[agent]\n{settings}\n{extra}\n{SUBSCRIPTIONS}", source="t.toml")
+
+
+def make_ingest(extra: str = "", **agent: object) -> tuple[Ingest, BoundedQueue]:
+    config = make_config(extra, **agent)
+    queue = BoundedQueue(config.agent.queue_size, config.agent.drop_policy)
+    return Ingest(config, queue), queue
+
+
+def drain(queue: BoundedQueue) -> list[Item]:
+    return queue.get_batch(len(queue) + 1, timeout=0.0)
+
+
+def item(n: int) -> Item:
+    return Item(f"a/s{n}", 0, (), Samples(np.array([float(n)]), np.array([1.0])), 0.0)
+
+
+# --- the bounded queue --------------------------------------------------------------------
+
+
+def test_drop_oldest_keeps_the_newest_items_and_counts_every_drop() -> None:
+    queue = BoundedQueue(10, "drop_oldest")
+    for n in range(25):
+        queue.put(item(n))
+    assert len(queue) == 10
+    assert queue.dropped == 15
+    assert [i.signal for i in drain(queue)] == [f"a/s{n}" for n in range(15, 25)]
+
+
+def test_drop_newest_keeps_the_oldest_items_and_counts_every_drop() -> None:
+    queue = BoundedQueue(10, "drop_newest")
+    for n in range(25):
+        queue.put(item(n))
+    assert queue.dropped == 15
+    assert [i.signal for i in drain(queue)] == [f"a/s{n}" for n in range(10)]
+
+
+def test_batches_are_fifo_and_bounded() -> None:
+    queue = BoundedQueue(100)
+    for n in range(7):
+        queue.put(item(n))
+    assert [i.signal for i in queue.get_batch(3, timeout=0.0)] == ["a/s0", "a/s1", "a/s2"]
+    assert [i.signal for i in queue.get_batch(10, timeout=0.0)] == [f"a/s{n}" for n in range(3, 7)]
+    assert queue.get_batch(10, timeout=0.01) == []  # empty: returns after the timeout
+    assert queue.dropped == 0
+
+
+def test_an_unknown_drop_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="drop_oldest or drop_newest"):
+        BoundedQueue(10, "drop_random")
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_ingest_under_a_full_queue_never_blocks_and_drops_by_policy(policy: str) -> None:
+    ingest, queue = make_ingest(queue_size=10, drop_policy=policy)
+    for n in range(25):
+        ingest.on_message("plant/s1/l1/press-1/force", encode_json_scalar(T0 + n, n), 0.0)
+    assert queue.dropped == 15
+    values = [float(i.data.values[0]) for i in drain(queue)]  # type: ignore[union-attr]
+    assert values == [float(n) for n in (range(15, 25) if policy == "drop_oldest" else range(10))]
+    assert not ingest.rejected  # a drop is the queue's count, not a rejection
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+def test_topics_route_to_their_subscription_with_labels_and_fixed_names() -> None:
+    ingest, queue = make_ingest()
+    ingest.on_message("plant/lyon/L2/press-4/force", b"1.5", T0)
+    ingest.on_message("plant/lyon/L2/press-4/temp", b"80", T0)
+    ingest.on_message("oven/lyon/reading", b"200", T0)
+    ingest.on_message("vib/motor-1/accel", encode_frame(T0, RATE, np.ones(64)), T0)
+    force, temp, oven, accel = drain(queue)
+    assert (force.signal, force.subscription) == ("press-4/force", 1)
+    assert force.labels == (("site", "lyon"), ("line", "L2"))
+    assert isinstance(force.data, Samples)
+    assert force.data.timestamps.tolist() == [T0]  # a bare number is stamped on arrival
+    assert (temp.signal, temp.subscription) == ("press-4/temperature", 0)  # the first match
+    assert (oven.signal, oven.labels) == ("oven-1/temp", (("site", "lyon"),))
+    assert accel.signal == "motor-1/accel"
+    assert isinstance(accel.data, Frame)
+    assert accel.data.sample_rate == RATE
+    assert ingest.admitted == {"press-4/force", "press-4/temperature", "oven-1/temp",
+                               "motor-1/accel"}
+    assert ingest.received == 4
+    assert not ingest.rejected
+
+
+def test_topics_no_template_matches_are_counted_and_not_learned() -> None:
+    ingest, queue = make_ingest()
+    # What the filters deliver although no template matches: empty levels (``+`` matches an
+    # empty level; a name cannot be empty), and anything a broadened subscription lets in.
+    for topic in ("plant/lyon/L2//force", "plant/lyon/L2/press-4/", "oven//reading",
+                  "plant/lyon/L2/press-4/force/extra", "elsewhere/x"):
+        ingest.on_message(topic, b"1", T0)
+    assert dict(ingest.rejected) == {"unknown_topic": 5}
+    assert len(queue) == 0
+    assert not ingest.admitted
+
+
+def test_names_that_are_not_signal_names_are_counted() -> None:
+    ingest, queue = make_ingest()
+    for level in ("press 4", "-press", "x" * 65, "press%4", "prêss"):
+        ingest.on_message(f"plant/lyon/L2/{level}/force", b"1", T0)
+    # A Sparkplug metric name becomes the signal name: a slash in it is no name; the valid
+    # metric of the same message still goes through.
+    birth = encode_dbirth(int(T0 * 1000), 0, [("Motor/Speed", 1, DataType.DOUBLE, 1.0),
+                                              ("speed", 2, DataType.DOUBLE, 2.0)])
+    ingest.on_message("spBv1.0/line1/DBIRTH/edge1/robot-1", birth, T0)
+    assert dict(ingest.rejected) == {"bad_name": 6}
+    assert [i.signal for i in drain(queue)] == ["robot-1/speed"]
+    assert ingest.admitted == {"robot-1/speed"}
+
+
+def test_the_signal_cap_counts_configured_signals_and_refuses_the_rest() -> None:
+    static = '[[signals]]\nasset = "press-1"\nname = "force"\n'
+    ingest, queue = make_ingest(static, max_signals=5, queue_size=100_000)
+    assert ingest.admitted == {"press-1/force"}
+    for n in range(5000):
+        ingest.on_message(f"plant/s/l/asset-{n // 100}/s{n % 100}", b"1", T0)
+    assert len(ingest.admitted) == 5
+    assert ingest.rejected == {"signal_cap": 4996}
+    assert len(queue) == 4
+    # Known signals keep flowing, the configured one included; new ones stay out.
+    ingest.on_message("plant/s/l/asset-0/s0", b"2", T0)
+    ingest.on_message("plant/s/l/press-1/force", b"2", T0)
+    ingest.on_message("plant/s/l/asset-99/s99", b"2", T0)
+    assert ingest.rejected == {"signal_cap": 4997}
+    assert [i.signal for i in drain(queue)][-2:] == ["asset-0/s0", "press-1/force"]
+
+
+def test_a_closed_ingest_refuses_and_counts() -> None:
+    ingest, queue = make_ingest()
+    ingest.closed = True
+    ingest.on_message("plant/s/l/press-1/force", b"1", T0)
+    assert dict(ingest.rejected) == {"shutting_down": 1}
+    assert ingest.received == 1
+    assert len(queue) == 0
+
+
+_FRAME = encode_frame(T0, RATE, np.sin(np.arange(256.0)), "float32")
+_SCALAR = "plant/s/l/press-1/force"
+_DEVICE = "spBv1.0/line1/DDATA/edge1/robot-1"
+MALFORMED: dict[str, tuple[str, bytes]] = {
+    "too_large": (_SCALAR, b" " * 1_048_576 + b"1"),
+    "not_utf8": (_SCALAR, b"\xc3\x28"),
+    "bad_json": (_SCALAR, b"{'value': 1}"),
+    "too_deep": (_SCALAR, b'{"value": ' + b"[" * 9 + b"1" + b"]" * 9 + b"}"),
+    "non_finite": (_SCALAR, b'{"value": Infinity}'),
+    "wrong_type": (_SCALAR, b'{"value": false}'),
+    "truncated": ("vib/motor-1/accel", _FRAME[:-1]),
+    "bad_header": ("vib/motor-1/accel", _FRAME + b"\x00"),
+    "bad_sparkplug": (_DEVICE, b"\x12\xff"),
+    "unknown_alias": (_DEVICE, encode_data(int(T0 * 1000), 1, [(9, DataType.DOUBLE, 1.0)])),
+    "empty": (_SCALAR, b"  "),
+}
+
+
+def test_every_reject_reason_is_covered_here() -> None:
+    assert set(MALFORMED) == set(REJECT_REASONS)
+
+
+@pytest.mark.parametrize("reason", sorted(MALFORMED))
+def test_each_malformed_payload_is_counted_by_its_reason(reason: str) -> None:
+    ingest, queue = make_ingest()
+    topic, payload = MALFORMED[reason]
+    ingest.on_message(topic, payload, T0)
+    ingest.on_message(_SCALAR, b"1.0", T0)  # the next good message is unaffected
+    assert dict(ingest.rejected) == {reason: 1}
+    assert [i.signal for i in drain(queue)] == ["press-1/force"]
+
+
+# --- the worker ---------------------------------------------------------------------------
+
+
+def run(extra: str = "", **agent: object
+        ) -> tuple[Ingest, Worker, list[AlarmChange], list[SignalStatus]]:
+    config = make_config(extra, **agent)
+    queue = BoundedQueue(config.agent.queue_size, config.agent.drop_policy)
+    changes: list[AlarmChange] = []
+    states: list[SignalStatus] = []
+    worker = Worker(config, Plant(config.pipeline), queue, on_change=changes.append,
+                    on_state=lambda s: states.append(SignalStatus(s.asset, s.name, s.labels,
+                                                                  state=s.state)))
+    return Ingest(config, queue), worker, changes, states
+
+
+def work(worker: Worker) -> int:
+    batches = 0
+    while worker.run_once(timeout=0.0):
+        batches += 1
+    return batches
+
+
+def reference_scores(config: AgentConfig, sid: str, values: np.ndarray) -> np.ndarray:
+    """The scores of a fresh pipeline for ``sid`` fed ``values`` alone, in one batch."""
+    sub = 1 if sid.startswith("press") else 2
+    asset, name = sid.split("/")
+    pipe = Plant(config.pipeline).add_signal(config.subscriptions[sub].signal_spec(asset, name))
+    return pipe.process(values).result.score
+
+
+def test_interleaved_signals_are_grouped_and_each_keeps_its_order() -> None:
+    ingest, worker, _, _ = run()
+    rng = np.random.default_rng(1)
+    series = {sid: rng.standard_normal(40) + k for k, sid in enumerate(
+        ("press-1/force", "press-1/load", "press-2/force"))}
+    for i in range(40):
+        for sid, values in series.items():
+            ingest.on_message(f"plant/s/l/{sid}", encode_json_scalar(T0 + i, values[i]), T0)
+    assert work(worker) == 1  # one batch of 120 items
+    assert worker.processed == 120
+    for sid, values in series.items():
+        status = worker.status[sid]
+        assert status.messages == 40
+        assert status.last_time == T0 + 39
+        assert worker.plant.signals[sid].scored == 40
+        # Grouped per signal in order: the same scores as the signal's values alone.
+        assert status.score == reference_scores(worker.config, sid, values)[-1]
+
+
+def test_frames_of_different_lengths_in_one_batch_are_all_scored() -> None:
+    ingest, worker, _, _ = run()
+    rng = np.random.default_rng(2)
+    lengths = [512, 512, 1024, 512, 2048, 2048]
+    for i, n in enumerate(lengths):
+        ingest.on_message("vib/motor-1/accel",
+                          encode_frame(T0 + i, RATE, rng.standard_normal(n), "float32"), T0)
+    assert work(worker) == 1
+    pipe = worker.plant.signals["motor-1/accel"]
+    assert pipe.scored == len(lengths)
+    assert not pipe.rejected
+    assert worker.status["motor-1/accel"].last_time == T0 + len(lengths) - 1
+
+
+def test_frames_at_another_sample_rate_are_counted_and_only_they_are_refused() -> None:
+    ingest, worker, _, _ = run()
+    rng = np.random.default_rng(3)
+    rates = [RATE, RATE, RATE / 2, RATE, RATE / 2, RATE]  # one length: one run of frames
+    for i, rate in enumerate(rates):
+        ingest.on_message("vib/motor-1/accel",
+                          encode_frame(T0 + i, rate, rng.standard_normal(512), "float32"), T0)
+    work(worker)
+    pipe = worker.plant.signals["motor-1/accel"]
+    assert dict(pipe.rejected) == {"sample_rate_mismatch": 2}
+    assert pipe.scored == 4
+
+
+def test_a_configured_scalar_signal_fed_frames_counts_a_kind_mismatch() -> None:
+    static = '[[signals]]\nasset = "motor-1"\nname = "accel"\n'  # scalar by default
+    ingest, worker, _, _ = run(static)
+    ingest.on_message("vib/motor-1/accel", encode_frame(T0, RATE, np.ones(64)), T0)
+    ingest.on_message("plant/s/l/motor-1/accel", b"1.0", T0)
+    work(worker)
+    pipe = worker.plant.signals["motor-1/accel"]
+    assert dict(pipe.rejected) == {"kind_mismatch": 1}
+    assert pipe.scored == 1
+
+
+ASSET = """
+[[signals]]
+asset = "press-1"
+name = "force"
+
+[[signals]]
+asset = "press-1"
+name = "pressure"
+
+[[assets]]
+name = "press-1"
+detector = { kind = "mahalanobis", min_samples = 30 }
+alarm = { warmup = 30 }
+"""
+
+
+def test_an_asset_gets_one_row_per_distinct_timestamp_of_its_signals() -> None:
+    ingest, worker, _, _ = run(ASSET)
+    for t in (1, 2, 3):
+        ingest.on_message("plant/s/l/press-1/force", encode_json_scalar(T0 + t, 10.0 + t), T0)
+    for t in (2, 3, 4):
+        ingest.on_message("plant/s/l/press-1/pressure", encode_json_scalar(T0 + t, 50.0 + t), T0)
+    work(worker)
+    asset = worker.plant.assets["press-1"]
+    # Rows at t = 1..4; at t = 1 pressure has never had a value, so that row is not scored;
+    # at t = 4 force holds its value from t = 3.
+    assert asset.scored == 3
+    assert asset.hold.tolist() == [13.0, 54.0]
+    ingest.on_message("plant/s/l/press-1/pressure", encode_json_scalar(T0 + 5, 55.0), T0)
+    work(worker)
+    assert asset.scored == 4  # the next batch goes on from the held values
+
+
+def test_alarm_changes_carry_what_an_event_needs_and_states_are_reported() -> None:
+    ingest, worker, changes, states = run()
+    values = [*(100.0 + np.random.default_rng(4).standard_normal(30)), *([150.0] * 3)]
+    for i, v in enumerate(values):
+        ingest.on_message("plant/lyon/L2/press-1/force", encode_json_scalar(T0 + i, v), T0)
+    work(worker)
+    [change] = changes
+    assert (change.kind, change.scope, change.asset, change.signal) == (
+        "raised", "signal", "press-1", "force")
+    assert change.value == 150.0
+    assert change.features is None
+    assert change.ts == T0 + 32
+    assert change.score > change.threshold
+    assert change.labels == {"site": "lyon", "line": "L2"}
+    assert [s.state.name for s in states] == ["ACTIVE"]  # warming_up -> active in one batch
+    doc = event_document(change, "agent-1")
+    assert not list(EVENTS.iter_errors(doc))
+
+
+def test_an_asset_alarm_names_the_signal_that_broke_the_pattern() -> None:
+    ingest, worker, changes, _ = run(ASSET)
+    rng = np.random.default_rng(5)
+    load = rng.standard_normal(60)
+    for i in range(60):
+        # Pressure follows force; at the end force jumps while pressure does not follow.
+        force = 10.0 + load[i] + (8.0 if i >= 55 else 0.0)
+        pressure = 50.0 + 2.0 * load[i] + 0.1 * rng.standard_normal()
+        ingest.on_message("plant/s/l/press-1/force", encode_json_scalar(T0 + i, force), T0)
+        ingest.on_message("plant/s/l/press-1/pressure", encode_json_scalar(T0 + i, pressure), T0)
+    work(worker)
+    asset_changes = [c for c in changes if c.scope == "asset"]
+    assert asset_changes, changes
+    change = asset_changes[0]
+    assert (change.kind, change.asset, change.signal) == ("raised", "press-1", None)
+    assert change.top == "force"
+    assert change.features is not None
+    assert set(change.features) == {"force", "pressure"}
+    assert all(math.isfinite(v) for v in change.features.values())
+    assert not list(EVENTS.iter_errors(event_document(change, "agent-1")))
