@@ -19,12 +19,15 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from shopfloor.agent_config import AgentConfig
 from shopfloor.checkpoints import Checkpointer
+from shopfloor.detect.alarm import AlarmState
 from shopfloor.events import EventSink
 from shopfloor.ingest import BoundedQueue, Ingest
 from shopfloor.logs import RateLimitedLog
 from shopfloor.metrics import AgentMetrics
 from shopfloor.mqtt import MqttLink, MqttSettings, TlsSettings, read_password
 from shopfloor.pipeline import Plant
+from shopfloor.systemd import Notifier
+from shopfloor.warmup import warm_up
 from shopfloor.worker import AlarmChange, SignalStatus, Worker
 
 __all__ = ["Agent"]
@@ -129,15 +132,16 @@ class Agent:
     def _work(self) -> None:
         while not self._stop_worker.is_set():
             try:
-                if self.worker.run_once(timeout=0.2):
-                    self.on_progress()
+                self.worker.run_once(timeout=0.2)
                 if self.checkpoints is not None and self.checkpoints.due():
                     self._checkpoint()
             except Exception:  # a bug in one batch must not kill the worker (the loop counts)
                 self.worker_errors += 1
                 self._errors.log(logging.ERROR, "worker", "worker batch failed; continuing",
                                  exc_info=True)
-        self.on_progress()
+            # Every turn is a sign of life, busy or idle (an idle turn ends after 0.2 s): a
+            # worker stuck inside a batch or a checkpoint stops turning, and so stops the pings.
+            self.on_progress()
 
     worker_errors = 0
 
@@ -176,11 +180,29 @@ class Agent:
         )
         return drained and bool(flushed)
 
-    def run(self, stop: threading.Event) -> int:
-        """Run until ``stop`` is set (by a signal handler); exit code 0 on a clean stop."""
+    def run(self, stop: threading.Event, notifier: Notifier | None = None) -> int:
+        """Warm up, start, run until ``stop`` is set (by a signal handler), stop; exit code 0
+        on a clean stop. ``notifier`` tells systemd how far it got (``Type=notify``)."""
+        notify = notifier if notifier is not None else Notifier(environ={})
+        notify.status("warming up: compiling the pipelines' kernels")
+        warmed = warm_up(self.config)  # before READY: no compile stall on the first message
+        if notify.watchdog_interval is not None:
+
+            def ping() -> None:  # on every turn of the worker loop; the notifier rate-limits
+                notify.watchdog(self._status_line)
+
+            self.on_progress = ping
         self.start()
+        notify.ready(f"running: {warmed.describe()}; /metrics on port {self.metrics_port}")
         stop.wait()
+        notify.stopping("stopping: draining the queue and flushing events")
         return 0 if self.stop() else 1
+
+    def _status_line(self) -> str:
+        # Called from the worker thread, which alone writes the statuses.
+        alarms = sum(s.state == AlarmState.ACTIVE for s in self.worker.status.values())
+        return (f"running: {self.worker.processed} messages, {len(self.worker.status)} "
+                f"signals, {alarms} in alarm")
 
     def _alarm_changed(self, change: AlarmChange) -> None:
         self.events.alarm(change)

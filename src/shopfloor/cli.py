@@ -157,7 +157,10 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from shopfloor.agent import Agent
     from shopfloor.agent_config import load_agent_config
+    from shopfloor.systemd import Notifier
 
+    notifier = Notifier()  # systemd's Type=notify; a no-op outside systemd
+    notifier.status(f"loading {args.config}")
     config = load_agent_config(args.config)
     try:
         agent = Agent(config)
@@ -167,4 +170,4 @@ def _run(args: argparse.Namespace) -> int:
     # Handlers only set the event; the main thread stops things in order.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    return agent.run(stop)
+    return agent.run(stop, notifier)
