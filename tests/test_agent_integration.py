@@ -19,18 +19,23 @@ agent's publishes reach the watcher in order.
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import subprocess
 import sys
 import time
+import tomllib
+import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.publish as paho_publish
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Inbox, LinkFactory, Mosquitto, free_port, link_settings, wait_until
 from shopfloor.agent import Agent
@@ -38,7 +43,6 @@ from shopfloor.agent_config import parse_agent_config
 from shopfloor.codecs import encode_frame, encode_json_scalar
 from shopfloor.mqtt import MqttLink
 from shopfloor.simulate import Fault, Plant, agent_config_toml
-from shopfloor.simulate import publish as simulate_publish
 from shopfloor.sparkplug import DataType, encode_data, encode_dbirth
 from test_events import EVENTS, STATES  # the schema's validators, date-time format checked
 
@@ -58,6 +62,7 @@ class AgentProcess:
 
     def __init__(self, config: Path, log_file: Path) -> None:
         self.log_file = log_file
+        self.metrics_port = int(tomllib.loads(config.read_text())["metrics"]["port"])
         with log_file.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "shopfloor", "run", "--config", str(config)],
@@ -79,6 +84,24 @@ class AgentProcess:
         """True once ``needle`` appears ``count`` times in the log; False on timeout or exit."""
         return wait_until(lambda: self.log().count(needle) >= count or not self.running,
                           timeout) and self.log().count(needle) >= count
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The agent's Prometheus exposition: (sample name, labels) -> value; {} if down."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample's value (NaN while the endpoint does not answer or lacks it)."""
+        return self.metrics().get((name, frozenset(labels.items())), math.nan)
+
+    def received(self) -> float:
+        return self.metric("shopfloor_messages_received_total")
 
     def rss_kib(self) -> int:
         """Resident set size now, from /proc (the kernel's own accounting)."""
@@ -197,6 +220,32 @@ def publish_qos1(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
     )
 
 
+def _at_least(count: Callable[[], float], target: float) -> bool:
+    return count() >= target
+
+
+PACE = 400  # messages per step, well below Mosquitto's default max_queued_messages (1000)
+
+
+def publish_paced(broker: Mosquitto, messages: list[tuple[str, bytes]],
+                  received: Callable[[], float], timeout: float = 30.0) -> None:
+    """Publish in steps, each once the agent has received everything before it.
+
+    A subscriber that falls more than ``max_queued_messages`` (default 1000) behind loses
+    messages at the broker ("Outgoing messages are being dropped" in its log): a publisher at
+    full speed outruns the agent whenever the machine is busy. Waiting on the agent's own
+    count keeps every test message and the counts exact, whatever the load.
+    """
+    base = received()
+    for start in range(0, len(messages), PACE):
+        step = messages[start:start + PACE]
+        publish_qos1(broker, step)
+        target = base + start + len(step)
+        if not wait_until(partial(_at_least, received, target), timeout):
+            pytest.fail(f"the agent received {received() - base:g} of {target - base} messages "
+                        f"within {timeout} s")
+
+
 class Watcher:
     """Everything the agent publishes under ``shopfloor/#``, decoded."""
 
@@ -284,11 +333,9 @@ def test_simulated_plant_faults_raise_events_and_healthy_signals_stay_quiet(
     probe(mosquitto, watcher, "ready")
 
     t0 = time.time() - duration  # the plant's clock: the last message is about now
-    report = simulate_publish(plant, mosquitto.host, mosquitto.port, t0=t0, duration=duration,
-                              realtime=False)
-    assert report.lost == 0
-    expected = sum(1 for _ in plant.measurements(duration))
-    assert report.messages == expected
+    messages = [(topic, payload) for topic, payload, _ in plant.messages(t0, duration)]
+    expected = len(messages)
+    publish_paced(mosquitto, messages, agent.received)
     probe(mosquitto, watcher, "done")
 
     truth = plant.ground_truth(t0)
@@ -314,6 +361,7 @@ def test_simulated_plant_faults_raise_events_and_healthy_signals_stay_quiet(
     for sid in healthy_ids:
         assert states.get(f"shopfloor/{sid}/state") == "normal", sid
 
+    assert not [k for k in agent.metrics() if k[0] == "shopfloor_messages_rejected_total"]
     code, _ = agent.stop()
     assert code == 0, agent.tail()
     drained, _, processed = agent.stopped_line()
@@ -504,8 +552,7 @@ def test_a_topic_flood_stops_at_the_signal_cap(
     mosquitto: Mosquitto, run_agent: Callable[[str], Agent],
 ) -> None:
     agent = run_agent(agent_toml(mosquitto, "agent-cap", max_signals=CAP))
-    publish_qos1(mosquitto, flood("plant"))
-    assert wait_until(lambda: agent.ingest.received >= FLOOD, 20)
+    publish_paced(mosquitto, flood("plant"), lambda: agent.ingest.received)
     assert wait_until(lambda: agent.worker.processed >= CAP, 10)
     admitted = {f"flood-{i // 50:03d}/s{i % 50:02d}" for i in range(CAP)}  # the first to come
     assert agent.ingest.admitted == admitted
@@ -514,6 +561,7 @@ def test_a_topic_flood_stops_at_the_signal_cap(
     assert set(agent.worker.status) == admitted
     # Admitted signals keep flowing after the cap is reached; new ones stay out.
     publish_qos1(mosquitto, [("plant/flood-000/s00", b"2"), ("plant/new/signal", b"2")])
+    assert wait_until(lambda: agent.ingest.received >= FLOOD + 2, 10)
     assert wait_until(lambda: agent.worker.processed >= CAP + 1, 10)
     assert agent.ingest.rejected["signal_cap"] == FLOOD - CAP + 1
     assert agent.worker.processed == CAP + 1
@@ -538,10 +586,10 @@ alarm = {{ warmup = 0 }}
 
     # The flood goes to the probe subscription, whose signals publish a state on their first
     # sample: the state topics count the signals the agent took on.
-    publish_qos1(mosquitto, flood("probe"))
+    publish_paced(mosquitto, flood("probe"), agent.received)
     probe(mosquitto, watcher, "done1")
     after_first = agent.rss_kib()
-    publish_qos1(mosquitto, flood("probe", first=FLOOD))  # 5,000 more, all new
+    publish_paced(mosquitto, flood("probe", first=FLOOD), agent.received)  # 5,000 new ones
     probe(mosquitto, watcher, "done2")
     after_second = agent.rss_kib()
 
@@ -560,6 +608,10 @@ alarm = {{ warmup = 0 }}
           f"{after_second / 1024:.1f} after 10,000")
     assert growth_mib < 20, growth_mib
     assert second_mib < 5, second_mib
+    # The agent's own counts agree: CAP pipelines, the rest of the flood refused by the cap.
+    assert agent.metric("shopfloor_signals") == CAP
+    assert agent.metric("shopfloor_messages_rejected_total", reason="signal_cap") == (
+        2 * FLOOD - (CAP - 3))
     assert agent.running
     code, _ = agent.stop()
     assert code == 0, agent.tail()
@@ -602,19 +654,25 @@ def test_a_signal_drains_the_queue_and_exits_0_within_the_shutdown_timeout(
 
 
 def test_stop_scores_every_queued_item_before_it_returns(
-    mosquitto: Mosquitto, run_agent: Callable[[str], Agent],
+    mosquitto: Mosquitto, tmp_path: Path,
 ) -> None:
-    # The same drain with a backlog made certain: items are handed to the agent's on_message
-    # directly (nothing arrives over MQTT meanwhile), faster than the worker scores them.
-    agent = run_agent(agent_toml(mosquitto, "agent-drain", shutdown_timeout=10.0))
+    # The same drain with a backlog made certain: the items are queued through on_message
+    # before the worker starts, and stop() follows start() at once.
+    config = parse_agent_config(agent_toml(mosquitto, "agent-drain", shutdown_timeout=10.0),
+                                source="test.toml", base_dir=tmp_path)
+    agent = Agent(config)
     rng = np.random.default_rng(6)
-    frames = [encode_frame(T0 + i, SAMPLE_RATE, rng.standard_normal(8192), "float32")
-              for i in range(BURST)]
-    for i, frame in enumerate(frames):
+    for i in range(BURST):
+        frame = encode_frame(T0 + i, SAMPLE_RATE, rng.standard_normal(8192), "float32")
         agent.ingest.on_message(f"vib/motor-{i % 4}/accel", frame, time.time())
-    backlog = len(agent.queue)
-    assert backlog > 0
-    assert agent.stop()
+    assert len(agent.queue) == BURST
+    agent.start()
+    try:
+        started = time.monotonic()
+        assert agent.stop()
+        assert time.monotonic() - started <= config.agent.shutdown_timeout
+    finally:
+        agent.stop()  # idempotent; stops what a failed assertion left running
     assert len(agent.queue) == 0
     assert agent.worker.processed == BURST
     assert sum(p.scored for p in agent.plant.signals.values()) == BURST
