@@ -1,0 +1,301 @@
+"""A real Prometheus scrapes a real agent, and every dashboard and rule query returns data.
+
+The simulated plant publishes through a real Mosquitto, faster than real time, with faults on
+station-1 so that signal and asset alarms exist; one unreadable payload and one clipped frame
+make both kinds of reject. Prometheus (the Debian binary, on loopback) scrapes the agent every
+second and evaluates the recording and alert rules of deploy/prometheus/rules every second.
+Then every panel query of every dashboard, with the dashboard variables substituted (once with
+concrete values, once with Grafana's "All"), every variable query, and every rule Prometheus
+loaded, are evaluated through its HTTP API: none may error, and each must return data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry
+
+from broker import free_port, wait_until
+from shopfloor.agent import Agent
+from shopfloor.agent_config import parse_agent_config
+from shopfloor.broker import Mosquitto
+from shopfloor.codecs import encode_frame, encode_json_scalar
+from shopfloor.simulate import FRAME_SCALE, Plant, agent_config_toml, publish, standard_faults
+from test_dashboards import RULES, all_rules, load_dashboards, panel_queries, variable_queries
+
+PROMETHEUS = "/usr/bin/prometheus"
+
+# The one series allowed to be absent. The agent exports the time of its last checkpoint only
+# once it has written one; the state directory below makes it write one a second, but an
+# expression that mentions this series must only evaluate without error, not return data
+# (ShopfloorCheckpointNeverWritten returns data exactly when the series is absent).
+ALLOWED_ABSENT = "shopfloor_checkpoint_last_timestamp_seconds"
+
+# Grafana's built-in variables, as it expands them for a short time range and a 1 s scrape.
+BUILTINS = {"__rate_interval": "15s", "__interval": "5s", "__range": "1m"}
+# station-1's torque steps by 4 sigma at the fault: its alarm, and station-1's asset alarm.
+FOCUS = {"asset": "station-1", "signal": "torque_nm"}
+ALL = {"instance": ".*", "asset": ".*", "signal": ".*"}  # Grafana's allValue
+FAULT_START = 30.0  # simulated seconds: 300 parts of baseline at 10 a second
+SPEED = 5.0  # simulated seconds per second: the fault starts 6 s into the run
+DATA_TIMEOUT = 45.0  # seconds for every query to have data (about 15 s on a 2-core machine)
+
+# Static signals: station-1 gets the asset-level (multivariate) detector, and its torque a
+# valid range (a healthy torque is 12 +- 0.15 N m) so that a sample can be refused; checkpoints on.
+EXTRA_CONFIG = """
+[state]
+directory = {state}
+checkpoint_interval = 1.0
+
+[[signals]]
+asset = "station-1"
+name = "diameter_mm"
+
+[[signals]]
+asset = "station-1"
+name = "torque_nm"
+valid_range = [0.0, 100.0]
+"""
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Expand ``$name`` and ``${name}`` as Grafana would; an unknown variable is an error."""
+    known = {**BUILTINS, **values}
+
+    def value(m: re.Match[str]) -> str:
+        name = m[1] or m[2]
+        assert name in known, f"unknown variable ${name} in {expr}"
+        return known[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
+
+
+# A comparison with a number literal that filters a whole operand: followed by the end, a
+# closing parenthesis or a set operator. `a > 2 * b` compares with an expression and stays.
+_FILTER = re.compile(
+    r"\s*(?:==|!=|>=|<=|>|<)\s*(?:bool\s+)?[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?"
+    r"(?=\s*(?:\)|$|\b(?:and|or|unless)\b))",
+    re.I,
+)
+
+
+def without_filters(expr: str) -> str:
+    """An alert expression without its comparisons with constants.
+
+    ``up == 0`` returns nothing while the agent is healthy; ``up`` must return data. Applied
+    to the expressions as Prometheus prints them (``/api/v1/rules``), so the comparison
+    operators are spelt one way. Strings are untouched: a comparison needs a number after it.
+    """
+    return _FILTER.sub("", expr)
+
+
+class Prometheus:
+    """One Prometheus process on 127.0.0.1, its storage and log in ``workdir``."""
+
+    def __init__(self, workdir: Path, target_port: int) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self.log = workdir / "prometheus.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True)
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(json.dumps({  # JSON is YAML
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES / "*.yml")],
+            "scrape_configs": [{
+                "job_name": "shopfloor",  # as in deploy/prometheus/prometheus.yml
+                "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
+            }],
+        }))
+
+    def start(self, timeout: float = 20.0) -> None:
+        # A port free a moment ago may be taken by the time Prometheus binds it: try others.
+        for _ in range(3):
+            self.port = free_port()
+            with self.log.open("ab") as log:
+                self._proc = subprocess.Popen(
+                    [PROMETHEUS, f"--config.file={self.config}",
+                     f"--storage.tsdb.path={self.workdir / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            wait_until(lambda: not self.running or self._ready(), timeout)
+            if self.running and self._ready():
+                return
+            self.stop()
+            if "address already in use" not in self.log.read_text():
+                break
+        raise AssertionError(f"Prometheus did not start:\n{self.log_tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.port}/-/ready"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def api(self, path: str, **params: str) -> dict[str, Any]:
+        """GET /api/v1/``path``; an error answer (HTTP 400, 422) is returned, not raised."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def has_data(answer: dict[str, Any], label: str | None = None) -> bool:
+    """A successful answer with at least one finite value (and ``label``, if given)."""
+    result = answer["data"]["result"]
+    return any(math.isfinite(float(r["value"][1])) and (label is None or label in r["metric"])
+               for r in result)
+
+
+def publish_rejects(broker: Mosquitto, plant: Plant) -> None:
+    """A payload no codec reads, a torque and a frame past their valid ranges."""
+    prefix = f"plant/{plant.site}/{plant.line}"
+    frame = np.zeros(plant.frame_len)
+    frame[0] = 3.25  # inside int16 full scale, outside valid_range [-3.2, 3.2]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="prometheus-live-rejects")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        sent = [client.publish(f"{prefix}/station-2/torque_nm", b"not json", qos=1),
+                client.publish(f"{prefix}/station-1/torque_nm",
+                               encode_json_scalar(time.time(), 1000.0), qos=1),
+                client.publish(f"{prefix}/motor-1/accel/frame",
+                               encode_frame(time.time(), plant.sample_rate, frame, "int16",
+                                            FRAME_SCALE), qos=1)]
+        for info in sent:
+            info.wait_for_publish(5)
+            assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_comparisons_with_constants_are_removed_only_where_they_filter() -> None:
+    assert without_filters('up{job="shopfloor"} == 0') == 'up{job="shopfloor"}'
+    assert without_filters("time() - c > 900") == "time() - c"
+    assert without_filters("(time() - s > 1800) unless c") == "(time() - s) unless c"
+    assert without_filters("a > 0 and rate(b[2m]) == 0") == "a and rate(b[2m])"
+    assert without_filters('x{le="0.5", r!="1"} / y > 0.01') == 'x{le="0.5", r!="1"} / y'
+    assert without_filters("a > 2 * b") == "a > 2 * b"
+    assert substitute('r(x{a=~"$asset"}[$__rate_interval])', {"asset": "m"}) == 'r(x{a=~"m"}[15s])'
+    with pytest.raises(AssertionError, match="unknown variable"):
+        substitute("x[$nope]", {})
+
+
+@pytest.mark.integration
+def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    if not Path(PROMETHEUS).is_file():
+        pytest.fail(f"{PROMETHEUS} is missing: `./dev.sh test` installs it (Debian package "
+                    "prometheus)", pytrace=False)
+    plant = Plant(vibration_assets=1, quality_assets=2, parts_per_second=10.0,
+                  faults=standard_faults("station-1", FAULT_START), seed=1)
+    text = agent_config_toml(plant, mosquitto.host, mosquitto.port, client_id="prometheus-live",
+                             metrics_port=0)
+    text += EXTRA_CONFIG.format(state=json.dumps(str(tmp_path / "state")))
+    agent = Agent(parse_agent_config(text), CollectorRegistry())
+    stop = threading.Event()
+    simulator = threading.Thread(
+        target=publish, name="simulator", daemon=True,
+        kwargs={"plant": plant, "host": mosquitto.host, "port": mosquitto.port,
+                "realtime": True, "speed": SPEED, "stop": stop,
+                "client_id": "prometheus-live-sim"})
+    server: Prometheus | None = None
+    try:
+        agent.start()
+        assert wait_until(lambda: agent.link.connected, 10), "the agent did not connect"
+        simulator.start()
+        publish_rejects(mosquitto, plant)
+        server = Prometheus(tmp_path / "prometheus", agent.metrics_port)
+        server.start()
+        instance = f"127.0.0.1:{agent.metrics_port}"
+        check_every_query(server, instance)
+    finally:
+        stop.set()
+        simulator.join(15)
+        agent.stop()
+        if server is not None:
+            server.stop()
+
+
+def check_every_query(server: Prometheus, instance: str) -> None:
+    """Evaluate everything until each query has data or DATA_TIMEOUT passes; errors fail."""
+    # (where, expr, label the answer must carry or None, data required)
+    checks: list[tuple[str, str, str | None, bool]] = []
+    for values, name in (({"instance": instance, **FOCUS}, "concrete"), (ALL, "All")):
+        for dashboard in load_dashboards().values():
+            for where, expr in panel_queries(dashboard):
+                e = substitute(expr, values)
+                checks.append((f"{where} ({name})", e, None, ALLOWED_ABSENT not in e))
+            for where, expr, label in variable_queries(dashboard):
+                checks.append((f"{where} ({name})", substitute(expr, values), label, True))
+    expected = {name for _, name, _ in all_rules()}
+    deadline = time.monotonic() + DATA_TIMEOUT
+    while True:
+        rules = [r for g in server.api("rules")["data"]["groups"] for r in g["rules"]]
+        assert {r["name"] for r in rules} == expected, "Prometheus did not load every rule"
+        rule_checks: list[tuple[str, str, str | None, bool]] = []
+        for r in rules:
+            need = ALLOWED_ABSENT not in r["query"]
+            alert = r["type"] == "alerting"
+            # An alert's own expression may be empty while all is well; without its
+            # comparisons it must not.
+            rule_checks.append((f"rule {r['name']}", r["query"], None, need and not alert))
+            if alert:
+                assert without_filters(r["query"]) != r["query"], f"{r['name']} filters nothing"
+                rule_checks.append((f"rule {r['name']} without its comparisons",
+                                    without_filters(r["query"]), None, need))
+        missing = []
+        for where, expr, wanted_label, need in checks + rule_checks:
+            answer = server.api("query", query=expr)
+            assert answer["status"] == "success", f"{where}: {expr}\n{answer}"
+            if need and not has_data(answer, wanted_label):
+                missing.append(f"{where}: {expr}")
+        unhealthy = [f"rule {r['name']}: {r['health']} {r.get('lastError', '')}"
+                     for r in rules if r["health"] != "ok"]
+        if not (missing or unhealthy) or time.monotonic() > deadline:
+            print(f"data after {DATA_TIMEOUT - deadline + time.monotonic():.1f} s")
+            break
+        time.sleep(1.0)
+    assert not unhealthy, "\n".join(unhealthy)
+    assert not missing, f"no data after {DATA_TIMEOUT:g} s:\n" + "\n".join(missing)
+    up = server.api("query", query='up{job="shopfloor"}')["data"]["result"]
+    assert [r["value"][1] for r in up] == ["1"], up
