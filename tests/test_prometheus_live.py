@@ -6,7 +6,8 @@ make both kinds of reject. Prometheus (the Debian binary, on loopback) scrapes t
 second and evaluates the recording and alert rules of deploy/prometheus/rules every second.
 Then every panel query of every dashboard, with the dashboard variables substituted (once with
 concrete values, once with Grafana's "All"), every variable query, and every rule Prometheus
-loaded, are evaluated through its HTTP API: none may error, and each must return data.
+loaded, are evaluated through its HTTP API: none may error, and each must return data. The
+agent's /metrics, with every family present, passes `promtool check metrics` silently.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from shopfloor.simulate import FRAME_SCALE, Plant, agent_config_toml, publish, s
 from test_dashboards import RULES, all_rules, load_dashboards, panel_queries, variable_queries
 
 PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
 
 # The one series allowed to be absent. The agent exports the time of its last checkpoint only
 # once it has written one; the state directory below makes it write one a second, but an
@@ -223,9 +225,10 @@ def test_comparisons_with_constants_are_removed_only_where_they_filter() -> None
 def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    if not Path(PROMETHEUS).is_file():
-        pytest.fail(f"{PROMETHEUS} is missing: `./dev.sh test` installs it (Debian package "
-                    "prometheus)", pytrace=False)
+    for binary in (PROMETHEUS, PROMTOOL):
+        if not Path(binary).is_file():
+            pytest.fail(f"{binary} is missing: `./dev.sh test` installs it (Debian package "
+                        "prometheus)", pytrace=False)
     plant = Plant(vibration_assets=1, quality_assets=2, parts_per_second=10.0,
                   faults=standard_faults("station-1", FAULT_START), seed=1)
     text = agent_config_toml(plant, mosquitto.host, mosquitto.port, client_id="prometheus-live",
@@ -248,6 +251,13 @@ def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
         server.start()
         instance = f"127.0.0.1:{agent.metrics_port}"
         check_every_query(server, instance)
+        # Now that every family is present (asset alarms, rejects, checkpoints), the exposition
+        # passes promtool's lint with nothing to say.
+        with urllib.request.urlopen(f"http://{instance}/metrics", timeout=5) as response:
+            exposition = response.read().decode()
+        done = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition,
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done
     finally:
         stop.set()
         simulator.join(15)
