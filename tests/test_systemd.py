@@ -28,7 +28,7 @@ from pathlib import Path
 import paho.mqtt.publish as paho_publish
 import pytest
 
-from shopfloor.broker import INSTALL_HINT, Mosquitto, find_mosquitto, free_port
+from shopfloor.broker import INSTALL_HINT, Mosquitto, find_mosquitto
 from shopfloor.codecs import encode_json_scalar
 from shopfloor.systemd import (
     PING_FRACTION,
@@ -158,8 +158,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     mosquitto.stop()
 
 
-def agent_toml(broker: Mosquitto, client_id: str, metrics_port: int) -> str:
-    """One JSON subscription: z-score, quantile threshold and alarm kernels, quick to compile."""
+def agent_toml(broker: Mosquitto, client_id: str) -> str:
+    """One JSON subscription: z-score, quantile threshold and alarm kernels, quick to compile.
+
+    /metrics on port 0: the kernel's pick, which no other process can take first.
+    """
     return f"""
 [mqtt]
 host = "{broker.host}"
@@ -173,7 +176,7 @@ reconnect_max_delay = 0.5
 shutdown_timeout = 3.0
 
 [metrics]
-port = {metrics_port}
+port = 0
 
 [[subscriptions]]
 topic = "plant/{{asset}}/{{signal}}"
@@ -210,7 +213,6 @@ class Run:
     proc: subprocess.Popen[bytes]
     listener: NotifyListener
     log_file: Path
-    metrics_port: int
     started: float
 
     def log(self) -> str:
@@ -218,8 +220,15 @@ class Run:
 
     def wait(self, key: str, value: str | None = None, after: int = 0,
              timeout: float = 60.0) -> Notification:
-        got = self.listener.wait_for(key, value, timeout=timeout, after=after)
-        assert got is not None, f"no {key}={value} within {timeout} s:\n{self.log()[-3000:]}"
+        deadline = time.monotonic() + timeout
+        got = None
+        while got is None and time.monotonic() < deadline:
+            got = self.listener.wait_for(key, value, timeout=0.5, after=after)
+            if got is None and self.proc.poll() is not None:
+                break  # it will not come from a process that has exited
+        got = got or self.listener.wait_for(key, value, timeout=0.0, after=after)
+        assert got is not None, (f"no {key}={value} (exit code {self.proc.poll()}):\n"
+                                 f"{self.log()[-3000:]}")
         return got
 
     def index(self, notification: Notification) -> int:
@@ -235,9 +244,8 @@ def start_agent(
     def start(socket_name: str, cache: Path | None = None, *, stuck_worker: bool = False,
               config_text: str | None = None) -> Run:
         n = len(runs)
-        metrics_port = free_port()
         config = tmp_path / f"agent{n}.toml"
-        config.write_text(config_text or agent_toml(broker, f"systemd-test-{n}", metrics_port))
+        config.write_text(config_text or agent_toml(broker, f"systemd-test-{n}"))
         env = {k: v for k, v in os.environ.items()
                if k not in ("NOTIFY_SOCKET", "WATCHDOG_PID", "NUMBA_CACHE_DIR")}
         env.update(NOTIFY_SOCKET=socket_name, WATCHDOG_USEC=str(WATCHDOG_USEC))
@@ -250,7 +258,7 @@ def start_agent(
         with log_file.open("wb") as out:
             proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
-        run = Run(proc, listener, log_file, metrics_port, time.monotonic())
+        run = Run(proc, listener, log_file, time.monotonic())
         runs.append(run)
         return run
 
@@ -275,7 +283,9 @@ def test_ready_only_after_warm_up_then_stopping_on_sigterm(
     run = start_agent(str(tmp_path / "notify"), cache)
     ready = run.wait("READY", "1", timeout=180)
     # READY promises a listening /metrics and compiled kernels: both hold the moment it arrives.
-    with socket.create_connection(("127.0.0.1", run.metrics_port), timeout=5):
+    port = re.search(r"/metrics on port (\d+)", ready.fields["STATUS"])
+    assert port is not None, ready.fields
+    with socket.create_connection(("127.0.0.1", int(port[1])), timeout=5):
         pass
     for kernel in ("stats._z_kernel", "quantile._tail_kernel", "alarm._alarm_kernel"):
         assert list(cache.glob(f"*/{kernel}-*.nbi")), f"{kernel} not compiled at READY"
@@ -333,7 +343,7 @@ def test_pings_while_idle_and_busy_stop_when_the_worker_is_stuck(
 def test_an_invalid_config_exits_2_without_ready(
     start_agent: Callable[..., Run], broker: Mosquitto, tmp_path: Path
 ) -> None:
-    bad = agent_toml(broker, "systemd-bad", free_port()).replace('"zscore"', '"zscor"')
+    bad = agent_toml(broker, "systemd-bad").replace('"zscore"', '"zscor"')
     run = start_agent(str(tmp_path / "notify"), config_text=bad)
     assert run.proc.wait(60) == 2
     assert "zscor" in run.log()
