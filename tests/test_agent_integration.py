@@ -680,10 +680,6 @@ def test_stop_scores_every_queued_item_before_it_returns(
     assert not agent.ingest.rejected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known loss, see the report: while stop() drains, paho still receives and acknowledges "
-    "QoS 1 messages, which the closed ingest discards as shutting_down; they should stay "
-    "unacknowledged so the broker keeps them in the session (paho manual_ack in mqtt.py)"))
 def test_messages_arriving_during_the_drain_wait_in_the_session_for_the_next_run(
     mosquitto: Mosquitto, run_agent: Callable[[str], Agent],
 ) -> None:
@@ -693,7 +689,9 @@ def test_messages_arriving_during_the_drain_wait_in_the_session_for_the_next_run
     first = run_agent(config)
     first.ingest.closed = True
     publish_qos1(mosquitto, scalar_messages("press-1", "force", healthy(10, seed=7)))
-    assert wait_until(lambda: first.ingest.received >= 10, 10)
+    # Refused while closing: delivered to us, but not acknowledged.
+    assert wait_until(lambda: first.ingest.deferred >= 10, 10)
+    assert first.link.refused == 10
     assert first.stop()
     second = run_agent(config)  # the same client id: the same persistent session
     assert wait_until(lambda: second.worker.processed >= 10, 3), dict(first.ingest.rejected)

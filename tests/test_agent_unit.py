@@ -185,9 +185,11 @@ def test_the_signal_cap_counts_configured_signals_and_refuses_the_rest() -> None
 def test_a_closed_ingest_refuses_and_counts() -> None:
     ingest, queue = make_ingest()
     ingest.closed = True
-    ingest.on_message("plant/s/l/press-1/force", b"1", T0)
-    assert dict(ingest.rejected) == {"shutting_down": 1}
-    assert ingest.received == 1
+    # Refused (False): the link leaves it unacknowledged, so the broker keeps it.
+    assert ingest.on_message("plant/s/l/press-1/force", b"1", T0) is False
+    assert ingest.deferred == 1
+    assert dict(ingest.rejected) == {}
+    assert ingest.received == 0
     assert len(queue) == 0
 
 

@@ -87,19 +87,23 @@ class Ingest:
         # Signals admitted so far (bounded by max_signals): only this thread adds to it.
         self.admitted: set[str] = {s.id for s in config.pipeline.signals}
         self.closed = False
+        self.deferred = 0  # messages left with the broker while shutting down
         self._errors = RateLimitedLog(log)
 
-    def on_message(self, topic: str, payload: bytes, arrival: float) -> None:
-        self.received += 1
+    def on_message(self, topic: str, payload: bytes, arrival: float) -> bool:
+        """Take one message; False refuses it (not acknowledged: the broker keeps it)."""
         if self.closed:
-            self.rejected["shutting_down"] += 1
-            return
+            # Shutting down: leave it with the broker, which delivers it to the next run.
+            self.deferred += 1
+            return False
+        self.received += 1
         for index, sub in enumerate(self.config.subscriptions):
             fields = sub.template.match(topic)
             if fields is not None:
                 self._accept(index, sub, fields, topic, payload, arrival)
-                return
+                return True
         self._reject("unknown_topic", topic, "no subscription template matches it")
+        return True
 
     def _reject(self, reason: str, topic: str, detail: str) -> None:
         # Counted always; logged once a minute per reason, naming one offending topic.

@@ -55,7 +55,9 @@ __all__ = [
 log = logging.getLogger("shopfloor.mqtt")
 
 #: ``on_message(topic, payload, arrival)``: arrival is the epoch time the message was read.
-MessageHandler = Callable[[str, bytes, float], None]
+# Returns False to refuse a message: it is then not acknowledged, so the broker keeps it in the
+# session and delivers it again after the next connect (used while the agent shuts down).
+MessageHandler = Callable[[str, bytes, float], bool | None]
 
 _MAX_SESSION_EXPIRY = 0xFFFFFFFF  # MQTT 5: this value means "never expires"
 
@@ -263,6 +265,7 @@ class MqttLink:
         self.disconnects = 0
         self.messages_received = 0
         self.callback_errors = 0
+        self.refused = 0  # messages the handler refused, left unacknowledged for the broker
         self.subscribe_failed = 0
         self.published = 0
         self.publish_failed = 0
@@ -277,6 +280,9 @@ class MqttLink:
         v5 = s.protocol == "5"
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
+            # We acknowledge QoS 1 messages ourselves, after the handler has taken them: what it
+            # refuses stays unacknowledged and so stays with the broker.
+            manual_ack=True,
             client_id=s.client_id,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else s.clean_start,
@@ -469,13 +475,19 @@ class MqttLink:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         arrival = time.time()
         self.messages_received += 1
-        if self._on_message_cb is None:
-            return
-        try:
-            payload = message.payload
-            if not isinstance(payload, bytes):
-                payload = bytes(payload)
-            self._on_message_cb(message.topic, payload, arrival)
-        except Exception:
-            self.callback_errors += 1
-            self._errors.log(logging.ERROR, "on_message", "message handler failed", exc_info=True)
+        taken: bool | None = True
+        if self._on_message_cb is not None:
+            try:
+                payload = message.payload
+                if not isinstance(payload, bytes):
+                    payload = bytes(payload)
+                taken = self._on_message_cb(message.topic, payload, arrival)
+            except Exception:
+                # A handler bug must not make the broker redeliver the message forever.
+                self.callback_errors += 1
+                self._errors.log(logging.ERROR, "on_message", "message handler failed",
+                                 exc_info=True)
+        if taken is False:
+            self.refused += 1
+        elif message.qos > 0:
+            client.ack(message.mid, message.qos)
