@@ -384,3 +384,29 @@ def test_an_asset_alarm_names_the_signal_that_broke_the_pattern() -> None:
     assert set(change.features) == {"force", "pressure"}
     assert all(math.isfinite(v) for v in change.features.values())
     assert not list(EVENTS.iter_errors(event_document(change, "agent-1")))
+
+
+def test_an_asset_event_reports_the_held_values_it_scored() -> None:
+    ingest, worker, changes, _ = run(ASSET)
+    rng = np.random.default_rng(6)
+    load = rng.standard_normal(60)
+    for i in range(60):
+        force = 10.0 + load[i] + (8.0 if i >= 55 else 0.0)
+        pressure = 50.0 + 2.0 * load[i] + 0.1 * rng.standard_normal()
+        ingest.on_message("plant/s/l/press-1/force", encode_json_scalar(T0 + i, force), T0)
+        if i < 55:  # pressure goes quiet when the fault starts: its last value is held
+            ingest.on_message("plant/s/l/press-1/pressure", encode_json_scalar(T0 + i, pressure),
+                              T0)
+    work(worker)
+    [change] = [c for c in changes if c.scope == "asset" and c.kind == "raised"]
+    assert change.features is not None
+    held = 50.0 + 2.0 * load[54]
+    assert change.features["pressure"] == pytest.approx(held, abs=0.5)  # held, not null
+
+
+def test_sparkplug_message_types_are_not_labels() -> None:
+    ingest, worker, _, _ = run()
+    birth = encode_dbirth(int(T0 * 1000), 0, [("temp", 1, DataType.DOUBLE, 40.0)])
+    ingest.on_message("spBv1.0/line1/DBIRTH/edge1/robot-1", birth, T0)
+    [queued] = drain(worker.queue)
+    assert dict(queued.labels) == {"group": "line1", "edge": "edge1"}

@@ -17,7 +17,7 @@ from shopfloor.agent_config import AgentConfig, Subscription
 from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
 from shopfloor.config import NAME_PATTERN
 from shopfloor.logs import RateLimitedLog
-from shopfloor.sparkplug import SparkplugAliases
+from shopfloor.sparkplug import MESSAGE_TYPES, SparkplugAliases
 
 __all__ = ["BoundedQueue", "Ingest", "Item"]
 
@@ -132,7 +132,10 @@ class Ingest:
             self._reject(decoded.reason, topic, decoded.detail)
             return
         asset = sub.asset or fields.get("asset", "")
-        labels = tuple((k, v) for k, v in fields.items() if k not in ("asset", "signal"))
+        # The topic's other levels label the signal's events - except a Sparkplug message type
+        # (DBIRTH, DDATA, ...), which says nothing about the signal and changes per message.
+        labels = tuple((k, v) for k, v in fields.items() if k not in ("asset", "signal")
+                       and not (sub.codec == "sparkplug" and v in MESSAGE_TYPES))
         for reading in decoded:
             name = sub.signal or fields.get("signal") or reading.metric or ""
             if not (NAME_PATTERN.match(asset) and NAME_PATTERN.match(name)):

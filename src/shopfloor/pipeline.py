@@ -38,6 +38,7 @@ class AssetBatch:
 
     signals: tuple[str, ...]
     result: MonitorBatch
+    rows: NDArray[np.float64]  # the rows as scored: held values filled in (NaN: never seen)
 
 
 class SignalPipeline:
@@ -118,7 +119,7 @@ class AssetPipeline:
         ok = np.flatnonzero(np.isfinite(r).all(axis=1))
         result = _run(self.monitor, r, ok)
         self.scored += int(ok.size)
-        return AssetBatch(signals=self.spec.signals, result=result)
+        return AssetBatch(signals=self.spec.signals, result=result, rows=r)
 
     def get_state(self) -> State:
         return {

@@ -44,6 +44,7 @@ import numpy as np
 from shopfloor.codecs import Decoded, Limits, Reading, Rejected, Samples, _RejectError
 
 __all__ = [
+    "MESSAGE_TYPES",
     "DataType",
     "Metric",
     "SparkplugAliases",
@@ -100,7 +101,7 @@ _INTEGERS = {
 }
 _FLOATS = (DataType.FLOAT, DataType.DOUBLE)
 _MASK64 = (1 << 64) - 1
-_MESSAGE_TYPES = ("NBIRTH", "NDEATH", "NDATA", "NCMD", "DBIRTH", "DDEATH", "DDATA", "DCMD")
+MESSAGE_TYPES = ("NBIRTH", "NDEATH", "NDATA", "NCMD", "DBIRTH", "DDEATH", "DDATA", "DCMD")
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
 
@@ -122,7 +123,7 @@ def parse_topic(topic: str) -> SparkplugTopic | None:
     if len(parts) not in (4, 5) or parts[0] != "spBv1.0" or not all(parts):
         return None
     kind = parts[2]
-    if kind not in _MESSAGE_TYPES or (len(parts) == 5) != kind.startswith("D"):
+    if kind not in MESSAGE_TYPES or (len(parts) == 5) != kind.startswith("D"):
         return None
     return SparkplugTopic(parts[1], kind, parts[3], parts[4] if len(parts) == 5 else None)
 

@@ -234,7 +234,8 @@ class Worker:
                 if m in parts:
                     t, v = parts[m]
                     rows[np.searchsorted(stamps, t), j] = v
-            r = pipe.process(rows).result
+            batch = pipe.process(rows)
+            r, rows = batch.result, batch.rows  # rows as scored, held values filled in
             status = self.asset_status.setdefault(name, AssetStatus())
             scored = np.flatnonzero(np.isfinite(r.score))
             if scored.size:
