@@ -276,6 +276,15 @@ def test_install_run_reinstall_upgrade_uninstall(
     assert snapshot(prefix) == before
     assert at.config.read_text() == edited
 
+    # A config that fails the check stops the install (before systemd would start it), named.
+    assert "queue_size = 5000" in edited
+    at.config.write_text(edited.replace("queue_size = 5000", "queue_size = 1"))
+    done = install(ROOT, prefix)
+    assert done.returncode == 1
+    assert f"{at.config}:" in done.stderr
+    assert "agent.queue_size" in done.stderr
+    at.config.write_text(edited)
+
     # 5. An upgrade from a changed checkout reinstalls the package, keeps config and state.
     checkout = copy_checkout(tmp_path / "checkout")
     marker = "# upgraded by test_install\n"
