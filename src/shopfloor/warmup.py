@@ -60,7 +60,8 @@ class Warmup:
 
     def describe(self) -> str:
         """One line for the log and ``systemctl status``."""
-        text = (f"{self.pipelines} pipelines warmed up in {self.seconds:.1f} s "
+        text = (f"{self.pipelines} pipeline{'s' * (self.pipelines != 1)} warmed up in "
+                f"{self.seconds:.1f} s "
                 f"({self.loaded} kernels from the cache, {self.compiled} compiled)")
         return text + (f"; {len(self.failed)} failed" if self.failed else "")
 
