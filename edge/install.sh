@@ -180,11 +180,13 @@ if [ -x "$VENV/bin/python" ]; then
   venv_version=$("$VENV/bin/python" -c 'import platform; print(platform.python_version())' \
     2>/dev/null || true)
 fi
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed (is python${py_version%.*}-venv installed?)"
+if [ ! -e "$VENV" ]; then
+  "$PYTHON" -m venv "$VENV" \
+    || die "$PYTHON -m venv failed (is python${py_version%.*}-venv installed?)"
   changed "venv: created $VENV (Python $py_version)"
 elif [ "$venv_version" != "$py_version" ]; then
-  # A Python upgrade (or another --python) breaks a venv's links: build it afresh.
+  # A Python upgrade (or another --python) breaks a venv's links and leaves its packages in
+  # the old version's lib directory: build it afresh.
   "$PYTHON" -m venv --clear "$VENV"
   changed "venv: rebuilt $VENV for Python $py_version (was ${venv_version:-unusable})"
 else
