@@ -186,9 +186,16 @@ def _throughput(bench: Bench, rig: Rig, sides: tuple[Side, Side], sizes: Sizes, 
         r = bench.first_call(f"{side.name}: first {label}", first)
         capacity[side.name] = _capacity(rig, side, load, sizes, r)
 
+    seen = {name: [rate] for name, rate in capacity.items()}
+
     def measure(side: Side) -> Round:
         r = rig.throughput(side, load, OVERLOAD * capacity[side.name], sizes.warm, sizes.window)
-        capacity[side.name] = max(capacity[side.name], r.rate)
+        # The median of what it took so far: one lucky round must not raise the overload for
+        # all that follow (the broker would spend the shared cores dropping the excess).
+        seen[side.name].append(r.rate)
+        capacity[side.name] = statistics.median(seen[side.name])
+        if not r.saturated:
+            capacity[side.name] = max(capacity[side.name], r.rate * OVERLOAD)
         return r
 
     agent, ref = _interleaved(bench, sides, measure)
