@@ -18,7 +18,11 @@ from typing import Any
 
 import pytest
 
+from shopfloor.broker import find_mosquitto
+
 ROOT = Path(__file__).resolve().parents[1]
+#: The agent area needs a broker; without one it records a skip instead of figures.
+AGENT = find_mosquitto() is not None
 
 FIGURE_KEYS = {
     "key", "area", "name", "unit", "median", "min", "max", "reference", "reference_median",
@@ -50,6 +54,7 @@ def test_progress_is_reported_on_stderr(quick: tuple[Path, dict[str, Any], str])
     _, _, stderr = quick
     assert "[kernels] frame_stats vs np.sum" in stderr
     assert "[detectors] done in" in stderr
+    assert "[agent] done in" in stderr
 
 
 def test_machine_info_is_recorded(quick: tuple[Path, dict[str, Any], str]) -> None:
@@ -63,7 +68,7 @@ def test_machine_info_is_recorded(quick: tuple[Path, dict[str, Any], str]) -> No
         assert m["versions"][package], package
     assert m["timestamp"].endswith("+00:00")
     assert m["git_commit"] is None or len(m["git_commit"]) == 40
-    assert results["areas"] == ["kernels", "detectors"]
+    assert results["areas"] == ["kernels", "detectors", "agent"]
     assert results["elapsed_s"] > 0.0
 
 
@@ -82,7 +87,8 @@ def test_every_figure_is_complete_finite_and_positive(
         assert f["reference_min"] <= f["reference_median"] <= f["reference_max"], f["key"]
         assert f["ratio_min"] <= f["ratio"] <= f["ratio_max"], f["key"]
         assert f["repeats"] == 5
-        assert f["better"] == ("lower" if f["unit"] == "s" else "higher"), f["key"]
+        # Rates (per second) are better higher; durations, CPU and memory lower.
+        assert f["better"] == ("higher" if f["unit"].endswith("/s") else "lower"), f["key"]
         if f["target"] is None:
             assert f["passed"] is None
         else:
@@ -106,14 +112,26 @@ def test_issue_targets_are_all_measured(quick: tuple[Path, dict[str, Any], str])
                  "quantile threshold", "alarm"):
         assert ("detectors", kind) in names
     assert ("kernels", "FrameFeatures") in names
-    assert results["skipped"] == [], results["skipped"]
+    if AGENT:
+        reference = "bare paho subscriber"
+        assert targets[f"agent/scalar JSON, detection on vs {reference}"] == 0.8
+        assert targets[f"agent/int16 frames of 1024, features + detection vs {reference}"] == 0.8
+        for label in ("p50", "p99", "p99.9"):
+            for broker in ("", ", set_tcp_nodelay"):
+                assert ("agent", f"latency {label}, publish to anomaly event at 2000 msgs/s"
+                        f"{broker}") in names
+        assert ("agent", "RSS, scalar JSON saturated") in names
+        assert results["skipped"] == [], results["skipped"]
+    else:
+        assert [s["area"] for s in results["skipped"]] == ["agent"], results["skipped"]
 
 
 def test_markdown_table_has_a_row_per_figure(quick: tuple[Path, dict[str, Any], str]) -> None:
     out, results, _ = quick
     text = (out / "results.md").read_text(encoding="utf-8")
     assert "| area | benchmark | median [min - max] | reference |" in text
-    rows = [line for line in text.splitlines() if line.startswith(("| kernels |", "| detectors |"))]
+    rows = [line for line in text.splitlines()
+            if line.startswith(tuple(f"| {area} |" for area in results["areas"]))]
     figure_rows = [r for r in rows if r.count("|") >= 9]
     assert len(figure_rows) == len(results["figures"])
     assert results["machine"]["cpu"] in text
@@ -128,7 +146,8 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_plots_are_real_pngs(quick: tuple[Path, dict[str, Any], str]) -> None:
     out, _, _ = quick
-    for name in ("ratios.png", "rates_kernels.png", "rates_detectors.png"):
+    areas = ("kernels", "detectors", "agent") if AGENT else ("kernels", "detectors")
+    for name in ("ratios.png", *(f"rates_{area}.png" for area in areas)):
         path = out / name
         width, height = _png_size(path)
         assert width >= 400, (name, width)
