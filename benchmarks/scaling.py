@@ -1,0 +1,210 @@
+"""Scaling area: cost per sample and per frame as the number of signals grows (issue 6).
+
+Messages go the agent's way, in process: real payloads (``encode_json_scalar``, int16
+``encode_frame``) into :meth:`shopfloor.ingest.Ingest.on_message` (topic match, decode, signal
+cap, queue), one drain of the queue, :meth:`shopfloor.worker.Worker.process` (grouping,
+pipelines, alarm bookkeeping). Each timed call is one batch: the messages that arrive in 50 ms
+at a fixed total rate, spread round-robin over the signals, so with more signals a batch holds
+fewer samples of each and the per-signal overhead shows.
+
+=================================================  ==========================================
+subject                                            reference
+=================================================  ==========================================
+scalar JSON, N signals (2,000 msgs/s total,        scalar JSON, 1 signal (the same batches,
+100 messages a batch)                              all of one signal)
+int16 frames of 2048 at 12 kHz, N sensors          the same frames, 1 sensor
+(200 frames/s total, 10 a batch)
+memory per frame pipeline (after warm-up)          memory per scalar pipeline
+=================================================  ==========================================
+
+N is 10, 100 and 1,000 (quick: 10 and 100). Every pipeline is past its warm-up before it is
+timed (its detector and threshold have learned), as in a running plant. Default stages: the
+z-score detector, the quantile threshold, the alarm; frames get the 16 default features.
+Memory is what :mod:`tracemalloc` sees allocated per pipeline (NumPy arrays included) once
+the pipeline has scored its warm-up batch; the process itself (interpreter, NumPy, Numba,
+about 160 MiB) comes on top.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+
+from benchmarks.harness import Bench, Case, Figure
+from shopfloor.agent_config import AgentConfig, parse_agent_config
+from shopfloor.codecs import encode_frame, encode_json_scalar
+from shopfloor.ingest import BoundedQueue, Ingest
+from shopfloor.pipeline import Plant
+from shopfloor.worker import Worker
+
+__all__ = ["CORE_SHARE", "Feed", "run"]
+
+T0 = 1_750_000_000.0
+DRAIN_S = 0.05
+SCALAR_RATE = 2_000.0  # messages/s in total
+FRAME_RATE = 200.0  # frames/s in total: 34 sensors streaming 12 kHz without a gap
+FRAME_LEN = 2048
+SAMPLE_RATE = 12_000.0
+CORE_SHARE = 0.5  # 50% headroom: plan to load one core half
+WARM_SAMPLES = 200
+WARM_FRAMES = 40
+KIB = 1024.0
+
+CONFIG = """
+[agent]
+max_signals = {signals}
+queue_size = 100000
+batch_max = 100000
+
+[[subscriptions]]
+topic = "plant/{{asset}}/{{signal}}"
+codec = "json"
+
+[[subscriptions]]
+topic = "vib/{{asset}}/{{signal}}"
+codec = "frame"
+features = {{ sample_rate = {rate} }}
+"""
+
+
+def config(signals: int) -> AgentConfig:
+    """JSON scalars on ``plant/...``, 12 kHz frames on ``vib/...``; room for ``signals``."""
+    text = CONFIG.format(signals=max(signals, 1), rate=SAMPLE_RATE)
+    return parse_agent_config(text, source="bench.toml")
+
+
+class Feed:
+    """``signals`` signals of one kind behind an ingest, a queue and a worker.
+
+    :meth:`batch` puts the next ``per_batch`` payloads (round-robin over the signals) through
+    ingest and hands the queue's drain to the worker, as one turn of the agent's loop does.
+    """
+
+    def __init__(self, kind: str, signals: int, per_batch: int, seed: int) -> None:
+        cfg = config(signals)
+        self.queue = BoundedQueue(cfg.agent.queue_size, cfg.agent.drop_policy)
+        self.ingest = Ingest(cfg, self.queue)
+        self.worker = Worker(cfg, Plant(cfg.pipeline), self.queue)
+        self.per_batch = per_batch
+        prefix = "plant" if kind == "scalar" else "vib"
+        self.topics = [f"{prefix}/asset-{i // 50}/s{i % 50}" for i in range(signals)]
+        rng = np.random.default_rng(seed)
+        if kind == "scalar":
+            self.payloads = [encode_json_scalar(T0 + i, v)
+                             for i, v in enumerate(rng.normal(50.0, 2.0, 997))]
+        else:
+            t = np.arange(FRAME_LEN) / SAMPLE_RATE
+            self.payloads = [
+                encode_frame(T0 + i, SAMPLE_RATE, 0.3 * np.sin(2 * np.pi * 29.5 * t + i)
+                             + 0.05 * rng.standard_normal(FRAME_LEN))
+                for i in range(31)
+            ]
+        self._next = 0
+
+    def batch(self) -> None:
+        """One drain's worth of messages, from payload to pipeline."""
+        start = self._next
+        topics, payloads = self.topics, self.payloads
+        for j in range(start, start + self.per_batch):
+            self.ingest.on_message(topics[j % len(topics)], payloads[j % len(payloads)], T0)
+        self._next = start + self.per_batch
+        self.worker.process(self.queue.get_batch(len(self.queue) + 1, 0.0))
+
+    def warm(self, rounds: int) -> None:
+        """Every signal past its warm-up: ``rounds`` messages each, in big batches."""
+        for _ in range(rounds * len(self.topics) // self.per_batch + 1):
+            self.batch()
+
+
+def run(bench: Bench) -> None:
+    """Scalar and frame scaling figures, capacity notes, memory per pipeline."""
+    counts = (1, 10, 100) if bench.mode.quick else (1, 10, 100, 1000)
+    scalar = _series(bench, "scalar", counts, round(SCALAR_RATE * DRAIN_S), WARM_SAMPLES,
+                     "scalar JSON", "samples/s", "sample")
+    frame = _series(bench, "frame", counts, round(FRAME_RATE * DRAIN_S), WARM_FRAMES,
+                    f"int16 frames of {FRAME_LEN} at {SAMPLE_RATE / 1e3:g} kHz", "frames/s",
+                    "frame")
+    _memory(bench)
+    bench.progress(f"[{bench.area}] one core at {CORE_SHARE:.0%}: "
+                   f"{CORE_SHARE / scalar:,.0f} quality signals at 1 sample/s, "
+                   f"{CORE_SHARE / frame:,.0f} frames/s "
+                   f"({CORE_SHARE / frame / (SAMPLE_RATE / FRAME_LEN):,.0f} sensors streaming "
+                   f"{SAMPLE_RATE / 1e3:g} kHz without a gap)")
+
+
+def _series(bench: Bench, kind: str, counts: tuple[int, ...], per_batch: int, warm: int,
+            label: str, unit: str, what: str) -> float:
+    """One figure per signal count against 1 signal; returns seconds per item at the most."""
+    one = Feed(kind, 1, per_batch, seed=1)
+    bench.first_call(f"{label}, 1 signal", lambda: one.warm(warm))
+    reference = Case(f"{label}, 1 signal", one.batch, per_batch, unit=unit)
+    seconds = 0.0
+    for n in counts[1:]:
+        feed = Feed(kind, n, per_batch, seed=n)
+        feed.warm(warm)
+        fig, = bench.compare(Case(f"{label}, {n} signals", feed.batch, per_batch, unit=unit),
+                             [reference])
+        seconds = 1.0 / fig.median
+        fig.note = _capacity_note(kind, n, per_batch, seconds, 1.0 / fig.reference_median, what)
+    return seconds
+
+
+def _capacity_note(kind: str, n: int, per_batch: int, seconds: float, one: float,
+                   what: str) -> str:
+    us = 1e6
+    text = (f"{seconds * us:.1f} µs per {what} ({one * us:.1f} at 1 signal); "
+            f"batches of {per_batch} through ingest (decode) and the worker")
+    fits = CORE_SHARE / seconds
+    if kind == "scalar":
+        return f"{text}; half a core holds {fits:,.0f} signals at 1 sample/s"
+    per_sensor = SAMPLE_RATE / FRAME_LEN
+    return (f"{text}; half a core holds {fits:,.0f} frames/s: {fits:,.0f} sensors at 1 frame/s "
+            f"or {fits / per_sensor:,.0f} streaming {SAMPLE_RATE / 1e3:g} kHz "
+            f"({per_sensor:.2f} frames/s)")
+
+
+def pipeline_bytes(kind: str, signals: int) -> float:
+    """Bytes :mod:`tracemalloc` sees per pipeline after each has scored its warm-up batch."""
+    cfg = config(signals)
+    plant = Plant(cfg.pipeline)
+    sub = 0 if kind == "scalar" else 1
+    rng = np.random.default_rng(5)
+    if kind == "scalar":
+        data: Callable[[], np.ndarray] = lambda: rng.normal(50.0, 2.0, WARM_SAMPLES)  # noqa: E731
+    else:
+        data = lambda: rng.standard_normal((WARM_FRAMES, FRAME_LEN))  # noqa: E731
+    batches = [data() for _ in range(signals)]  # allocated before counting starts
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(signals):
+            pipe = plant.add_signal(cfg.subscriptions[sub].signal_spec("asset", f"s{i}"), sub)
+            pipe.process(batches[i])
+        # Results of the last batch are garbage now; what stays is the pipelines.
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return (after - before) / signals
+
+
+def _memory(bench: Bench) -> None:
+    n = bench.size(20, 100)
+    rounds = 3
+    scalar = [pipeline_bytes("scalar", n) / KIB for _ in range(rounds)]
+    frame = [pipeline_bytes("frame", n) / KIB for _ in range(rounds)]
+    ratios = [s / f for s, f in zip(scalar, frame, strict=True)]
+    bench.add(Figure(
+        area=bench.area, name="memory per frame pipeline", unit="KiB",
+        median=statistics.median(frame), min=min(frame), max=max(frame),
+        reference="memory per scalar pipeline", reference_median=statistics.median(scalar),
+        reference_min=min(scalar), reference_max=max(scalar),
+        ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
+        repeats=rounds, better="lower",
+        note=f"tracemalloc over {n} pipelines each, after a warm-up batch ({WARM_SAMPLES} "
+        f"samples; {WARM_FRAMES} frames of {FRAME_LEN}); default stages (z-score, quantile "
+        "threshold, alarm)",
+    ))
+
