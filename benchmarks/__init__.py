@@ -17,11 +17,21 @@ agent
     The agent process (``shopfloor run``) against a bare paho subscriber through one
     Mosquitto: sustained rate for scalar JSON and int16 frames, publish-to-event latency at
     2,000 messages/s, CPU and RSS (issue 3's performance targets; skipped without mosquitto).
+startup
+    ``shopfloor run`` from process start to systemd's ``READY=1`` with an empty and a warm
+    Numba cache, and its RSS at READY with and without a River detector (issue 5's targets;
+    skipped without mosquitto).
+metrics
+    Rendering ``/metrics`` at the 2,000-signal cap against a plain registry of the same series,
+    and the metrics' share of the worker's per-message cost (issue 4).
+scaling
+    Cost per JSON sample and per 2048-sample frame from payload through ingest and worker as
+    signals grow from 1 to 1,000, what half a core holds, memory per pipeline (issue 6).
 """
 
 from __future__ import annotations
 
 #: Benchmark areas in the order ``all`` runs them.
-AREAS: tuple[str, ...] = ("kernels", "detectors", "agent")
+AREAS: tuple[str, ...] = ("kernels", "detectors", "agent", "startup", "metrics", "scaling")
 
 __all__ = ["AREAS"]
