@@ -191,8 +191,8 @@ def pipeline_bytes(kind: str, signals: int) -> float:
 
 
 def _memory(bench: Bench) -> None:
-    n = bench.size(20, 100)
-    rounds = 3
+    n = bench.size(20, 50)
+    rounds = bench.mode.repeats
     scalar = [pipeline_bytes("scalar", n) / KIB for _ in range(rounds)]
     frame = [pipeline_bytes("frame", n) / KIB for _ in range(rounds)]
     ratios = [s / f for s, f in zip(scalar, frame, strict=True)]
