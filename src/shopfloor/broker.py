@@ -164,6 +164,10 @@ class Mosquitto:
             f"log_dest file {self.log_file}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "connection_messages true",
+            # Mosquitto's default of 1000 queued QoS 1 messages per client silently drops the
+            # rest when a subscriber falls behind (a busy CI machine, a burst in a test, the
+            # demo at high speed); deploy/mosquitto/mosquitto.conf raises it for plants too.
+            "max_queued_messages 100000",
             # Started as root, mosquitto would switch to the 'mosquitto' user, which cannot
             # read our temporary directory; as anyone else this line is ignored.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
