@@ -28,7 +28,7 @@ from broker import wait_until
 from shopfloor.agent import Agent
 from shopfloor.agent_config import parse_agent_config
 from shopfloor.broker import Mosquitto
-from shopfloor.codecs import Samples
+from shopfloor.codecs import Frame, Samples
 from shopfloor.ingest import Item
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -192,6 +192,10 @@ reconnect_min_delay = 0.1
 reconnect_max_delay = 0.5
 [[subscriptions]]
 topic = "plant/{{asset}}/{{signal}}"
+[[subscriptions]]
+topic = "vib/{{asset}}/{{signal}}"
+codec = "frame"
+features = {{ sample_rate = 12000.0 }}
 [metrics]
 port = 0
 [state]
@@ -223,7 +227,10 @@ def exported_names(mosquitto: Mosquitto, tmp_path: Path) -> set[str]:
         for j, name in enumerate(("force", "stroke")):
             agent.queue.put(Item(f"press-1/{name}", 0, (), Samples(ts, x[:, j]), time.time()))
         agent.ingest.on_message("elsewhere/x", b"1", time.time())  # a rejected message
-        assert wait_until(lambda: agent.worker.processed >= 2, 10)
+        frame = Frame(time.time(), 12_000.0, rng.normal(0.0, 0.1, 2048))  # frame features
+        agent.ingest.admitted.add("pump-1/accel")
+        agent.queue.put(Item("pump-1/accel", 1, (), frame, time.time()))
+        assert wait_until(lambda: agent.worker.processed >= 3, 10)
         assert wait_until(lambda: agent.last_checkpoint is not None, 10)
         url = f"http://127.0.0.1:{agent.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:

@@ -133,6 +133,11 @@ class AgentCollector(Collector):
         )
         failed.add_metric([], a.events.failed)
         yield failed
+        if a.checkpoints is not None:
+            ckfail = CounterMetricFamily("shopfloor_checkpoint_failures",
+                                         "Checkpoint writes the disk refused (logged).")
+            ckfail.add_metric([], a.checkpoints.failed)
+            yield ckfail
         errors = CounterMetricFamily(
             "shopfloor_worker_errors", "Batches the worker failed on (logged)."
         )
@@ -181,6 +186,14 @@ class AgentCollector(Collector):
                 "1 while the signal is still learning before alarms.",
                 labels=labels,
             ),
+            "value": GaugeMetricFamily(
+                "shopfloor_signal_value", "Latest accepted value of a scalar signal.",
+                labels=labels,
+            ),
+            "feature": GaugeMetricFamily(
+                "shopfloor_signal_feature", "Latest features of a vibration frame signal.",
+                labels=[*labels, "feature"],
+            ),
             "last": GaugeMetricFamily(
                 "shopfloor_signal_last_sample_timestamp_seconds",
                 "Timestamp of the latest sample.",
@@ -209,6 +222,11 @@ class AgentCollector(Collector):
                 fam["threshold"].add_metric(lv, status.threshold)
             fam["active"].add_metric(lv, float(status.state == AlarmState.ACTIVE))
             fam["warming"].add_metric(lv, float(status.state == AlarmState.WARMING_UP))
+            if math.isfinite(status.value):
+                fam["value"].add_metric(lv, status.value)
+            for feature, value in status.features.items():
+                if math.isfinite(value):
+                    fam["feature"].add_metric([*lv, feature], value)
             if math.isfinite(status.last_time):
                 fam["last"].add_metric(lv, status.last_time)
             fam["raised"].add_metric(lv, status.alarms)

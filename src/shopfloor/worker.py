@@ -40,6 +40,9 @@ class SignalStatus:
     alarms: int = 0
     last_time: float = math.nan  # timestamp of the latest sample
     last_arrival: float = math.nan
+    # The latest accepted sample: its value (scalar signals) or its feature row (frames).
+    value: float = math.nan
+    features: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -175,6 +178,11 @@ class Worker:
         if scored.size:
             last = scored[-1]
             status.score, status.threshold = float(r.score[last]), float(r.threshold[last])
+            row = batch.features[last]
+            if feature_names:
+                status.features = dict(zip(feature_names, map(float, row), strict=True))
+            else:
+                status.value = float(row[0])
         before = status.state
         if len(r.state):
             status.state = AlarmState(int(r.state[-1]))
