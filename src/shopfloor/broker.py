@@ -18,9 +18,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["BrokerError", "Mosquitto", "TlsFiles", "find_mosquitto", "free_port",
-           "make_tls_files"]
+           "make_tls_files", "stop_process"]
 
 HOST = "127.0.0.1"
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
@@ -223,15 +224,8 @@ class Mosquitto:
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Send ``sig`` and wait for the process; SIGKILL if it outlives ``timeout``."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        if proc is not None:
+            stop_process(proc, sig, timeout)
 
     def restart(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop with ``sig`` and start again on the same port."""
@@ -244,3 +238,16 @@ class Mosquitto:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM,
+                 timeout: float = 10.0) -> int | None:
+    """Send ``sig`` to a child and wait; SIGKILL if it outlives ``timeout``. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
