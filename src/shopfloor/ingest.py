@@ -58,7 +58,8 @@ class BoundedQueue:
                     return
                 self._items.popleft()
             self._items.append(item)
-            self._ready.notify()
+            if len(self._items) == 1:  # only an empty queue has a waiting worker to wake
+                self._ready.notify()
 
     def get_batch(self, max_items: int, timeout: float) -> list[Item]:
         """Up to ``max_items`` items, waiting at most ``timeout`` seconds for the first."""

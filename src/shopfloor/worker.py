@@ -99,7 +99,12 @@ class Worker:
 
     def run_once(self, timeout: float = 0.2) -> int:
         """Process one batch (waiting up to ``timeout`` for it); returns the items handled."""
-        items = self.queue.get_batch(self.config.agent.batch_max, timeout)
+        limit = self.config.agent.batch_max
+        items = self.queue.get_batch(limit, timeout)
+        linger = self.config.agent.batch_linger
+        if items and linger > 0 and len(items) < limit:
+            time.sleep(linger)  # let the batch fill (this also frees the GIL for the network)
+            items += self.queue.get_batch(limit - len(items), 0.0)
         if items:
             self.process(items)
         return len(items)
