@@ -18,7 +18,7 @@ CPU per message (saturated), cores (2,000/s)    the same of the subscriber    re
 RSS (VmRSS) at steady state                     the same of the subscriber    reported
 ==============================================  ============================  ================
 
-Saturation: the publisher doubles its paced rate in short steps until a consumer falls behind,
+Saturation: the publisher triples its paced rate in short steps until a consumer falls behind,
 which estimates what it can take, then offers :data:`OVERLOAD` times that (raised whenever a
 round shows more), so the consumer is the bottleneck without the broker spending the shared
 cores on a flood it would mostly drop (a flood starves the consumer on two cores). A round is
@@ -163,13 +163,13 @@ def _interleaved(bench: Bench, sides: tuple[Side, Side],
 
 def _capacity(rig: Rig, side: Side, load: str, sizes: Sizes, first: Round) -> float:
     """What ``side`` can take: from one core's worth at the CPU per message of its first
-    round, doubled until it falls behind (by 15 %, or dropping anything)."""
+    round, tripled until it falls behind (by 15 %, or dropping anything)."""
     rate = max(START_RATE[load], 1.0 / first.cpu)
-    for _ in range(6):
+    for _ in range(5):
         r = rig.throughput(side, load, rate, sizes.step / 2, sizes.step / 2)
         if r.rate < 0.85 * rate or r.lost or r.dropped:
             return r.rate
-        rate *= 2.0
+        rate *= 3.0
     return r.rate
 
 

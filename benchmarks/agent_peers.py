@@ -20,6 +20,7 @@ observer
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import socket
@@ -105,6 +106,11 @@ class Payloads:
         return b'{"ts":%r,"value":%s}' % (ts, self.values[i % len(self.values)].encode())
 
 
+@functools.cache
+def _payloads(kind: str) -> Payloads:
+    return Payloads(kind)  # made once per process: 64 frames take a moment to encode
+
+
 def _topics(prefix: str, signals: int) -> list[bytes]:
     return [f"{prefix}/s{k:03d}".encode() for k in range(signals)]
 
@@ -114,7 +120,7 @@ def flood(port: int, prefix: str, kind: str, signals: int, rate: float | None,
     """Publish healthy samples round-robin over ``signals`` for ``seconds``, paced at ``rate``
     messages/s or (``None``) as fast as the broker reads them."""
     pub = RawPublisher(port, f"sfbench-pub-{time.monotonic_ns()}")
-    payloads, topics = Payloads(kind), _topics(prefix, signals)
+    payloads, topics = _payloads(kind), _topics(prefix, signals)
     sent, start = 0, time.monotonic()
     end = start + seconds
     try:
@@ -144,7 +150,7 @@ def paced_anomalies(port: int, prefix: str, signals: int, rate: float, every: in
     if math.gcd(every, signals) != 1:
         raise ValueError(f"every={every} must be coprime with signals={signals}")
     pub = RawPublisher(port, f"sfbench-lat-{time.monotonic_ns()}")
-    payloads, topics = Payloads("json"), _topics(prefix, signals)
+    payloads, topics = _payloads("json"), _topics(prefix, signals)
     ids = ["/".join(t.decode().rsplit("/", 2)[-2:]) for t in topics]  # asset/signal
     spikes: list[tuple[str, float]] = []
     sent, start = 0, time.monotonic()

@@ -22,7 +22,7 @@ SIGNALS = {"json": 100, "frame": 20, "lat": 100}
 ASSETS = {"json": "line", "frame": "motor", "lat": "press"}  # distinct: signal ids differ
 LATENCY_RATE = 2000.0
 SPIKE_EVERY = 21  # coprime with the 100 signals: about 95 spikes a second, on each in turn
-DRAIN_POLL = 0.1  # seconds between scrapes while draining (a scrape costs the agent ~6 ms)
+DRAIN_POLL = 0.05  # seconds between scrapes while draining (a scrape costs the agent ~6 ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class AgentSide:
 
     def drain(self, expected: float, timeout: float) -> Snap:
         """Until the queue is empty and ``expected`` messages were read, or nothing moved for
-        0.3 s (what the broker dropped never comes)."""
+        0.15 s (what the broker dropped never comes)."""
         deadline = time.monotonic() + timeout
         last = self.snap()
         still = 0
