@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from shopfloor.agent import Agent
 from shopfloor.agent_config import parse_agent_config
 from shopfloor.broker import INSTALL_HINT, BrokerError, Mosquitto, find_mosquitto, free_port
+from shopfloor.embedded_broker import EmbeddedBroker
 from shopfloor.errors import UserError
 from shopfloor.liveview import AgentView, SignalView, run_view
 from shopfloor.simulate import Plant, agent_config_toml, publish, standard_faults
@@ -38,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="simulated seconds per wall-clock second (default: 10)")
     p.add_argument("--metrics-port", type=int, default=9817,
                    help="port of the agent's /metrics (default: 9817; 0 = any free port)")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
+                   help="auto: Mosquitto when installed, else an embedded broker (the 'demo' "
+                   "extra; MQTT 3.1.1)")
     p.add_argument("--offline", action="store_true",
                    help="replay a synthetic pump CSV instead (no broker needed)")
     p.add_argument("--out", default="shopfloor-demo",
@@ -71,14 +75,15 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UserError("--duration must be a number of seconds > 0")
     if not (math.isfinite(args.speed) and 0.1 <= args.speed <= 1000):
         raise UserError("--speed must be between 0.1 and 1000")
-    binary = find_mosquitto()
-    if binary is None:
-        raise UserError(f"the demo needs Mosquitto: {INSTALL_HINT}, or run it with --offline")
+    binary = find_mosquitto() if args.broker != "embedded" else None
+    if binary is None and args.broker == "mosquitto":
+        raise UserError(f"--broker mosquitto: Mosquitto is not installed; {INSTALL_HINT}")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with tempfile.TemporaryDirectory(prefix="shopfloor-demo-") as work:
-        broker = Mosquitto(binary, Path(work), persistence=False)
+        broker: Mosquitto | EmbeddedBroker = (
+            Mosquitto(binary, Path(work), persistence=False) if binary else EmbeddedBroker())
         try:
             broker.start()
         except BrokerError as exc:
@@ -89,14 +94,15 @@ def run_demo(args: argparse.Namespace) -> int:
             broker.stop()
 
 
-def _run(broker: Mosquitto, args: argparse.Namespace, stop: threading.Event) -> int:
+def _run(broker: Mosquitto | EmbeddedBroker, args: argparse.Namespace,
+         stop: threading.Event) -> int:
     plant = demo_plant()
     metrics_port = args.metrics_port if args.metrics_port else free_port()
-    config = parse_agent_config(
-        agent_config_toml(plant, broker.host, broker.port, client_id="shopfloor-demo",
-                          metrics_port=metrics_port),
-        source="<demo config>",
-    )
+    toml = agent_config_toml(plant, broker.host, broker.port, client_id="shopfloor-demo",
+                             metrics_port=metrics_port)
+    if isinstance(broker, EmbeddedBroker):  # it speaks MQTT 3.1.1 only
+        toml = toml.replace('protocol = "5"', 'protocol = "3.1.1"')
+    config = parse_agent_config(toml, source="<demo config>")
     agent = Agent(config, CollectorRegistry())
     agent.start()
     t0 = time.time()
@@ -104,10 +110,12 @@ def _run(broker: Mosquitto, args: argparse.Namespace, stop: threading.Event) -> 
         target=publish, name="simulator", daemon=True,
         kwargs={"plant": plant, "host": broker.host, "port": broker.port, "t0": t0,
                 "realtime": True, "speed": args.speed, "stop": stop,
-                "client_id": "shopfloor-demo-sim"},
+                "client_id": "shopfloor-demo-sim",
+                "protocol": "3.1.1" if isinstance(broker, EmbeddedBroker) else "5"},
     )
     sim.start()
-    print(f"shopfloor demo: broker 127.0.0.1:{broker.port}, metrics "
+    kind = "embedded broker" if isinstance(broker, EmbeddedBroker) else "Mosquitto"
+    print(f"shopfloor demo: {kind} 127.0.0.1:{broker.port}, metrics "
           f"http://127.0.0.1:{agent.metrics_port}/metrics, simulation x{args.speed:g}; "
           f"faults on motor-1 and station-2 from {FAULT_START:g} simulated seconds. "
           "Ctrl-C to stop.", flush=True)

@@ -472,6 +472,7 @@ def publish(
     stop: threading.Event | None = None,
     client_id: str = "",
     connect_timeout: float = 10.0,
+    protocol: str = "5",
     flush_timeout: float = 10.0,
 ) -> PublishReport:
     """Publish ``plant``'s messages to an MQTT broker until a bound or ``stop`` is reached.
@@ -502,7 +503,7 @@ def publish(
     stop = stop or threading.Event()
     connected = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+                         protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)
     client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else connected.set()
     client.on_disconnect = lambda c, u, f, rc, p: connected.clear()
     client.reconnect_delay_set(1, 10)
