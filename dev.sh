@@ -12,7 +12,7 @@ VENV=.venv
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 ensure_system_packages() {
-  local wanted=(mosquitto prometheus) missing=()
+  local wanted=(mosquitto prometheus openssl systemd) missing=()
   # python3 may come from elsewhere (pyenv, a CI image): only working venv support matters.
   python3 -c 'import venv, ensurepip' 2>/dev/null || wanted+=(python3 python3-venv python3-pip)
   for p in "${wanted[@]}"; do

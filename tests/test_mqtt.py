@@ -194,8 +194,8 @@ def test_handler_errors_are_contained(
 def test_tls_with_client_certificate(
     mosquitto_factory: BrokerFactory, make_link: LinkFactory,
 ) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command makes the test certificates; it is not installed")
+    assert shutil.which("openssl"), "the openssl command makes the test certificates: " \
+        "`./dev.sh test` installs it (Debian package openssl)"
     broker = mosquitto_factory(tls=True)
     files = broker.tls_files
     assert files is not None

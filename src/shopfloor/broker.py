@@ -169,6 +169,9 @@ class Mosquitto:
             # rest when a subscriber falls behind (a busy CI machine, a burst in a test, the
             # demo at high speed); deploy/mosquitto/mosquitto.conf raises it for plants too.
             "max_queued_messages 100000",
+            # Without it, Nagle holds back small messages to a client that also publishes (the
+            # agent's events), adding tens of ms to every alarm; the plant config sets it too.
+            "set_tcp_nodelay true",
             # Started as root, mosquitto would switch to the 'mosquitto' user, which cannot
             # read our temporary directory; as anyone else this line is ignored.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",

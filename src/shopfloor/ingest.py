@@ -89,6 +89,7 @@ class Ingest:
         self.admitted: set[str] = {s.id for s in config.pipeline.signals}
         self.closed = False
         self.deferred = 0  # messages left with the broker while shutting down
+        self._routes: dict[str, tuple[int, dict[str, str]]] = {}  # topic -> (subscription, fields)
         self._errors = RateLimitedLog(log)
 
     def on_message(self, topic: str, payload: bytes, arrival: float) -> bool:
@@ -98,13 +99,31 @@ class Ingest:
             self.deferred += 1
             return False
         self.received += 1
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+        if route[0] < 0:
+            self._reject("unknown_topic", topic, "no subscription template matches it")
+        else:
+            index, fields = route
+            self._accept(index, self.config.subscriptions[index], fields, topic, payload,
+                         arrival)
+        return True
+
+    def _route(self, topic: str) -> tuple[int, dict[str, str]]:
+        # Matching every template per message cost a tenth of the network thread; topics
+        # repeat, so the answer is remembered - for at most 2 x max_signals topics, so a flood
+        # of new topics cannot grow it (it is simply cleared and refilled).
+        route: tuple[int, dict[str, str]] = (-1, {})
         for index, sub in enumerate(self.config.subscriptions):
             fields = sub.template.match(topic)
             if fields is not None:
-                self._accept(index, sub, fields, topic, payload, arrival)
-                return True
-        self._reject("unknown_topic", topic, "no subscription template matches it")
-        return True
+                route = (index, fields)
+                break
+        if len(self._routes) >= 2 * self.config.agent.max_signals:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
 
     def _reject(self, reason: str, topic: str, detail: str) -> None:
         # Counted always; logged once a minute per reason, naming one offending topic.
