@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from shopfloor.broker import Mosquitto
+from shopfloor.broker import Mosquitto, stop_process
 
 __all__ = ["AgentProcess", "BenchError", "Broker", "Counters", "Peer", "agent_toml",
            "cpu_seconds", "rss_bytes"]
@@ -55,16 +55,6 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _stop(proc: subprocess.Popen[Any], sig: signal.Signals, timeout: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
 
 
 class Broker(Mosquitto):
@@ -133,7 +123,7 @@ class Peer:
                 self.proc.stdin.flush()
         except OSError:
             pass
-        _stop(self.proc, signal.SIGTERM, 5.0)
+        stop_process(self.proc, signal.SIGTERM, 5.0)
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 pipe.close()
@@ -205,7 +195,7 @@ class AgentProcess:
         raise BenchError(f"the agent was not connected within {timeout:g} s:\n{_tail(self.log)}")
 
     def close(self) -> None:
-        _stop(self.proc, signal.SIGTERM, 20.0)
+        stop_process(self.proc, signal.SIGTERM, 20.0)
 
 
 def agent_toml(broker_port: int, metrics_port: int, events_prefix: str) -> str:
