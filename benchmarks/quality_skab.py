@@ -109,17 +109,16 @@ def label_file(config: PipelineConfig, data: SkabFile) -> Labels:
     """
     plant = Plant(config)
     n = data.times.size
-    batches = {sid: pipe.process(data.values[pipe.spec.column or pipe.spec.name])
-               for sid, pipe in plant.signals.items()}
+    batches, assets = plant.process({sid: data.values[pipe.spec.column or pipe.spec.name]
+                                     for sid, pipe in plant.signals.items()})
     signal_active = np.zeros(n, dtype=np.bool_)
     out: Labels = {}
     for sid, batch in batches.items():
         out[plant.signals[sid].spec.name] = batch.result.state == AlarmState.ACTIVE
         signal_active |= out[plant.signals[sid].spec.name]
     asset_active = np.zeros(n, dtype=np.bool_)
-    for name, pipe in plant.assets.items():
-        result = pipe.process(plant.asset_row(name, batches)).result
-        asset_active |= result.state == AlarmState.ACTIVE
+    for asset in assets.values():
+        asset_active |= asset.result.state == AlarmState.ACTIVE
     return {**out, "any": signal_active | asset_active, "asset": asset_active}
 
 

@@ -9,6 +9,7 @@ pipelines of one configuration, with one state for checkpoints.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,6 +177,18 @@ class Plant:
             values[b.reason != 0] = np.nan
             parts.append(values)
         return np.column_stack(parts) if parts else np.empty((0, 0))
+
+    def process(
+        self, columns: Mapping[str, NDArray[np.float64]]
+    ) -> tuple[dict[str, SignalBatch], dict[str, AssetBatch]]:
+        """Score samples taken at shared times (a table's rows): each signal its column, then
+        each asset the rows its signals make (rejected samples hold the last value)."""
+        signals = {sid: self.signals[sid].process(v) for sid, v in columns.items()}
+        assets = {
+            name: pipe.process(self.asset_row(name, signals))
+            for name, pipe in self.assets.items()
+        }
+        return signals, assets
 
     def get_state(self) -> State:
         return {

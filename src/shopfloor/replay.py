@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from shopfloor.config import PipelineConfig, config_from_dict
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.errors import InputError
-from shopfloor.pipeline import Plant, SignalBatch
+from shopfloor.pipeline import AssetBatch, Plant, SignalBatch
 
 __all__ = ["ReplayOptions", "ReplaySummary", "read_table", "replay"]
 
@@ -149,8 +149,8 @@ def replay(
         writer = _Writer(out, plant)
         summary = ReplaySummary(signals=tuple(plant.signals))
         for times, raw_times, values in _chunks(table, config):
-            batches = {sid: plant.signals[sid].process(v) for sid, v in values.items()}
-            anomaly = writer.write(raw_times, batches)
+            batches, assets = plant.process(values)
+            anomaly = writer.write(raw_times, batches, assets)
             summary.rows += len(times)
             summary.anomaly_rows += int(anomaly.sum())
             if plot_rows is not None:
@@ -254,7 +254,8 @@ class _Writer:
         self.raised: dict[str, int] = {}
         self.last_assets: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
 
-    def write(self, raw_times: list[str], batches: dict[str, SignalBatch]) -> NDArray[np.bool_]:
+    def write(self, raw_times: list[str], batches: dict[str, SignalBatch],
+              assets: dict[str, AssetBatch]) -> NDArray[np.bool_]:
         n = len(raw_times)
         columns: list[list[str]] = [raw_times]
         any_anomaly = np.zeros(n, dtype=np.bool_)
@@ -264,8 +265,8 @@ class _Writer:
                 r = batches[sid].result
                 active |= r.state == AlarmState.ACTIVE
                 self.raised[sid] = self.raised.get(sid, 0) + int(r.raised.sum())
-            if asset in self.plant.assets:
-                ab = self.plant.assets[asset].process(self.plant.asset_row(asset, batches))
+            if asset in assets:
+                ab = assets[asset]
                 r = ab.result
                 active |= r.state == AlarmState.ACTIVE
                 self.raised[asset] = self.raised.get(asset, 0) + int(r.raised.sum())
