@@ -90,6 +90,7 @@ class Agent:
         self.worker.on_batch = self.metrics.observe_batch
         self.metrics_server: Any = None
         self._errors = RateLimitedLog(log)
+        self.worker_errors = 0  # batches that raised (logged, counted, the worker goes on)
         self._worker_thread: threading.Thread | None = None
         self._stop_worker = threading.Event()
         self.on_progress: Callable[[], None] = lambda: None  # the systemd watchdog hooks here
@@ -142,8 +143,6 @@ class Agent:
             # Every turn is a sign of life, busy or idle (an idle turn ends after 0.2 s): a
             # worker stuck inside a batch or a checkpoint stops turning, and so stops the pings.
             self.on_progress()
-
-    worker_errors = 0
 
     def _checkpoint(self) -> None:
         assert self.checkpoints is not None
