@@ -21,9 +21,9 @@ from shopfloor.config import (
     PipelineConfig,
     SignalSpec,
     StageSpec,
+    read_config_file,
     read_toml,
 )
-from shopfloor.errors import ConfigError
 from shopfloor.tomlkeys import KeyLines
 from shopfloor.topics import TopicTemplate
 
@@ -196,12 +196,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 def load_agent_config(path: str | Path) -> AgentConfig:
     """Read and validate an agent configuration file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
-    return parse_agent_config(text, source=str(p), base_dir=p.parent)
+    text = read_config_file(path)
+    return parse_agent_config(text, source=str(path), base_dir=Path(path).parent)
 
 
 def parse_agent_config(

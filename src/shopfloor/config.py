@@ -123,12 +123,15 @@ class PipelineConfig:
 
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a TOML configuration file."""
-    p = Path(path)
+    return parse_config(read_config_file(path), source=str(path))
+
+
+def read_config_file(path: str | Path) -> str:
+    """A config file's text; an unreadable file is a :class:`ConfigError` naming it."""
     try:
-        text = p.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
-    return parse_config(text, source=str(p))
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str) -> PipelineConfig:
