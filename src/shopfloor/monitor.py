@@ -38,6 +38,12 @@ class MonitorBatch:
     raised: NDArray[np.bool_]
     cleared: NDArray[np.bool_]
     learned: NDArray[np.bool_]
+    # The sample ended an alarm by adopting the shifted level as the new baseline.
+    adopted: NDArray[np.bool_]
+    # Signal time at which the alarm in force (ACTIVE) started: its first exceedance; NaN else.
+    onset: NDArray[np.float64]
+    # How improbable the recent scores are against the signal's long-run scores, in [0, 1].
+    likelihood: NDArray[np.float64]
 
     @classmethod
     def empty(cls, n: int) -> MonitorBatch:
@@ -50,6 +56,9 @@ class MonitorBatch:
             raised=np.zeros(n, dtype=np.bool_),
             cleared=np.zeros(n, dtype=np.bool_),
             learned=np.zeros(n, dtype=np.bool_),
+            adopted=np.zeros(n, dtype=np.bool_),
+            onset=np.full(n, np.nan),
+            likelihood=np.full(n, np.nan),
         )
 
     def put(self, at: slice | NDArray[np.intp], other: MonitorBatch) -> None:
@@ -80,8 +89,10 @@ class Monitor:
             threshold_spec["initial"] = detector.nominal_threshold(rate, features)
         return cls(detector, build(THRESHOLDS, threshold_spec), Alarm(**spec.alarm))
 
-    def process(self, x: NDArray[np.float64]) -> MonitorBatch:
-        """Run the chain over validated rows ``x`` (n, d) and return per-row results."""
+    def process(
+        self, x: NDArray[np.float64], times: NDArray[np.float64] | None = None
+    ) -> MonitorBatch:
+        """Run the chain over validated rows ``x`` (n, d) at signal ``times`` (n,) seconds."""
         n = x.shape[0]
         out = MonitorBatch.empty(n)
         pos = 0
@@ -179,4 +190,7 @@ def _result(scored: ScoreBatch, threshold: NDArray[np.float64], *alarm: Any) -> 
         raised=raised,
         cleared=cleared,
         learned=learned,
+        adopted=np.zeros(n, dtype=np.bool_),
+        onset=np.full(n, np.nan),
+        likelihood=np.full(n, np.nan),
     )

@@ -57,8 +57,15 @@ class SignalPipeline:
         self.rejected: Counter[str] = Counter()
         self.scored = 0
 
-    def process(self, values: NDArray[np.float64]) -> SignalBatch:
-        """Score samples (n,) of a scalar signal or frames (n, frame_len) of a frame signal."""
+    def process(
+        self, values: NDArray[np.float64], times: NDArray[np.float64] | None = None
+    ) -> SignalBatch:
+        """Score samples (n,) of a scalar signal or frames (n, frame_len) of a frame signal.
+
+        ``times`` (n,) are the samples' signal times in seconds (epoch or any clock that moves
+        with the signal); they drive the alarm's ``adapt_after`` and the ``gap_reset``. Without
+        them each sample counts as one second after the previous one.
+        """
         v = np.asarray(values, dtype=np.float64)
         expected = 2 if self.frames else 1
         if v.ndim != expected:
@@ -75,7 +82,7 @@ class SignalPipeline:
         else:
             features = v.reshape(-1, 1)
         ok = np.flatnonzero(reason == 0)
-        result = _run(self.monitor, features, ok)
+        result = _run(self.monitor, features, ok, times)
         self.scored += int(ok.size)
         if ok.size < len(reason):  # the common case, all accepted, skips the counting
             for code, count in zip(*np.unique(reason[reason != 0], return_counts=True),
@@ -106,7 +113,9 @@ class AssetPipeline:
         self.hold = np.full(len(spec.signals), np.nan)
         self.scored = 0
 
-    def process(self, rows: NDArray[np.float64]) -> AssetBatch:
+    def process(
+        self, rows: NDArray[np.float64], times: NDArray[np.float64] | None = None
+    ) -> AssetBatch:
         """Score rows (n, d): NaN means "no new value", so the held value is used instead.
 
         Rows in which some signal has never had a value are not scored.
@@ -120,7 +129,7 @@ class AssetPipeline:
             if len(col) and seen.any():
                 self.hold[j] = col[np.flatnonzero(seen)[-1]]
         ok = np.flatnonzero(np.isfinite(r).all(axis=1))
-        result = _run(self.monitor, r, ok)
+        result = _run(self.monitor, r, ok, times)
         self.scored += int(ok.size)
         return AssetBatch(signals=self.spec.signals, result=result, rows=r)
 
@@ -179,13 +188,14 @@ class Plant:
         return np.column_stack(parts) if parts else np.empty((0, 0))
 
     def process(
-        self, columns: Mapping[str, NDArray[np.float64]]
+        self, columns: Mapping[str, NDArray[np.float64]],
+        times: NDArray[np.float64] | None = None,
     ) -> tuple[dict[str, SignalBatch], dict[str, AssetBatch]]:
-        """Score samples taken at shared times (a table's rows): each signal its column, then
-        each asset the rows its signals make (rejected samples hold the last value)."""
-        signals = {sid: self.signals[sid].process(v) for sid, v in columns.items()}
+        """Score samples taken at shared ``times`` (a table's rows): each signal its column,
+        then each asset the rows its signals make (rejected samples hold the last value)."""
+        signals = {sid: self.signals[sid].process(v, times) for sid, v in columns.items()}
         assets = {
-            name: pipe.process(self.asset_row(name, signals))
+            name: pipe.process(self.asset_row(name, signals), times)
             for name, pipe in self.assets.items()
         }
         return signals, assets
@@ -213,14 +223,19 @@ def _latest(mask: NDArray[np.bool_]) -> NDArray[np.intp]:
     return idx
 
 
-def _run(monitor: Monitor, rows: NDArray[np.float64], ok: NDArray[np.intp]) -> MonitorBatch:
+def _run(monitor: Monitor, rows: NDArray[np.float64], ok: NDArray[np.intp],
+         times: NDArray[np.float64] | None) -> MonitorBatch:
     """Monitor the accepted rows; rows not scored report the alarm state in force at their time."""
+    t = None if times is None else np.asarray(times, dtype=np.float64).reshape(-1)
+    if t is not None and t.shape[0] != len(rows):
+        raise ValueError(f"times must have one entry per row: {t.shape[0]} for {len(rows)} rows")
     if ok.size == len(rows):  # every row accepted: the monitor's result is the batch's
-        return monitor.process(np.ascontiguousarray(rows))
+        return monitor.process(np.ascontiguousarray(rows), t)
     before = monitor.alarm.state
     result = MonitorBatch.empty(len(rows))
     if ok.size:
-        result.put(ok, monitor.process(np.ascontiguousarray(rows[ok])))
+        result.put(ok, monitor.process(np.ascontiguousarray(rows[ok]),
+                                       None if t is None else t[ok]))
     accepted = np.zeros(len(rows), dtype=np.bool_)
     accepted[ok] = True
     idx = _latest(accepted)
