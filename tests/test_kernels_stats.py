@@ -37,6 +37,10 @@ class RefBaseline:
             a = max(self.alpha, 1.0 / self.n)
             self.mean += a * diff
             self.s = (1.0 - a) * (self.s + diff * (a * diff))
+        # No variation yet (spread at or below the floor): the count restarts at this value.
+        var = (self.s / (self.n - 1) if self.n > 1 else 0.0) if self.alpha == 0.0 else self.s
+        if var <= max(1e-10 * abs(self.mean), 1e-100) ** 2:
+            self.n, self.mean, self.s = 1, v, 0.0
 
     def z(self, v: float) -> float:
         var = (self.s / (self.n - 1) if self.n > 1 else 0.0) if self.alpha == 0.0 else self.s
@@ -354,7 +358,8 @@ def test_ewma_warm_up_is_exact_population_statistics() -> None:
 
 def test_ewma_forgets_with_weight_alpha() -> None:
     state = stats.new_ewma_state(1)
-    x = np.r_[np.zeros(100), np.ones(400)]
+    # A varying start (+-1e-3, mean 0): a constant one would not count (see the next test).
+    x = np.r_[np.tile([1e-3, -1e-3], 50), np.ones(400)]
     stats.ewma_z(x, np.ones(500, dtype=bool), state, alpha=0.01)
     assert state[0, 1] == pytest.approx(1.0 - 0.99**400, rel=1e-9)
 
@@ -472,3 +477,19 @@ def test_max_abs_column_matches_numpy() -> None:
     assert empty[0].shape == empty[1].shape == (0,)
     with pytest.raises(TypeError, match="float64"):
         stats.max_abs_column(np.zeros((2, 2), dtype=np.float32))
+
+
+def test_constant_warmup_scores_zero_then_learns_the_real_spread() -> None:
+    # A setpoint held for 200 samples, then noise of 0.1: the constant part teaches nothing
+    # about the spread, so the first noisy values must not score 1e10 (they score 0.0 until
+    # min_samples varying values are learned), and then the z-scores are in sigma units.
+    rng = np.random.default_rng(5)
+    x = np.r_[np.full(200, 5.0), 5.0 + 0.1 * rng.standard_normal(400)]
+    for kernel, state in ((stats.ewma_z, stats.new_ewma_state(1)),
+                          (stats.welford_z, stats.new_welford_state(1))):
+        kw = {"alpha": 0.001} if kernel is stats.ewma_z else {}
+        z, _ = kernel(x, np.ones(x.size, dtype=bool), state, min_samples=100, **kw)
+        # Counted from the last constant value: ready after 99 varying values.
+        assert np.all(z[:298] == 0.0)
+        assert np.max(np.abs(z[298:])) < 5.0
+        assert state[0, 0] == 401

@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 from shopfloor.detect.rules import RULES, RuleHit, WesternElectricDetector, rule_hits, severity
 from shopfloor.kernels import rules as kr
 from shopfloor.kernels import stats
+from tests.test_kernels_stats import RefBaseline
 
 ALPHA, MIN_SAMPLES = 0.05, 3
 
@@ -27,12 +28,12 @@ def ref_rules(x: np.ndarray, learn: np.ndarray) -> tuple[np.ndarray, np.ndarray]
                             min_samples=MIN_SAMPLES)
     bits = np.zeros(x.shape, dtype=np.uint8)
     for j in range(x.shape[1]):
-        learned, past = 0, list[float]()
+        base, past = RefBaseline(ALPHA), list[float]()
         for i in range(x.shape[0]):
             v, z = float(x[i, j]), float(z_all[i, j])
             if not math.isfinite(v):
                 continue
-            if learned >= MIN_SAMPLES:
+            if base.n >= MIN_SAMPLES:
                 window = [*past, z]
                 last3, last5, last8 = window[-3:], window[-5:], window[-8:]
                 b = 0
@@ -48,7 +49,7 @@ def ref_rules(x: np.ndarray, learn: np.ndarray) -> tuple[np.ndarray, np.ndarray]
                 bits[i, j] = b
                 past.append(z)
             if learn[i]:
-                learned += 1
+                base.learn(v)
     return z_all, bits
 
 

@@ -4,7 +4,8 @@ Every kernel walks the rows of ``x`` (shape (n, d), d independent signals) in ti
 prequential: the value written for row ``i`` uses the baseline learned *before* row ``i``; the
 baseline then learns the row if ``learn[i]`` is set and the value is finite. Non-finite values
 are skipped (output NaN, nothing updated) and counted. Before ``min_samples`` values have been
-learned a column's output is 0.0.
+learned a column's output is 0.0, and values that do not vary (a spread at or below the floor)
+do not count towards them (see :data:`SD_FLOOR_REL`).
 
 State lives in one float64 array per kernel, shape (d, k), updated in place, so a pipeline can
 checkpoint it. Columns 0..2 are always the baseline: count, mean, and the spread term (Welford's
@@ -42,9 +43,9 @@ __all__ = [
     "welford_z",
 ]
 
-#: The spread is floored at ``max(SD_FLOOR_REL * |mean|, SD_FLOOR_ABS)`` so that a signal that
-#: has been exactly constant (a stuck sensor, a setpoint) gives a large finite z for any change
-#: instead of inf (which would poison CUSUM sums). 1e-10 relative is far above float64 rounding
+#: The spread is floored at ``max(SD_FLOOR_REL * |mean|, SD_FLOOR_ABS)``; a baseline whose
+#: learned spread is at or below the floor has seen no variation and restarts its count at the
+#: latest value (so a constant warm-up scores 0.0, not 1e10, once the values start to vary). 1e-10 relative is far above float64 rounding
 #: and far below any real sensor's resolution.
 SD_FLOOR_REL = 1e-10
 SD_FLOOR_ABS = 1e-100
@@ -67,6 +68,15 @@ def _learn(n: float, mean: float, s: float, v: float, alpha: float) -> tuple[flo
         incr = a * diff
         mean += incr
         s = (1.0 - a) * (s + diff * incr)
+    # Values that have not varied beyond the spread floor teach nothing about the spread: a
+    # constant warm-up (a setpoint, a stuck transmitter) would leave a spread of ~0 that turns
+    # the first real noise into z-scores of 1e10, and an alarm that pauses the very learning
+    # that would fix it. So the count restarts at the latest value until the values vary; the
+    # column reports 0.0 until it has seen ``min_samples`` values that do.
+    var = s if alpha > 0.0 else (s / (n - 1.0) if n > 1.0 else 0.0)
+    floor = max(SD_FLOOR_REL * abs(mean), SD_FLOOR_ABS)
+    if var <= floor * floor:
+        return 1.0, v, 0.0
     return n, mean, s
 
 
