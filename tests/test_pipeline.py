@@ -56,8 +56,10 @@ def reference(monitor: Monitor, x: np.ndarray) -> dict[str, np.ndarray]:
         score = probe.score_learn(row, np.zeros(1, dtype=bool)).score
         threshold = monitor.threshold.apply(score, np.zeros(1, dtype=bool))
         alarm = monitor.alarm.update(score > threshold)
-        monitor.detector.score_learn(row, alarm.learn)
-        monitor.threshold.apply(score, alarm.learn, alarm.withheld)
+        monitor.detector.score_learn(row, alarm.learn & ~alarm.adopted)
+        monitor.threshold.apply(score, alarm.learn & ~alarm.adopted, alarm.withheld)
+        if alarm.adopted[0]:  # the shift is the new normal: the detector re-warms
+            monitor.detector.reset()
         for k, v in (
             ("score", score[0]),
             ("threshold", threshold[0]),

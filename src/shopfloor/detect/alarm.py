@@ -18,14 +18,23 @@ Cooldown
     and knows that re-raising is suppressed. Exceedances during the cooldown still count
     towards a run: a fault that outlasts the cooldown is raised as soon as it ends. With
     ``cooldown = 0`` the state goes straight back to NORMAL and COOLDOWN never appears.
+Adopt
+    In ACTIVE, once the alarm has lasted ``adapt_after`` seconds of signal time since its onset
+    (its first exceedance), or ``max_pause`` samples, and has not cleared, the shift is taken as
+    the new normal: the sample is marked ``adopted``, the alarm ends (NORMAL, no cooldown), and
+    the pipeline re-warms the detector's baseline on what comes next (see
+    :class:`shopfloor.monitor.Monitor`). A quiet stretch inside the alarm does not restart
+    that clock, so a long alarm always ends.
 Learning
     With ``pause_learning``, a sample is withheld from learning (``learn`` False) while an
     alarm is active or when the sample itself exceeds, so neither a fault nor the samples
-    leading up to its raise are learned as normal. The pause is bounded: after ``max_pause``
-    consecutive withheld samples, learning resumes (until a sample arrives that neither
-    exceeds nor belongs to an active alarm), so a genuine new normal is learned in the end and
-    its alarm clears. Warm-up samples, and every sample when ``pause_learning`` is False, are
-    learned.
+    leading up to its raise are learned as normal. The pause is bounded by the alarm's end:
+    it clears, or its shift is adopted. Warm-up samples, and every sample when
+    ``pause_learning`` is False, are learned.
+Gaps
+    A gap in signal time longer than ``gap_reset`` seconds ends an active alarm (``cleared`` on
+    the first sample after the gap) and re-warms the detector instead of comparing across the
+    gap; the monitor applies it (:meth:`Alarm.resume`) before it scores that sample.
 
 ``AlarmBatch.withheld`` marks the exceedances withheld from learning *outside* an active alarm
 (lone false alarms and the samples leading up to a raise). A quantile threshold that never
@@ -35,15 +44,19 @@ to :meth:`shopfloor.detect.threshold.QuantileThreshold.apply` so it can count th
 Defaults, for a plant engineer: ``raise_after = 3`` (one lone exceedance at a 1e-3 false-alarm
 rate is routine; three in a row by chance is about 1e-9), ``clear_after = 10`` (a fault that
 flickers around the threshold stays one alarm instead of many), ``cooldown = 0`` (the
-hysteresis already suppresses chatter; set it for signals that flap), ``warmup = 100`` (the
-detectors' own baselines need about that many samples before a score means anything), and
-``max_pause = 3600``: one hour at one sample a second, long enough that an operator sees and
-acts on a real fault before it is learned away, finite so a permanent change (a new tool, a
-recalibrated sensor) becomes normal within the hour. Scale it with your sample rate.
+hysteresis already suppresses chatter; set it for signals that flap), ``warmup = 300`` (the
+detectors' own baselines need 100 samples before a score means anything, and the tail
+threshold calibrates on the 200 scores after that), ``adapt_after = 3600`` seconds: long
+enough that an operator sees and acts on a real fault before it becomes the new normal, short
+enough that a permanent change (a new tool, a recalibrated sensor) stops alarming within the
+hour; ``max_pause = 100000`` samples, a backstop for streams without real times (28 hours at
+1 Hz); and ``gap_reset = 21600`` seconds: a network blip or a break compares across the gap,
+a weekend or a maintenance stop (over six hours) re-warms.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -79,6 +92,10 @@ class AlarmBatch:
         The sample cleared an alarm.
     learn
         The sample may be learned (by the detector and the threshold).
+    adopted
+        The sample ended the alarm by adopting its shift as the new normal.
+    onset
+        Signal time of the first exceedance of the alarm in force (NaN where none is).
     withheld
         The sample exceeded and was withheld from learning outside an active alarm; a
         quantile threshold should still count it (see the module docstring).
@@ -89,6 +106,8 @@ class AlarmBatch:
     cleared: NDArray[np.bool_]
     learn: NDArray[np.bool_]
     withheld: NDArray[np.bool_]
+    adopted: NDArray[np.bool_]
+    onset: NDArray[np.float64]
 
 
 class Alarm:
@@ -107,7 +126,13 @@ class Alarm:
     pause_learning
         Withhold exceeding samples and samples during an alarm from learning.
     max_pause
-        Consecutive withheld samples after which learning resumes, >= 1.
+        Samples an alarm may last before its shift is adopted as the new normal, >= 1.
+    adapt_after
+        Seconds of signal time from an alarm's onset after which its shift is adopted, > 0
+        (``inf``: by samples only).
+    gap_reset
+        A gap in signal time longer than this (seconds, > 0; ``inf``: never) ends an active
+        alarm and re-warms the signal.
 
     Examples
     --------
@@ -127,13 +152,17 @@ class Alarm:
         cooldown: int = 0,
         warmup: int = 100,
         pause_learning: bool = True,
-        max_pause: int = 3600,
+        max_pause: int = 100_000,
+        adapt_after: float = 3600.0,
+        gap_reset: float = 21600.0,
     ) -> None:
         _check_int("raise_after", raise_after, 1)
         _check_int("clear_after", clear_after, 1)
         _check_int("cooldown", cooldown, 0)
         _check_int("warmup", warmup, 0)
         _check_int("max_pause", max_pause, 1)
+        _check_seconds("adapt_after", adapt_after)
+        _check_seconds("gap_reset", gap_reset)
         if not isinstance(pause_learning, bool | np.bool_):
             raise ValueError(f"pause_learning must be true or false; got {pause_learning!r}")
         self.raise_after = int(raise_after)
@@ -142,10 +171,14 @@ class Alarm:
         self.warmup = int(warmup)
         self.pause_learning = bool(pause_learning)
         self.max_pause = int(max_pause)
+        self.adapt_after = float(adapt_after)
+        self.gap_reset = float(gap_reset)
         self._counters: NDArray[np.int64] | None = None
+        self._times: NDArray[np.float64] = _kernel.new_alarm_times()
 
-    def update(self, exceed: Any) -> AlarmBatch:
-        """Step the alarm through ``exceed`` (shape (n,), bool), in order."""
+    def update(self, exceed: Any, times: Any = None) -> AlarmBatch:
+        """Step the alarm through ``exceed`` (shape (n,), bool) at signal ``times`` (n,)
+        seconds, in order. Without times each sample is one second after the last one."""
         arr = np.asarray(exceed)
         if arr.dtype != np.bool_:
             raise TypeError(f"exceed must be bool (score > threshold); got dtype {arr.dtype}")
@@ -153,17 +186,46 @@ class Alarm:
             raise ValueError(f"exceed must have shape (n,); got {arr.shape}")
         if self._counters is None:
             self._counters = _kernel.new_alarm_state()
-        state, raised, cleared, learn, withheld = _kernel.alarm_steps(
-            arr, self._counters, warmup=self.warmup, raise_after=self.raise_after,
-            clear_after=self.clear_after, cooldown=self.cooldown,
+        t = self.sample_clock(len(arr)) if times is None else np.asarray(times, dtype=np.float64)
+        state, raised, cleared, adopted, learn, withheld, onset = _kernel.alarm_steps(
+            arr, t, self._counters, self._times, warmup=self.warmup,
+            raise_after=self.raise_after, clear_after=self.clear_after, cooldown=self.cooldown,
             pause_learning=self.pause_learning, max_pause=self.max_pause,
+            adapt_after=self.adapt_after,
         )
-        return AlarmBatch(state, raised, cleared, learn, withheld)
+        return AlarmBatch(state, raised, cleared, learn, withheld, adopted, onset)
 
-    def step(self, exceed: bool) -> tuple[AlarmState, bool, bool, bool]:
+    def sample_clock(self, n: int) -> NDArray[np.float64]:
+        """Times for ``n`` samples that carry none: one second apart after the last time."""
+        last = self.last_time
+        start = (float(self.get_state()["counters"][0]) if math.isnan(last) else last) + 1.0
+        return start + np.arange(n, dtype=np.float64)
+
+    def step(self, exceed: bool, time: float | None = None) -> tuple[AlarmState, bool, bool, bool]:
         """One sample: ``(state, raised, cleared, learn)``."""
-        b = self.update(np.array([bool(exceed)]))
+        b = self.update(np.array([bool(exceed)]), None if time is None else np.array([time]))
         return AlarmState(int(b.state[0])), bool(b.raised[0]), bool(b.cleared[0]), bool(b.learn[0])
+
+    @property
+    def last_time(self) -> float:
+        """The latest signal time seen (NaN before any)."""
+        return float(self._times[2])
+
+    def is_gap(self, time: float) -> bool:
+        """``time`` comes more than ``gap_reset`` seconds after the latest time seen."""
+        return bool(time - self.last_time > self.gap_reset)  # NaN: False
+
+    def resume(self, time: float) -> bool:
+        """Start again after a gap at ``time``: an active alarm ends (the return value says
+        whether one did) and the runs start afresh; the warm-up is not repeated."""
+        was_active = self.active
+        if self._counters is not None:
+            self._counters[1] = AlarmState.NORMAL if self.state != AlarmState.WARMING_UP \
+                else AlarmState.WARMING_UP
+            self._counters[2:] = 0
+        self._times[:] = np.nan
+        self._times[2] = time
+        return was_active
 
     @property
     def state(self) -> AlarmState:
@@ -177,15 +239,28 @@ class Alarm:
         """An alarm is raised and not yet cleared."""
         return self.state == AlarmState.ACTIVE
 
-    def get_state(self) -> NDArray[np.int64]:
-        """The machine's counters (a copy, shape (6,), int64): seen, state, run, quiet run,
-        cooldown left, paused."""
-        if self._counters is None:
-            return _kernel.new_alarm_state()
-        return self._counters.copy()
+    def get_state(self) -> dict[str, NDArray[Any]]:
+        """The machine's state, as copies: ``counters`` (shape (6,), int64: seen, state, run,
+        quiet run, cooldown left, samples the alarm has lasted) and ``times`` (shape (3,),
+        float64: start of the current run, onset of the active alarm, latest time)."""
+        counters = _kernel.new_alarm_state() if self._counters is None else self._counters
+        return {"counters": counters.copy(), "times": self._times.copy()}
 
-    def set_state(self, state: NDArray[np.int64]) -> None:
-        """Restore what :meth:`get_state` returned; the alarm then continues exactly."""
+    def set_state(self, state: dict[str, Any] | NDArray[np.int64]) -> None:
+        """Restore what :meth:`get_state` returned; the alarm then continues exactly.
+
+        A bare counters array (checkpoints of version 0.1) restores with no times known.
+        """
+        times = _kernel.new_alarm_times()
+        if isinstance(state, dict):
+            if set(state) != {"counters", "times"}:
+                raise ValueError(f"alarm state must have keys counters and times; got "
+                                 f"{sorted(state)}")
+            times = np.array(state["times"], dtype=np.float64, copy=True)
+            if times.shape != (_kernel.N_TIMES,):
+                raise ValueError(f"alarm times must have shape ({_kernel.N_TIMES},); got "
+                                 f"{times.shape}")
+            state = state["counters"]
         arr = np.asarray(state)
         if arr.dtype != np.int64 or arr.shape != (_kernel.N_STATE,):
             raise ValueError(f"alarm state must be an int64 array of shape ({_kernel.N_STATE},) "
@@ -194,11 +269,18 @@ class Alarm:
             raise ValueError(f"alarm state holds an unknown state code or a negative counter: "
                              f"{arr.tolist()}")
         self._counters = np.array(arr, dtype=np.int64, copy=True)
+        self._times = times
 
     def __repr__(self) -> str:
         return (f"Alarm(raise_after={self.raise_after}, clear_after={self.clear_after}, "
                 f"cooldown={self.cooldown}, warmup={self.warmup}, "
-                f"pause_learning={self.pause_learning}, max_pause={self.max_pause})")
+                f"pause_learning={self.pause_learning}, max_pause={self.max_pause}, "
+                f"adapt_after={self.adapt_after}, gap_reset={self.gap_reset})")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0 (inf: never); got {value!r}")
 
 
 def _check_int(name: str, value: object, low: int) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from shopfloor.detect.registry import parameters
+
 __all__ = ["Detector", "ScoreBatch", "State", "as_feature_matrix", "as_learn_mask"]
 
 # A detector's state: plain values and numpy arrays (copied on the way in and out), or bytes
@@ -78,6 +80,15 @@ class Detector(ABC):
     @abstractmethod
     def set_state(self, state: State) -> None:
         """Restore what :meth:`get_state` returned; the detector then continues bit-exactly."""
+
+    def reset(self) -> None:
+        """Forget everything learned: the state of a fresh detector with these parameters.
+
+        The pipeline resets a detector when an alarm's shift is adopted as the new normal or
+        the signal resumes after a long gap, so it re-warms on what comes next.
+        """
+        fresh = type(self)(**{name: getattr(self, name) for name in parameters(type(self))})
+        self.set_state(fresh.get_state())
 
     def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
         """The score a healthy sample exceeds with probability ``false_alarm_rate``, in theory.

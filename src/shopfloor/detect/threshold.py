@@ -69,7 +69,11 @@ from numpy.typing import NDArray
 from shopfloor.detect.base import State, as_learn_mask
 from shopfloor.kernels import quantile as _q
 
-__all__ = ["FixedThreshold", "QuantileThreshold", "Threshold"]
+__all__ = ["CALIBRATED", "FixedThreshold", "QuantileThreshold", "Threshold"]
+
+#: Threshold kinds that calibrate on the signal's own scores: until they have, the pipeline
+#: gives them the detector's nominal threshold as their ``initial`` value.
+CALIBRATED = frozenset({"quantile"})
 
 
 class Threshold(ABC):

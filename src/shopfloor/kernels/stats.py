@@ -45,8 +45,8 @@ __all__ = [
 
 #: The spread is floored at ``max(SD_FLOOR_REL * |mean|, SD_FLOOR_ABS)``; a baseline whose
 #: learned spread is at or below the floor has seen no variation and restarts its count at the
-#: latest value (so a constant warm-up scores 0.0, not 1e10, once the values start to vary). 1e-10 relative is far above float64 rounding
-#: and far below any real sensor's resolution.
+#: latest value (so a constant warm-up scores 0.0, not 1e10, once the values start to vary).
+#: 1e-10 relative is far above float64 rounding and far below any real sensor's resolution.
 SD_FLOOR_REL = 1e-10
 SD_FLOOR_ABS = 1e-100
 
