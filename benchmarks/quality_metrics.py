@@ -1,5 +1,8 @@
 """SKAB's scores: point-wise F1, FAR and MAR, and the NAB-style changepoint score.
 
+The point-wise ones (:class:`Confusion`, :func:`confusion`) are :mod:`shopfloor.scoring`'s,
+shared with ``shopfloor replay``.
+
 Both follow SKAB's leaderboard protocol (see the data folder's README): every test row of every
 file is pooled for the point-wise scores; for the changepoint score each file contributes its
 own windows, and the raw scores, null scores and perfect scores are summed over the files before
@@ -29,6 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+# The point-wise scores live in the library (``shopfloor replay`` prints them too); they are
+# re-exported here under the names the benchmark has always used.
+from shopfloor.scoring import Confusion, as_labels, confusion
+
 __all__ = [
     "NAB_PROFILES",
     "Confusion",
@@ -52,48 +59,6 @@ NAB_PROFILES: dict[str, tuple[float, float, float]] = {
 _DETAIL = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Confusion:
-    """Point-wise counts, and SKAB's scores from them."""
-
-    tp: int
-    fp: int
-    tn: int
-    fn: int
-
-    def __add__(self, other: Confusion) -> Confusion:
-        return Confusion(self.tp + other.tp, self.fp + other.fp, self.tn + other.tn,
-                         self.fn + other.fn)
-
-    @property
-    def f1(self) -> float:
-        """``TP / (TP + (FN + FP) / 2)``; 0.0 when there is nothing to find and nothing found."""
-        den = self.tp + (self.fn + self.fp) / 2.0
-        return self.tp / den if den else 0.0
-
-    @property
-    def far(self) -> float:
-        """False alarm rate in %: ``FP / (FP + TN) * 100`` (0.0 without normal rows)."""
-        den = self.fp + self.tn
-        return 100.0 * self.fp / den if den else 0.0
-
-    @property
-    def mar(self) -> float:
-        """Missed alarm rate in %: ``FN / (FN + TP) * 100`` (0.0 without anomalous rows)."""
-        den = self.fn + self.tp
-        return 100.0 * self.fn / den if den else 0.0
-
-
-def confusion(true: ArrayLike, predicted: ArrayLike) -> Confusion:
-    """Count TP, FP, TN and FN of 0/1 (or bool) labels ``predicted`` against ``true``."""
-    t, p = _labels(true, "true"), _labels(predicted, "predicted")
-    if t.shape != p.shape:
-        raise ValueError(f"true and predicted must have the same length; got {t.size} and "
-                         f"{p.size}")
-    return Confusion(tp=int(np.sum(t & p)), fp=int(np.sum(~t & p)), tn=int(np.sum(~t & ~p)),
-                     fn=int(np.sum(t & ~p)))
-
-
 def predicted_changepoints(times: ArrayLike, output: ArrayLike) -> NDArray[np.float64]:
     """Times of the rising and falling edges of a 0/1 output.
 
@@ -101,7 +66,7 @@ def predicted_changepoints(times: ArrayLike, output: ArrayLike) -> NDArray[np.fl
     (``prediction_cp[0] = prediction[0]``): the scored part starts from "no alarm".
     """
     t = np.asarray(times, dtype=np.float64)
-    out = _labels(output, "output")
+    out = as_labels(output, "output")
     if t.shape != out.shape:
         raise ValueError(f"times and output must have the same length; got {t.size} and "
                          f"{out.size}")
@@ -196,12 +161,3 @@ def nab_scores(tallies: Iterable[NabTally]) -> dict[str, float]:
             s, s_null, s_perfect = s + a, s_null + b, s_perfect + c
         out[name] = 100.0 * (s - s_null) / (s_perfect - s_null) if s_perfect != s_null else 0.0
     return out
-
-
-def _labels(values: ArrayLike, name: str) -> NDArray[np.bool_]:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D 0/1 labels; got shape {arr.shape}")
-    if arr.dtype != np.bool_ and not np.isin(arr, (0, 1)).all():
-        raise ValueError(f"{name} must hold only 0 and 1")
-    return arr.astype(np.bool_)

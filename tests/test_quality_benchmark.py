@@ -6,6 +6,7 @@ into ``tmp_path``.
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 import json
@@ -290,8 +291,8 @@ def test_the_replay_and_the_benchmark_label_rows_alike(data: Path) -> None:
     path = data / "skab" / "valve1" / "0.csv"
     out = io.StringIO()
     replay(path, out, options=ReplayOptions(exclude=("anomaly", "changepoint"), asset=ASSET))
-    rows = out.getvalue().splitlines()[1:]
-    replayed = np.array([int(r.split(",")[3]) for r in rows], dtype=bool)
+    rows = csv.DictReader(io.StringIO(out.getvalue()))
+    replayed = np.array([int(r["anomaly"]) for r in rows], dtype=bool)
     skab = read_skab(path)
     labels = label_file(skab_configs(skab.columns)["default"], skab)
     np.testing.assert_array_equal(labels["any"], replayed)

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from shopfloor.detect.rules import RULES, RuleHit, WesternElectricDetector, rule_hits, severity
 from shopfloor.kernels import rules as kr
 from shopfloor.kernels import stats
-from tests.test_kernels_stats import RefBaseline
+from test_kernels_stats import RefBaseline
 
 ALPHA, MIN_SAMPLES = 0.05, 3
 

@@ -57,7 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="COLUMN",
-        help="a column that is not a signal, e.g. a label (repeatable)",
+        help="a column that is not a signal, e.g. an id (repeatable)",
+    )
+    rp.add_argument(
+        "--signal-column",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="score a label-like column (named like a label, or only 0 and 1 in the first "
+        "rows) as a signal all the same; without --config only (repeatable)",
+    )
+    rp.add_argument(
+        "--warmup",
+        type=_rows,
+        metavar="N",
+        help="training rows: the alarms' warm-up ([defaults.alarm] warmup, also over a "
+        "--config's defaults), and the F1 report counts rows from N on",
     )
     rp.add_argument("--asset", default="asset", help="asset name without a config (default: asset)")
 
@@ -107,22 +122,31 @@ def _replay(args: argparse.Namespace) -> int:
     from shopfloor.plot import plot_replay
     from shopfloor.replay import ReplayOptions, replay
 
-    config = load_config(args.config) if args.config else None
+    # --warmup overrides the config's [defaults.alarm] warmup; a signal or asset that sets its
+    # own warm-up keeps it (see ReplayOptions.warmup).
+    defaults = {"alarm": {"warmup": args.warmup}} if args.warmup is not None else None
+    config = load_config(args.config, defaults=defaults) if args.config else None
     options = ReplayOptions(
         separator=args.separator,
         time_column=args.time_column,
         exclude=tuple(args.exclude),
         asset=args.asset,
+        signal_columns=tuple(args.signal_column),
+        warmup=args.warmup,
     )
+
+    def notify(message: str) -> None:
+        print(f"shopfloor replay: {message}", file=sys.stderr)
+
     plot_rows: list[object] | None = [] if args.plot else None
     if args.out == "-":
-        summary = replay(args.data, sys.stdout, config, options, plot_rows)
+        summary = replay(args.data, sys.stdout, config, options, plot_rows, notify)
     else:
         out = Path(args.out)
         tmp = out.with_name(f".{out.name}.partial")
         try:
             with tmp.open("w", encoding="utf-8", newline="") as fh:
-                summary = replay(args.data, fh, config, options, plot_rows)
+                summary = replay(args.data, fh, config, options, plot_rows, notify)
             tmp.replace(out)  # a failed replay never leaves a half-written scores file behind
         except OSError as exc:
             raise UserError(f"cannot write: {exc.strerror or exc}", file=str(out)) from None
@@ -134,10 +158,40 @@ def _replay(args: argparse.Namespace) -> int:
     print(
         f"replayed {summary.rows} rows, {len(summary.signals)} signals: "
         f"{summary.anomaly_rows} rows in alarm, "
-        f"{sum(summary.alarms_raised.values())} alarms raised, {rejected} samples rejected",
+        f"{sum(summary.alarms_raised.values())} alarms raised "
+        f"({sum(summary.adopted.values())} ended by adopting a new baseline), "
+        f"{rejected} samples rejected",
         file=sys.stderr,
     )
+    p = summary.points
+    if p is not None:
+        counted = p.tp + p.fp + p.tn + p.fn
+        where = f"against {summary.truth_column!r} after a warm-up of {summary.report_from} rows"
+        print(
+            f"{where} ({counted} rows): F1 {p.f1:.3f}, FAR {p.far:.1f} %, MAR {p.mar:.1f} % "
+            f"(TP {p.tp}, FP {p.fp}, TN {p.tn}, FN {p.fn})" if counted else
+            f"{where}: no rows left to score",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _rows(text: str) -> int:
+    """A count of rows for argparse: a whole number >= 0 (argparse exits 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of rows, 0 or more; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of rows, 0 or more; got {value}")
+    if value > _MAX_ROWS:  # the alarm kernels count in int64
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_ROWS}; got {value}")
+    return value
+
+
+_MAX_ROWS = 2**62
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -56,6 +56,13 @@ DEFAULT_ASSET_DETECTOR: Mapping[str, Any] = {"kind": "mahalanobis"}
 DEFAULT_THRESHOLD: Mapping[str, Any] = {"kind": "quantile", "false_alarm_rate": 0.001}
 DEFAULT_ALARM: Mapping[str, Any] = {}
 
+_BUILTIN_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "detector": DEFAULT_DETECTOR,
+    "asset_detector": DEFAULT_ASSET_DETECTOR,
+    "threshold": DEFAULT_THRESHOLD,
+    "alarm": DEFAULT_ALARM,
+}
+
 _TOP_KEYS = {"defaults", "signals", "assets"}
 # The agent's own sections (validated by shopfloor.agent_config): a replay may read the agent's
 # config file and use just its pipeline part.
@@ -121,9 +128,11 @@ class PipelineConfig:
     source: str = "<config>"
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a TOML configuration file."""
-    return parse_config(read_config_file(path), source=str(path))
+def load_config(
+    path: str | Path, *, defaults: Mapping[str, Mapping[str, Any]] | None = None
+) -> PipelineConfig:
+    """Read and validate a TOML configuration file (``defaults``: see :func:`parse_config`)."""
+    return parse_config(read_config_file(path), source=str(path), defaults=defaults)
 
 
 def read_config_file(path: str | Path) -> str:
@@ -139,9 +148,26 @@ def config_from_dict(raw: dict[str, Any], *, source: str) -> PipelineConfig:
     return Parser(raw, KeyLines(""), source).config()
 
 
-def parse_config(text: str, *, source: str = "<config>") -> PipelineConfig:
-    """Validate TOML ``text``; errors name ``source``, the line and the key."""
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PipelineConfig:
+    """Validate TOML ``text``; errors name ``source``, the line and the key.
+
+    ``defaults`` overrides keys of the file's ``[defaults.*]`` tables, as if written there
+    (``{"alarm": {"warmup": 400}}`` for ``replay --warmup 400``): every signal and asset that
+    does not set the key itself gets the given value; one that sets it keeps its own.
+    """
     raw = read_toml(text, source)
+    for section, values in (defaults or {}).items():
+        table = raw.setdefault("defaults", {})
+        # A malformed [defaults] is left as it is, so the parser reports the file's own error.
+        if isinstance(table, dict) and isinstance(
+            table.setdefault(section, dict(_BUILTIN_DEFAULTS.get(section, {}))), dict
+        ):
+            table[section].update(values)
     return Parser(raw, KeyLines(text), source).config(AGENT_SECTIONS)
 
 
@@ -261,12 +287,14 @@ class Parser:
         return (float(value[0]), float(value[1]))
 
     def frame_features(self, features: dict[str, Any], key: str) -> None:
+        from shopfloor.diagnosis import FrameDiagnosis, split_frame_options
         from shopfloor.features import FrameFeatures
 
         if "sample_rate" not in features:
             raise self.error(key, "frame signals need features.sample_rate (Hz)")
+        frame, diagnosis = split_frame_options(features)
         try:
-            FrameFeatures(**features)
+            FrameDiagnosis(FrameFeatures(**frame).names, **diagnosis)
         except TypeError as exc:
             raise self.error(key, f"{exc}") from None
         except ValueError as exc:

@@ -1,17 +1,37 @@
-"""``shopfloor replay``: the live pipeline over a CSV file, scores out.
+"""``shopfloor replay``: the live pipeline over a CSV file, scores out, and how well it did.
 
 The CSV has a time column and numeric columns. Without a config every numeric column becomes a
 signal of one asset, with the default detectors and the asset-level detector over all of them.
 Rows are processed in chunks through the same :class:`~shopfloor.pipeline.Plant` the agent runs,
-so memory stays bounded and the scores are what the live agent would have produced.
+with the time column as the samples' signal times, so memory stays bounded and the scores are
+what the live agent would have produced.
+
+Label columns. Data sets that come with ground truth (SKAB's ``anomaly`` and ``changepoint``)
+carry it in columns beside the sensors; scored as signals they would leak the answer into the
+detection. Without a config, a column is *label-like*, and not a signal, when
+
+- its name is one of :data:`LABEL_NAMES` (ignoring case), or
+- every non-empty cell of it in the first chunk of rows (:data:`CHUNK_ROWS`, or the whole file
+  when shorter) is 0 or 1: the decision is made before the first row is scored, so a column
+  that holds only 0 and 1 in those rows is left out even if other values come later.
+
+``ReplayOptions.signal_columns`` (``--signal-column``) scores such a column as a signal all the
+same (a valve's open/closed state is a real 0/1 signal). With a config, the config's columns are
+the signals, whatever their names.
+
+How well it did. The first column named like one of :data:`TRUTH_NAMES` whose first-chunk cells
+are all 0 or 1 is the truth: the replay's ``anomaly`` output is scored against it row by row
+(:mod:`shopfloor.scoring`: F1, FAR, MAR) over the rows after the warm-up. An empty truth cell
+leaves its row out of the count.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +43,31 @@ from numpy.typing import NDArray
 from shopfloor.config import PipelineConfig, config_from_dict
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.errors import InputError
+from shopfloor.monitor import MonitorBatch
 from shopfloor.pipeline import AssetBatch, Plant, SignalBatch
+from shopfloor.scoring import Confusion, confusion
 
-__all__ = ["ReplayOptions", "ReplaySummary", "read_table", "replay"]
+__all__ = [
+    "LABEL_NAMES",
+    "TRUTH_NAMES",
+    "ReplayOptions",
+    "ReplaySummary",
+    "default_config",
+    "read_table",
+    "replay",
+]
 
 CHUNK_ROWS = 65_536
+
+#: Column names (compared in lower case) that hold labels, not measurements: SKAB's
+#: ``anomaly`` and ``changepoint``, and the usual names of a ground-truth column elsewhere.
+LABEL_NAMES: tuple[str, ...] = (
+    "anomaly", "anomalies", "is_anomaly", "label", "labels", "target", "fault",
+    "changepoint", "changepoints",
+)
+#: Label names that mark every anomalous row, in order of preference for the point-wise report.
+#: A changepoint column marks only the rows where a fault starts or ends, so it is no truth.
+TRUTH_NAMES: tuple[str, ...] = tuple(n for n in LABEL_NAMES if not n.startswith("changepoint"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +78,14 @@ class ReplayOptions:
     time_column: str | None = None  # None: the first column
     exclude: tuple[str, ...] = ()  # columns that are not signals (labels, ids)
     asset: str = "asset"  # asset name for the default config
+    # Label-like columns (see the module docstring) to score as signals all the same; only
+    # without a config, which names its columns itself.
+    signal_columns: tuple[str, ...] = ()
+    # Training rows: the default config's alarm warm-up, and the first row the point-wise
+    # report counts. None: the config's warm-up (the longest of its signals' and assets'). A
+    # given config is used as it is; ``load_config(path, defaults={"alarm": {"warmup": n}})``
+    # is how the command line applies ``--warmup`` to one.
+    warmup: int | None = None
 
 
 @dataclass(slots=True)
@@ -47,8 +95,14 @@ class ReplaySummary:
     rows: int = 0
     signals: tuple[str, ...] = ()
     alarms_raised: dict[str, int] = field(default_factory=dict)
+    # Alarms (per signal or asset id) that ended by adopting the new level as the baseline.
+    adopted: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)
     anomaly_rows: int = 0
+    label_columns: tuple[str, ...] = ()  # left out of the signals as label-like
+    truth_column: str | None = None  # what ``points`` is scored against
+    report_from: int = 0  # the first row (0-based, header not counted) ``points`` counts
+    points: Confusion | None = None  # ``anomaly`` against ``truth_column``, None without one
 
 
 @dataclass(slots=True)
@@ -90,14 +144,30 @@ def read_table(path: str | Path, options: ReplayOptions, handle: IO[str]) -> _Ta
                 file=name,
                 line=1,
             )
+    for col in options.signal_columns:
+        if col not in header:
+            raise InputError(
+                f"signal column {col!r} not found; the header has: {', '.join(header)}",
+                file=name,
+                line=1,
+            )
+        if col in options.exclude or header.index(col) == time_index:
+            what = "excluded" if col in options.exclude else "the time column"
+            raise InputError(f"column {col!r} cannot be a signal: it is {what}", file=name, line=1)
     columns = {h: i for i, h in enumerate(header) if i != time_index and h not in options.exclude}
     return _Table(
         name, header, time_index, columns, csv.reader(handle, delimiter=delimiter), delimiter
     )
 
 
-def default_config(columns: Sequence[str], asset: str) -> PipelineConfig:
-    """Each column a scalar signal of one asset; names made safe for topics and metrics."""
+def default_config(
+    columns: Sequence[str], asset: str, warmup: int | None = None
+) -> PipelineConfig:
+    """Each column a scalar signal of one asset; names made safe for topics and metrics.
+
+    ``warmup`` is the alarms' warm-up in samples (``[defaults.alarm] warmup``); None keeps the
+    library default.
+    """
     signals = []
     used: set[str] = set()
     for col in columns:
@@ -107,7 +177,10 @@ def default_config(columns: Sequence[str], asset: str) -> PipelineConfig:
             name, k = f"{base}_{k}", k + 1
         used.add(name)
         signals.append({"asset": asset, "name": name, "column": col})
-    return config_from_dict({"signals": signals}, source="<default replay config>")
+    raw: dict[str, Any] = {"signals": signals}
+    if warmup is not None:
+        raw["defaults"] = {"alarm": {"warmup": warmup}}
+    return config_from_dict(raw, source="<default replay config>")
 
 
 def replay(
@@ -116,12 +189,21 @@ def replay(
     config: PipelineConfig | None = None,
     options: ReplayOptions | None = None,
     plot_rows: list[Any] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> ReplaySummary:
     """Replay ``data`` through the pipeline, writing one scored row per input row to ``out``.
 
-    ``plot_rows``, when given, collects per-chunk arrays for :mod:`shopfloor.plot`.
+    ``plot_rows``, when given, collects per-chunk arrays for :mod:`shopfloor.plot`. ``notify``
+    receives notices for the user (label-like columns left out, a truth column that cannot be
+    scored) before the first row is scored.
     """
     options = options or ReplayOptions()
+    if config is not None and options.signal_columns:
+        raise InputError(
+            "signal columns (--signal-column) are for the default config; "
+            "a config names its signals' columns itself",
+            file=config.source,
+        )
     path = Path(data)
     try:
         handle = path.open(encoding="utf-8", newline="")
@@ -129,8 +211,24 @@ def replay(
         raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     with handle:
         table = read_table(path, options, handle)
+        chunks = _row_chunks(table)
+        first = next(chunks, None)  # label columns are decided from it, before any scoring
+        summary = ReplaySummary()
         if config is None:
-            config = default_config(list(table.columns), options.asset)
+            labels = _label_columns(table, first, options.signal_columns)
+            signal_columns = [c for c in table.columns if c not in labels]
+            if not signal_columns:
+                raise InputError(
+                    "no signal columns: "
+                    + (f"{_quote(labels)} look like labels; --signal-column NAME scores one"
+                       if labels else "every column but the time column is excluded"),
+                    file=table.path,
+                    line=1,
+                )
+            config = default_config(signal_columns, options.asset, options.warmup)
+            summary.label_columns = tuple(labels)
+            if labels and notify is not None:
+                notify(_label_notice(labels))
         for s in config.signals:
             col = s.column or s.name
             if s.kind != "scalar":
@@ -147,31 +245,60 @@ def replay(
                 )
         plant = Plant(config)
         writer = _Writer(out, plant)
-        summary = ReplaySummary(signals=tuple(plant.signals))
-        for times, raw_times, values in _chunks(table, config):
-            batches, assets = plant.process(values)
-            anomaly = writer.write(raw_times, batches, assets)
-            summary.rows += len(times)
+        summary.signals = tuple(plant.signals)
+        truth = _truth_column(table, first, notify)
+        if truth is not None:
+            summary.truth_column = table.header[truth]
+            summary.points = Confusion(0, 0, 0, 0)
+            summary.report_from = options.warmup if options.warmup is not None else max(
+                m.alarm.warmup
+                for m in itertools.chain((p.monitor for p in plant.signals.values()),
+                                         (p.monitor for p in plant.assets.values()))
+            )
+        wanted = {s.id: table.columns[s.column or s.name] for s in config.signals}
+        for rows in itertools.chain([first] if first is not None else [], chunks):
+            values = {sid: _column(rows, idx, table) for sid, idx in wanted.items()}
+            # The times drive the alarm's lifecycle (adapt_after, gap_reset) in signal time.
+            batches, assets = plant.process(values, rows.times)
+            anomaly = writer.write(rows.raw_times, batches, assets)
+            if truth is not None and summary.points is not None:
+                true = _truth_values(rows, truth, table, notify)
+                if true is None:  # a value other than 0 or 1: no report rather than a wrong one
+                    summary.points = None
+                else:
+                    counted = np.isfinite(true)
+                    counted[: max(0, summary.report_from - summary.rows)] = False
+                    summary.points += confusion(true[counted].astype(np.bool_), anomaly[counted])
+            summary.rows += len(rows.times)
             summary.anomaly_rows += int(anomaly.sum())
             if plot_rows is not None:
-                plot_rows.append((times, values, writer.last_assets, anomaly))
+                plot_rows.append((rows.times, values, writer.last_assets, anomaly))
         for sid, pipe in plant.signals.items():
             summary.rejected[sid] = dict(pipe.rejected)
         summary.alarms_raised = writer.raised
+        summary.adopted = writer.adopted
     return summary
 
 
-def _chunks(
-    table: _Table, config: PipelineConfig
-) -> Iterator[tuple[NDArray[np.float64], list[str], dict[str, NDArray[np.float64]]]]:
-    wanted = {s.id: table.columns[s.column or s.name] for s in config.signals}
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """One chunk of rows with the right number of fields and parsed, sorted times."""
+
+    lines: list[int]  # each row's line in the file, for error messages
+    raw_times: list[str]
+    times: NDArray[np.float64]
+    cells: list[list[str]]
+
+
+def _row_chunks(table: _Table) -> Iterator[_Rows]:
     ncol = len(table.header)
     line = 1
     previous = -math.inf
     while True:
+        lines: list[int] = []
         raw_times: list[str] = []
         times: list[float] = []
-        cols: dict[str, list[float]] = {sid: [] for sid in wanted}
+        cells: list[list[str]] = []
         for row in table.reader:
             line += 1
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -190,15 +317,100 @@ def _chunks(
                     key=table.header[table.time_index],
                 )
             previous = t
+            lines.append(line)
             raw_times.append(stamp)
             times.append(t)
-            for sid, idx in wanted.items():
-                cols[sid].append(_parse_value(row[idx], table, line, idx))
+            cells.append(row)
             if len(times) == CHUNK_ROWS:
                 break
         if not times:
             return
-        yield np.array(times), raw_times, {k: np.array(v) for k, v in cols.items()}
+        yield _Rows(lines, raw_times, np.array(times), cells)
+
+
+def _column(rows: _Rows, idx: int, table: _Table) -> NDArray[np.float64]:
+    return np.array(
+        [_parse_value(row[idx], table, line, idx) for row, line in zip(rows.cells, rows.lines,
+                                                                          strict=True)],
+        dtype=np.float64,
+    )
+
+
+def _zero_one(rows: _Rows | None, idx: int) -> bool:
+    """Whether every non-empty cell of column ``idx`` is 0 or 1, and there is one at least."""
+    if rows is None:
+        return False
+    distinct = {row[idx].strip() for row in rows.cells} - {""}
+    try:
+        return bool(distinct) and all(float(v) in (0.0, 1.0) for v in distinct)
+    except ValueError:
+        return False  # text: not a label of ours (and an error later if it is a signal)
+
+
+def _label_columns(table: _Table, first: _Rows | None, keep: Sequence[str]) -> dict[str, str]:
+    """Candidate signal columns that look like labels, each with the reason why."""
+    out: dict[str, str] = {}
+    for name, idx in table.columns.items():
+        if name in keep:
+            continue
+        if name.lower() in LABEL_NAMES:
+            out[name] = "named like a label"
+        elif _zero_one(first, idx):
+            out[name] = "only 0 and 1 in the first rows"
+    return out
+
+
+def _label_notice(labels: dict[str, str]) -> str:
+    reasons = "; ".join(
+        f"{_quote([c for c in labels if labels[c] == why])} ({why})"
+        for why in dict.fromkeys(labels.values())
+    )
+    return (f"label-like columns left out of the signals: {reasons}; "
+            "--signal-column NAME scores one as a signal anyway")
+
+
+def _quote(names: Sequence[str] | dict[str, str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _truth_column(
+    table: _Table, first: _Rows | None, notify: Callable[[str], None] | None
+) -> int | None:
+    """Index of the column the point-wise report scores against, or None."""
+    by_name = {h.lower(): i for i, h in reversed(list(enumerate(table.header)))}
+    candidates = [by_name[n] for n in TRUTH_NAMES if n in by_name and
+                  by_name[n] != table.time_index]
+    for idx in candidates:
+        if _zero_one(first, idx):
+            return idx
+    if candidates and first is not None and notify is not None:
+        names = _quote([table.header[i] for i in candidates])
+        notify(f"no F1 report: label column {names} holds values other than 0 and 1"
+               if len(candidates) == 1 else
+               f"no F1 report: label columns {names} hold values other than 0 and 1")
+    return None
+
+
+def _truth_values(
+    rows: _Rows, idx: int, table: _Table, notify: Callable[[str], None] | None
+) -> NDArray[np.float64] | None:
+    """The truth column's 0/1 values (NaN where empty); None at a value other than 0 or 1."""
+    out = np.full(len(rows.cells), np.nan)
+    for i, row in enumerate(rows.cells):
+        cell = row[idx].strip()
+        if not cell:
+            continue
+        try:
+            v = float(cell)
+        except ValueError:
+            v = math.nan
+        if v not in (0.0, 1.0):
+            if notify is not None:
+                notify(f"no F1 report: {table.path}:{rows.lines[i]}: column "
+                       f"{table.header[idx]!r} holds {cell!r}, not 0 or 1")
+            return None
+        out[i] = v
+    return out
 
 
 def _parse_time(text: str, table: _Table, line: int) -> float:
@@ -236,7 +448,8 @@ def _parse_value(text: str, table: _Table, line: int, idx: int) -> float:
 
 
 class _Writer:
-    """Formats output rows: time, then per asset score/threshold/anomaly/top, then signal scores."""
+    """Formats output rows: time, then per asset score/likelihood/threshold/anomaly/top, then
+    each signal's score and likelihood."""
 
     def __init__(self, out: IO[str], plant: Plant) -> None:
         self.out = csv.writer(out, lineterminator="\n")
@@ -248,10 +461,14 @@ class _Writer:
         header = ["time"]
         for asset in self.by_asset:
             p = "" if single else f"{asset}."
-            header += [f"{p}asset_score", f"{p}threshold", f"{p}anomaly", f"{p}top_signal"]
-        header += [f"{plant.signals[s].spec.name if single else s}_score" for s in plant.signals]
+            header += [f"{p}asset_score", f"{p}asset_likelihood", f"{p}threshold",
+                       f"{p}anomaly", f"{p}top_signal"]
+        for sid in plant.signals:
+            name = plant.signals[sid].spec.name if single else sid
+            header += [f"{name}_score", f"{name}_likelihood"]
         self.out.writerow(header)
         self.raised: dict[str, int] = {}
+        self.adopted: dict[str, int] = {}
         self.last_assets: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
 
     def write(self, raw_times: list[str], batches: dict[str, SignalBatch],
@@ -264,33 +481,38 @@ class _Writer:
             for sid in sids:
                 r = batches[sid].result
                 active |= r.state == AlarmState.ACTIVE
-                self.raised[sid] = self.raised.get(sid, 0) + int(r.raised.sum())
+                self._count(sid, r)
             if asset in assets:
                 ab = assets[asset]
                 r = ab.result
                 active |= r.state == AlarmState.ACTIVE
-                self.raised[asset] = self.raised.get(asset, 0) + int(r.raised.sum())
+                self._count(asset, r)
                 names = np.array([*ab.signals, ""], dtype=object)
                 top = names[np.where(r.top >= 0, r.top, len(ab.signals))]
-                score, threshold = r.score, r.threshold
             else:  # one signal: its own score is the asset's
                 r = batches[sids[0]].result
-                score, threshold = r.score, r.threshold
                 top = np.full(n, self.plant.signals[sids[0]].spec.name, dtype=object)
-            self.last_assets[asset] = (score, threshold)
+            self.last_assets[asset] = (r.score, r.threshold)
             any_anomaly |= active
             columns += [
-                _fmt(score),
-                _fmt(threshold),
+                _fmt(r.score),
+                _fmt(r.likelihood),
+                _fmt(r.threshold),
                 active.astype(int).astype(str).tolist(),
                 list(top),
             ]
         for sid in self.plant.signals:
-            columns.append(_fmt(batches[sid].result.score))
+            r = batches[sid].result
+            columns += [_fmt(r.score), _fmt(r.likelihood)]
         self.out.writerows(zip(*columns, strict=True))
         return any_anomaly
 
+    def _count(self, key: str, r: MonitorBatch) -> None:
+        self.raised[key] = self.raised.get(key, 0) + int(r.raised.sum())
+        self.adopted[key] = self.adopted.get(key, 0) + int(r.adopted.sum())
+
 
 def _fmt(values: NDArray[np.float64]) -> list[str]:
-    # Empty for "not scored" (NaN); a threshold still warming up prints as inf.
+    # Empty for "not scored" (NaN) and for a likelihood not computed; a threshold still
+    # warming up prints as inf.
     return ["" if v != v else format(v, ".9g") for v in values.tolist()]
