@@ -6,6 +6,7 @@ drained with :meth:`Worker.run_once`, so every count can be checked exactly and 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,12 +14,12 @@ import pytest
 
 from shopfloor.agent_config import AgentConfig, parse_agent_config
 from shopfloor.codecs import REJECT_REASONS, Frame, Samples, encode_frame, encode_json_scalar
-from shopfloor.events import event_document
+from shopfloor.events import EventSink, event_document
 from shopfloor.ingest import BoundedQueue, Ingest, Item
 from shopfloor.pipeline import Plant
 from shopfloor.sparkplug import DataType, encode_data, encode_dbirth
 from shopfloor.worker import AlarmChange, SignalStatus, Worker
-from test_events import EVENTS  # the schema's validator
+from test_events import EVENTS, FakeLink  # the schema's validator, a recording publisher
 
 RATE = 12_000.0
 T0 = 1_750_000_000.0
@@ -384,6 +385,71 @@ def test_an_asset_alarm_names_the_signal_that_broke_the_pattern() -> None:
     assert set(change.features) == {"force", "pressure"}
     assert all(math.isfinite(v) for v in change.features.values())
     assert not list(EVENTS.iter_errors(event_document(change, "agent-1")))
+
+
+# press-1/force, with an alarm that adopts a shift lasting 20 s of signal time as the new normal.
+ADAPTING = """
+[[signals]]
+asset = "press-1"
+name = "force"
+detector = { kind = "zscore", min_samples = 10 }
+alarm = { warmup = 30, adapt_after = 20.0 }
+"""
+# The level moves by 12 sigma at sample 150 and stays there; the likelihood has had the 100
+# scores it needs for an opinion by then.
+N, STEP_AT, STEP = 200, 150, 12.0
+
+
+@pytest.mark.parametrize("batch_max", [10_000, 1], ids=["one batch", "a sample per batch"])
+def test_a_sustained_step_is_raised_then_adopted_and_the_events_say_so(batch_max: int) -> None:
+    ingest, worker, changes, states = run(ADAPTING, batch_max=batch_max)
+    link = FakeLink()
+    sink = EventSink(link)
+
+    def publish(change: AlarmChange) -> None:  # what the agent does with each change
+        changes.append(change)
+        assert sink.alarm(change)
+
+    worker.on_change = publish
+    rng = np.random.default_rng(7)
+    values = 100.0 + rng.standard_normal(N) + np.where(np.arange(N) >= STEP_AT, STEP, 0.0)
+    for i, v in enumerate(values):  # one sample a second
+        ingest.on_message("plant/lyon/L2/press-1/force", encode_json_scalar(T0 + i, v), T0)
+    work(worker)
+    assert [c.kind for c in changes] == ["raised", "baseline_adopted"]
+    raised, adopted = changes
+    # The first stepped sample is the first exceedance: the alarm's onset, for both events.
+    assert raised.onset == adopted.onset == T0 + STEP_AT
+    assert raised.ts == T0 + STEP_AT + 2  # raise_after = 3 exceedances
+    assert adopted.ts == T0 + STEP_AT + 20  # adapt_after = 20 s of signal time after the onset
+    assert adopted.value == values[STEP_AT + 20]
+    assert adopted.score > adopted.threshold  # still shifted: adopted, not cleared
+    # Each event carries the likelihood of its own sample: the one a lone pipeline computes
+    # there for the same samples and times, however the worker batched them.
+    alone = Plant(worker.config.pipeline).signals["press-1/force"]
+    reference = alone.process(values, T0 + np.arange(N, dtype=float)).result.likelihood
+    assert raised.likelihood == reference[STEP_AT + 2]
+    assert adopted.likelihood == reference[STEP_AT + 20]
+    # News at the raise; less so twenty seconds into the same shift; and once the shift is
+    # the baseline the detector re-warmed on, no news at all.
+    assert 0.0 <= adopted.likelihood < raised.likelihood <= 1.0
+    assert raised.likelihood > 0.99
+    status = worker.status["press-1/force"]
+    assert (status.alarms, status.adopted, status.onset) == (1, 1, T0 + STEP_AT)
+    assert status.state.name == "NORMAL"
+    assert status.likelihood == reference[-1] < 0.5
+    assert states[-1].state.name == "NORMAL"  # the retained state follows the adoption
+    # What operators receive: a clear that says why, with the raise's severity and its onset.
+    docs = [json.loads(payload) for _, payload, _, _ in link.sent]
+    for doc in docs:
+        EVENTS.validate(doc)
+    assert [(d["kind"], d["event"]) for d in docs] == [
+        ("raised", "raised"), ("cleared", "baseline_adopted")]
+    assert docs[1]["severity"] == docs[0]["severity"]
+    assert docs[0]["onset"] == docs[1]["onset"] == "2025-06-15T15:09:10.000Z"  # T0 + 150 s
+    assert docs[1]["value"] == adopted.value
+    assert (docs[0]["likelihood"], docs[1]["likelihood"]) == (raised.likelihood,
+                                                              adopted.likelihood)
 
 
 def test_an_asset_event_reports_the_held_values_it_scored() -> None:

@@ -17,6 +17,7 @@ from shopfloor.config import NAME_PATTERN
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.detect.rules import RULES
 from shopfloor.events import (
+    EVENT_KINDS,
     SCHEMA_URI,
     AnomalyEvent,
     EventSink,
@@ -49,13 +50,20 @@ STATES = Draft202012Validator({"$ref": f"{SCHEMA_URI}#/$defs/state"}, registry=R
 
 SCALAR = AnomalyEvent(kind="raised", asset="press-4", signal="force", ts=1_700_000_000.25,
                       score=7.5, threshold=3.0, value=412.0, rules=0b0011,
-                      labels={"site": "lyon", "line": "L2"})
+                      labels={"site": "lyon", "line": "L2"}, likelihood=0.9993,
+                      onset=1_700_000_000.25 - 2.0)
 FRAME = AnomalyEvent(kind="cleared", asset="pump-1", signal="vib-de", ts=1_700_000_100.0,
                      score=1.0, threshold=3.0, features={"rms": 0.8, "kurtosis": math.nan},
                      top="rms")
 ASSET = AnomalyEvent(kind="raised", asset="pump-1", signal=None, ts=1_700_000_200.0,
                      score=20.0, threshold=12.0, features={"flow": 3.2, "pressure": 1.1},
                      top="pressure")
+# The level of press-4's force moved at onset and stayed there for the alarm's adapt_after
+# (an hour): it is the new normal now.
+ADOPTED = AnomalyEvent(kind="baseline_adopted", asset="press-4", signal="force",
+                       ts=1_700_003_600.5, score=5.0, threshold=3.2, value=415.0,
+                       labels={"site": "lyon", "line": "L2"}, likelihood=0.12,
+                       onset=1_700_000_000.25 - 2.0)
 
 
 class FakeLink:
@@ -78,7 +86,8 @@ def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
     assert SCHEMA["$id"] == SCHEMA_URI
 
 
-@pytest.mark.parametrize("event", [SCALAR, FRAME, ASSET], ids=["scalar", "frame", "asset"])
+@pytest.mark.parametrize("event", [SCALAR, FRAME, ASSET, ADOPTED],
+                         ids=["scalar", "frame", "asset", "adopted"])
 def test_events_validate_against_the_schema(event: AnomalyEvent) -> None:
     doc = event_document(event, "agent-7")
     EVENTS.validate(doc)
@@ -101,6 +110,63 @@ def test_event_fields_say_what_happened() -> None:
     assert "value" not in frame
     asset = event_document(ASSET, "agent-7")
     assert (asset["signal"], asset["top"], asset["labels"]) == (None, "pressure", {})
+
+
+def test_events_carry_the_likelihood_and_the_alarms_onset() -> None:
+    doc = event_document(SCALAR, "agent-7")
+    assert (doc["kind"], doc["event"]) == ("raised", "raised")
+    assert doc["likelihood"] == 0.9993
+    assert doc["onset"] == "2023-11-14T22:13:18.250Z"  # two samples before the raise
+    frame = event_document(FRAME, "agent-7")  # neither known: null, not left out
+    assert (frame["kind"], frame["event"], frame["likelihood"], frame["onset"]) == (
+        "cleared", "cleared", None, None)
+    # An onset that is no time at all is left out, not the alarm (as a likelihood out of
+    # [0, 1] is, below).
+    lost = AnomalyEvent("raised", "a", "s", 0.0, 2.0, 1.0, value=1.0, onset=1e300)
+    assert event_document(lost, "x")["onset"] is None
+
+
+def test_an_adopted_baseline_is_a_clear_that_says_why() -> None:
+    doc = event_document(ADOPTED, "agent-7")
+    # kind stays within what consumers of the first version know: the alarm ended.
+    assert (doc["kind"], doc["event"]) == ("cleared", "baseline_adopted")
+    assert (doc["score"], doc["threshold"], doc["value"]) == (5.0, 3.2, 415.0)
+    assert doc["likelihood"] == 0.12  # the shift is no longer news
+    assert (doc["time"], doc["onset"]) == ("2023-11-14T23:13:20.500Z", "2023-11-14T22:13:18.250Z")
+    assert doc["severity"] == "warning"  # its own score (< 2 x 3.2): no raise was seen
+    frame = event_document(AnomalyEvent(
+        kind="baseline_adopted", asset="pump-1", signal="vib-de", ts=1.0, score=4.0,
+        threshold=3.0, features={"rms": 1.4}, top="rms", likelihood=0.5, onset=0.5), "a")
+    EVENTS.validate(frame)
+    assert (frame["features"], frame["onset"]) == ({"rms": 1.4}, "1970-01-01T00:00:00.500Z")
+
+
+@pytest.mark.parametrize(("likelihood", "expected"), [
+    (0.0, 0.0), (1.0, 1.0), (0.5, 0.5), (None, None), (math.nan, None), (math.inf, None),
+    (1.0 + 1e-9, None), (-1e-12, None)])
+def test_a_likelihood_outside_0_1_is_sent_as_null_and_the_event_still_goes(
+        likelihood: float | None, expected: float | None) -> None:
+    event = AnomalyEvent("raised", "a", "s", 0.0, 2.0, 1.0, value=1.0, likelihood=likelihood)
+    doc = event_document(event, "x")
+    EVENTS.validate(doc)
+    assert doc["likelihood"] == expected
+    state = state_document("a", "s", "active", 2.0, 1.0, 0.0, "x", likelihood=likelihood)
+    STATES.validate(state)
+    assert state["likelihood"] == expected
+
+
+def test_events_of_agents_before_likelihood_onset_and_event_still_validate() -> None:
+    # The fields were added within version 1: older agents' messages stay valid.
+    doc = event_document(SCALAR, "agent-7")
+    for key in ("event", "likelihood", "onset"):
+        del doc[key]
+    EVENTS.validate(doc)
+    state = state_document("pump-1", "vib-de", "normal", 1.0, 3.0, 1.0, "agent-7")
+    del state["likelihood"]
+    STATES.validate(state)
+    # None of them became required: the version stays.
+    assert not {"event", "likelihood", "onset"} & set(SCHEMA["required"])
+    assert "likelihood" not in SCHEMA["$defs"]["state"]["required"]
 
 
 def test_severity_is_critical_from_twice_the_threshold() -> None:
@@ -133,6 +199,14 @@ BAD_EVENTS = {
     "string score": lambda d: _set(d, "score", "7.5"),
     "too many labels": lambda d: _set(d, "labels", {f"l{i}": "x" for i in range(17)}),
     "other version": lambda d: _set(d, "schema", "shopfloor.anomaly/2"),
+    "unknown event": lambda d: _set(d, "event", "acknowledged"),
+    "adoption called a raise": lambda d: _set(d, "event", "baseline_adopted"),
+    "raise called a clear": lambda d: _set(d, "event", "cleared"),
+    "likelihood above 1": lambda d: _set(d, "likelihood", 1.5),
+    "negative likelihood": lambda d: _set(d, "likelihood", -0.1),
+    "string likelihood": lambda d: _set(d, "likelihood", "0.9"),
+    "onset in local time": lambda d: _set(d, "onset", "2023-11-14T23:13:18+01:00"),
+    "onset in seconds": lambda d: _set(d, "onset", 1_700_000_000.0),
 }
 
 
@@ -149,6 +223,7 @@ def test_schema_names_match_the_code() -> None:
     assert SCHEMA["properties"]["rules"]["items"]["enum"] == [hit.name for hit in RULES]
     state_enum = SCHEMA["$defs"]["state"]["properties"]["state"]["enum"]
     assert state_enum == [s.name.lower() for s in AlarmState]
+    assert SCHEMA["properties"]["event"]["enum"] == list(EVENT_KINDS)
 
 
 def test_unrepresentable_events_are_refused_by_the_builder() -> None:
@@ -158,13 +233,22 @@ def test_unrepresentable_events_are_refused_by_the_builder() -> None:
         event_document(AnomalyEvent("raised", "a", "_asset", 0.0, 2.0, 1.0, value=1.0), "x")
     with pytest.raises(ValueError, match="needs its value"):
         event_document(AnomalyEvent("raised", "a", "s", 0.0, 2.0, 1.0), "x")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        event_document(AnomalyEvent("adopted", "a", "s", 0.0, 2.0, 1.0, value=1.0), "x")
 
 
 def test_states_validate_and_bad_states_do_not() -> None:
     doc = state_document("pump-1", "vib-de", "active", 4.2, math.inf, 1_700_000_000.0,
                          "agent-7", {"site": "lyon"})
     STATES.validate(doc)
-    assert doc["threshold"] is None
+    assert (doc["threshold"], doc["likelihood"]) == (None, None)
+    with_likelihood = state_document("pump-1", "vib-de", "active", 4.2, 3.0, 1_700_000_000.0,
+                                     "agent-7", likelihood=0.97)
+    STATES.validate(with_likelihood)
+    assert with_likelihood["likelihood"] == 0.97
+    with_likelihood["likelihood"] = 1.01
+    with pytest.raises(ValidationError):
+        STATES.validate(with_likelihood)
     STATES.validate(state_document("pump-1", None, "normal", None, 3.0, 1.0, "agent-7"))
     doc["state"] = "alarming"
     with pytest.raises(ValidationError):
@@ -188,6 +272,18 @@ def test_sink_topics_payloads_and_severity_of_the_clear() -> None:
     assert (doc["kind"], doc["severity"]) == ("cleared", "critical")  # the raise's severity
     assert sink.alarm(cleared)
     assert json.loads(link.sent[-1][1])["severity"] == "warning"  # no open alarm any more
+    # An adoption ends the alarm like a clear: it repeats the raise's severity (critical, where
+    # its own score is a warning), and closes it.
+    assert sink.alarm(SCALAR)
+    assert sink.alarm(ADOPTED)
+    topic, payload, qos, retain = link.sent[-1]
+    assert (topic, qos, retain) == ("acme/shopfloor/lyon/press-4/force/anomaly", 1, False)
+    doc = json.loads(payload)
+    EVENTS.validate(doc)
+    assert (doc["kind"], doc["event"], doc["severity"]) == ("cleared", "baseline_adopted",
+                                                            "critical")
+    assert sink.alarm(cleared)
+    assert json.loads(link.sent[-1][1])["severity"] == "warning"
     default = EventSink(link)
     assert default.alarm(ASSET)
     assert link.sent[-1][0] == "shopfloor/pump-1/_asset/anomaly"

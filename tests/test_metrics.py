@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import time
@@ -17,7 +18,7 @@ from broker import wait_until
 from shopfloor.agent import Agent
 from shopfloor.agent_config import parse_agent_config
 from shopfloor.broker import Mosquitto
-from shopfloor.codecs import Samples
+from shopfloor.codecs import Samples, encode_json_scalar
 from shopfloor.ingest import Item
 
 
@@ -92,6 +93,86 @@ def test_live_metrics_pass_promtool_and_carry_the_signals(agent: Agent, tmp_path
     assert ("shopfloor_lag_seconds_count", ()) in samples
     assert any(name == "process_resident_memory_bytes" for name, _ in samples)
     assert any(name == "shopfloor_build_info" for name, _ in samples)
+
+
+# An asset whose two signals step together and stay shifted: each signal's alarm and the
+# asset's are raised, then adopted 20 s (of signal time) after their onset.
+ADOPTING = """
+[mqtt]
+host = "127.0.0.1"
+port = 1
+client_id = "metrics-unit"
+[[subscriptions]]
+topic = "plant/{asset}/{signal}"
+[metrics]
+port = 0
+[defaults.detector]
+kind = "zscore"
+min_samples = 10
+[defaults.alarm]
+warmup = 30
+adapt_after = 20.0
+[[signals]]
+asset = "press-1"
+name = "force"
+[[signals]]
+asset = "press-1"
+name = "pressure"
+[[signals]]
+asset = "press-2"
+name = "force"
+valid_range = [0.0, 100.0]
+[[assets]]
+name = "press-1"
+detector = { kind = "mahalanobis", min_samples = 30 }
+"""
+
+
+def test_likelihood_and_adoptions_are_exported_per_signal_and_asset() -> None:
+    # A fresh registry and an agent that is never started: the collector reads what the
+    # worker wrote, fed through ingest and the queue as the MQTT thread would.
+    registry = CollectorRegistry()
+    agent = Agent(parse_agent_config(ADOPTING), registry)
+    rng = np.random.default_rng(5)
+    now = time.time()  # arrival: a signal silent for stale_after drops out of the exposition
+    t0 = now - 200.0
+    for i in range(120):
+        load = rng.standard_normal()
+        shift = 10.0 if i >= 70 else 0.0
+        force = 10.0 + load + shift
+        pressure = 50.0 + 2.0 * load + 0.1 * rng.standard_normal() + 2.0 * shift
+        agent.ingest.on_message("plant/press-1/force", encode_json_scalar(t0 + i, force), now)
+        agent.ingest.on_message("plant/press-1/pressure", encode_json_scalar(t0 + i, pressure),
+                                now)
+    while agent.worker.run_once(timeout=0.0):
+        pass
+    get = registry.get_sample_value
+    for name in ("force", "pressure"):
+        labels = {"asset": "press-1", "signal": name}
+        status = agent.worker.status[f"press-1/{name}"]
+        assert get("shopfloor_signal_alarms_raised_total", labels) == 1.0
+        assert get("shopfloor_signal_baselines_adopted_total", labels) == 1.0
+        likelihood = get("shopfloor_signal_likelihood", labels)
+        assert likelihood is not None
+        assert likelihood == status.likelihood
+        assert 0.0 <= likelihood <= 1.0
+    asset = agent.worker.asset_status["press-1"]
+    assert get("shopfloor_asset_alarms_raised_total", {"asset": "press-1"}) == 1.0
+    assert get("shopfloor_asset_baselines_adopted_total", {"asset": "press-1"}) == 1.0
+    asset_likelihood = get("shopfloor_asset_likelihood", {"asset": "press-1"})
+    assert asset_likelihood is not None
+    assert asset_likelihood == asset.likelihood
+    assert 0.0 <= asset_likelihood <= 1.0
+    # A signal that has no likelihood (its only sample was refused, so nothing was scored)
+    # exports no sample rather than NaN, and its counters start at zero.
+    agent.ingest.on_message("plant/press-2/force", encode_json_scalar(now, 1000.0), now)
+    agent.worker.run_once(timeout=0.0)
+    refused = {"asset": "press-2", "signal": "force", "reason": "out_of_range"}
+    assert get("shopfloor_signal_samples_rejected_total", refused) == 1.0
+    fresh = {"asset": "press-2", "signal": "force"}
+    assert math.isnan(agent.worker.status["press-2/force"].likelihood)
+    assert get("shopfloor_signal_likelihood", fresh) is None
+    assert get("shopfloor_signal_baselines_adopted_total", fresh) == 0.0
 
 
 def test_silent_signals_drop_out_of_the_exposition(mosquitto: Mosquitto) -> None:

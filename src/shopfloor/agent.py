@@ -223,4 +223,5 @@ class Agent:
             status.threshold,
             status.last_time,
             status.labels,
+            status.likelihood,
         )

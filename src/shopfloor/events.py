@@ -1,14 +1,19 @@
 """Anomaly events and retained per-signal states, as versioned JSON on MQTT.
 
 The messages are documented field by field in ``schemas/anomaly-event.v1.json`` (JSON Schema
-Draft 2020-12): ``shopfloor.anomaly/1`` events, published at QoS 1 when an alarm is raised or
-cleared, and ``shopfloor.state/1`` states, published retained when a signal's alarm state
-changes. :func:`event_document` and :func:`state_document` build them; :class:`EventSink`
-renders the topics and publishes.
+Draft 2020-12): ``shopfloor.anomaly/1`` events, published at QoS 1 when an alarm is raised,
+cleared or ends by adopting a new baseline, and ``shopfloor.state/1`` states, published
+retained when a signal's alarm state changes. :func:`event_document` and
+:func:`state_document` build them; :class:`EventSink` renders the topics and publishes.
 
 Severity: ``critical`` when ``threshold > 0`` and ``score >= 2 × threshold``, else ``warning``.
 Twice the threshold is far outside anything a calibrated threshold lets through by chance,
 and needs no second threshold per signal; a cleared event repeats its raise's severity.
+
+An alarm that ends because the shifted level was adopted as the new baseline (``adapt_after``)
+is sent with ``kind: "cleared"`` and ``event: "baseline_adopted"``: a consumer written before
+``event`` existed still sees the end of the alarm it opened (and resolves its alert), while
+one that knows the field can tell "the fault went away" from "the fault became the normal".
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from shopfloor.logs import RateLimitedLog
 
 __all__ = [
     "ASSET_TOPIC_LEVEL",
+    "EVENT_KINDS",
     "EVENT_SCHEMA",
     "SCHEMA_URI",
     "STATE_SCHEMA",
@@ -49,6 +55,8 @@ SCHEMA_URI = "urn:shopfloor:schema:anomaly-event:1"  # the schema file's $id
 #: Stands for the signal in topics of asset-level messages; signal names cannot start with "_".
 ASSET_TOPIC_LEVEL = "_asset"
 STATES = ("warming_up", "normal", "active", "cooldown")
+#: What an alarm transition can be: the ``event`` field; ``kind`` folds adoption into cleared.
+EVENT_KINDS = ("raised", "cleared", "baseline_adopted")
 _LABEL_KEY = frozenset(string.ascii_letters + string.digits + "_")
 _MAX_LABELS = 16
 
@@ -87,11 +95,19 @@ class AlarmLike(Protocol):
     def top(self) -> str | None: ...
     @property
     def rules(self) -> int | Sequence[str]: ...  # rule bitmask or rule names
+    @property
+    def likelihood(self) -> float | None: ...  # anomaly likelihood in [0, 1]; None/NaN unknown
+    @property
+    def onset(self) -> float | None: ...  # signal time the alarm started; None/NaN unknown
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalyEvent:
-    """An alarm raised or cleared (see the schema for every field)."""
+    """An alarm raised, cleared or ended by adoption (see the schema for every field).
+
+    ``kind`` is one of :data:`EVENT_KINDS`; ``baseline_adopted`` becomes ``kind: "cleared"`` with
+    ``event: "baseline_adopted"`` in the document.
+    """
 
     kind: str
     asset: str
@@ -104,6 +120,8 @@ class AnomalyEvent:
     top: str | None = None
     rules: int | Sequence[str] = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    likelihood: float | None = None
+    onset: float | None = None
 
 
 def severity(score: float, threshold: float) -> str:
@@ -113,6 +131,20 @@ def severity(score: float, threshold: float) -> str:
 
 def _number(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _probability(x: float | None) -> float | None:
+    # A likelihood outside [0, 1] is a bug upstream, not a number to pass on; null keeps the
+    # event itself (an alarm must not be lost over one of its annotations).
+    return float(x) if x is not None and 0.0 <= x <= 1.0 else None
+
+
+def _onset(ts: float | None) -> str | None:
+    # Like the likelihood: an onset that is no representable time is dropped, not the event.
+    try:
+        return None if ts is None or not math.isfinite(ts) else _when(ts)
+    except ValueError:
+        return None
 
 
 def _when(ts: float) -> str:
@@ -146,8 +178,8 @@ def event_document(event: AlarmLike, agent: str, severity_: str | None = None) -
 
     Raises ValueError when the event cannot be represented (bad names, non-finite score).
     """
-    if event.kind not in ("raised", "cleared"):
-        raise ValueError(f"kind must be 'raised' or 'cleared'; got {event.kind!r}")
+    if event.kind not in EVENT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(EVENT_KINDS)}; got {event.kind!r}")
     score = _number(event.score)
     if score is None:
         raise ValueError(f"an alarm's score must be finite; got {event.score!r}")
@@ -157,11 +189,14 @@ def event_document(event: AlarmLike, agent: str, severity_: str | None = None) -
         raise ValueError("a signal event needs its value (scalar) or features (frame)")
     rules = event.rules
     names = [hit.name for hit in rule_hits(rules)] if isinstance(rules, int) else list(rules)
-    doc = {"schema": EVENT_SCHEMA, "kind": event.kind,
+    doc = {"schema": EVENT_SCHEMA,
+           "kind": "raised" if event.kind == "raised" else "cleared",
+           "event": event.kind,
            **_common(event.asset, event.signal, event.labels, event.ts, agent),
            "severity": severity_ or severity(event.score, event.threshold),
            "score": score, "threshold": _number(event.threshold), "top": event.top,
-           "rules": names}
+           "rules": names, "likelihood": _probability(event.likelihood),
+           "onset": _onset(event.onset)}
     if event.value is not None:
         doc["value"] = _number(event.value)
     else:  # an asset event without signal values still says so in the same shape
@@ -171,12 +206,14 @@ def event_document(event: AlarmLike, agent: str, severity_: str | None = None) -
 
 def state_document(asset: str, signal: str | None, state: str, score: float | None,
                    threshold: float | None, ts: float, agent: str,
-                   labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   labels: Mapping[str, str] | None = None,
+                   likelihood: float | None = None) -> dict[str, Any]:
     """The ``shopfloor.state/1`` message (see the schema's ``$defs/state``)."""
     if state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}; got {state!r}")
     return {"schema": STATE_SCHEMA, **_common(asset, signal, labels or {}, ts, agent),
-            "state": state, "score": _number(score), "threshold": _number(threshold)}
+            "state": state, "score": _number(score), "threshold": _number(threshold),
+            "likelihood": _probability(likelihood)}
 
 
 class Publisher(Protocol):
@@ -268,10 +305,12 @@ class EventSink:
                 "signal": ASSET_TOPIC_LEVEL if signal is None else signal}
 
     def alarm(self, event: AlarmLike) -> bool:
-        """Publish one raised or cleared alarm; False (counted, logged) if it cannot be sent."""
+        """Publish one raised, cleared or adopted alarm; False (counted, logged) if it cannot
+        be sent."""
         key = (event.asset, event.signal)
         try:
-            level = self._raised.get(key) if event.kind == "cleared" else None
+            # An adoption ends the alarm as a clear does: it repeats the raise's severity.
+            level = self._raised.get(key) if event.kind != "raised" else None
             doc = event_document(event, self.agent, level)
             topic = self.topic.render(self._values(event.asset, event.signal, event.labels))
             payload = _encode(doc)
@@ -292,7 +331,8 @@ class EventSink:
 
     def state(self, asset: str, signal: str | None, state_name: str | Enum,
               score: float | None, threshold: float | None, ts: float,
-              labels: Mapping[str, str] | None = None) -> bool:
+              labels: Mapping[str, str] | None = None,
+              likelihood: float | None = None) -> bool:
         """Publish the signal's state, retained, if it differs from the last one published.
 
         ``state_name`` is one of warming_up, normal, active, cooldown (or an AlarmState).
@@ -304,7 +344,8 @@ class EventSink:
         if self._states.get(key) == name:
             return False
         try:
-            doc = state_document(asset, signal, name, score, threshold, ts, self.agent, labels)
+            doc = state_document(asset, signal, name, score, threshold, ts, self.agent, labels,
+                                 likelihood)
             topic = self.state_topic.render(self._values(asset, signal, labels or {}))
             payload = _encode(doc)
         except ValueError as exc:

@@ -176,6 +176,12 @@ class AgentCollector(Collector):
                 "Threshold in force for the latest score.",
                 labels=labels,
             ),
+            "likelihood": GaugeMetricFamily(
+                "shopfloor_signal_likelihood",
+                "Anomaly likelihood of the latest score, 0 to 1: how improbable the recent "
+                "scores are against the signal's long-run scores.",
+                labels=labels,
+            ),
             "active": GaugeMetricFamily(
                 "shopfloor_signal_alarm_active",
                 "1 while the signal's alarm is raised.",
@@ -202,6 +208,11 @@ class AgentCollector(Collector):
             "raised": CounterMetricFamily(
                 "shopfloor_signal_alarms_raised", "Alarms raised.", labels=labels
             ),
+            "adopted": CounterMetricFamily(
+                "shopfloor_signal_baselines_adopted",
+                "Alarms that ended by adopting the shifted level as the new baseline.",
+                labels=labels,
+            ),
             "scored": CounterMetricFamily(
                 "shopfloor_signal_samples_scored", "Samples (or frames) scored.", labels=labels
             ),
@@ -220,6 +231,8 @@ class AgentCollector(Collector):
                 fam["score"].add_metric(lv, status.score)
             if not math.isnan(status.threshold):
                 fam["threshold"].add_metric(lv, status.threshold)
+            if math.isfinite(status.likelihood):  # NaN until a sample is scored: no sample
+                fam["likelihood"].add_metric(lv, status.likelihood)
             fam["active"].add_metric(lv, float(status.state == AlarmState.ACTIVE))
             fam["warming"].add_metric(lv, float(status.state == AlarmState.WARMING_UP))
             if math.isfinite(status.value):
@@ -230,6 +243,7 @@ class AgentCollector(Collector):
             if math.isfinite(status.last_time):
                 fam["last"].add_metric(lv, status.last_time)
             fam["raised"].add_metric(lv, status.alarms)
+            fam["adopted"].add_metric(lv, status.adopted)
             pipe = plant.signals.get(sid)
             if pipe is not None:
                 fam["scored"].add_metric(lv, pipe.scored)
@@ -246,8 +260,18 @@ class AgentCollector(Collector):
             "1 while the asset-level alarm is raised.",
             labels=["asset"],
         )
+        likelihood = GaugeMetricFamily(
+            "shopfloor_asset_likelihood",
+            "Anomaly likelihood of the latest asset-level score, 0 to 1.",
+            labels=["asset"],
+        )
         raised = CounterMetricFamily(
             "shopfloor_asset_alarms_raised", "Asset-level alarms raised.", labels=["asset"]
+        )
+        adopted = CounterMetricFamily(
+            "shopfloor_asset_baselines_adopted",
+            "Asset-level alarms that ended by adopting the shifted level as the new baseline.",
+            labels=["asset"],
         )
         top = InfoMetricFamily(
             "shopfloor_asset_alarm_top_signal",
@@ -257,11 +281,14 @@ class AgentCollector(Collector):
         for name, status in list(self.agent.worker.asset_status.items()):
             if math.isfinite(status.score):
                 score.add_metric([name], status.score)
+            if math.isfinite(status.likelihood):
+                likelihood.add_metric([name], status.likelihood)
             active.add_metric([name], float(status.state == AlarmState.ACTIVE))
             raised.add_metric([name], status.alarms)
+            adopted.add_metric([name], status.adopted)
             if status.top is not None:
                 top.add_metric([name], {"signal": status.top})
-        yield from (score, active, raised, top)
+        yield from (score, likelihood, active, raised, adopted, top)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

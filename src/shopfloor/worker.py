@@ -43,6 +43,9 @@ class SignalStatus:
     # The latest accepted sample: its value (scalar signals) or its feature row (frames).
     value: float = math.nan
     features: dict[str, float] = field(default_factory=dict)
+    likelihood: float = math.nan  # anomaly likelihood of the latest scored sample, in [0, 1]
+    adopted: int = 0  # alarms that ended by adopting the shifted level as the new baseline
+    onset: float = math.nan  # signal time the latest alarm started (its first exceedance)
 
 
 @dataclass(slots=True)
@@ -53,13 +56,16 @@ class AssetStatus:
     state: AlarmState = AlarmState.WARMING_UP
     alarms: int = 0
     top: str | None = None  # the signal that contributed most to the latest alarm
+    likelihood: float = math.nan
+    adopted: int = 0
+    onset: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
 class AlarmChange:
-    """An alarm raised or cleared, with what an anomaly event needs."""
+    """An alarm raised, cleared or ended by adoption, with what an anomaly event needs."""
 
-    kind: str  # "raised" or "cleared"
+    kind: str  # "raised", "cleared" or "baseline_adopted"
     scope: str  # "signal" or "asset"
     asset: str
     signal: str | None  # None for an asset-level alarm
@@ -71,6 +77,8 @@ class AlarmChange:
     features: dict[str, float] | None  # frame signals
     top: str | None  # feature (frame signals) or signal (assets) that contributed most
     rules: int  # Western Electric bitmask, 0 if none
+    likelihood: float  # anomaly likelihood at this sample; NaN if unknown
+    onset: float  # signal time the alarm started (first exceedance); NaN if unknown
 
 
 class Worker:
@@ -128,7 +136,7 @@ class Worker:
             if pipe.frames is None and samples:
                 times = np.concatenate([s.timestamps for s in samples])
                 values = np.concatenate([s.values for s in samples])
-                batch = pipe.process(values)
+                batch = pipe.process(values, times)
                 self._report(pipe, status, batch, times, None)
                 ok = batch.reason == 0
                 accepted.setdefault(sid, []).append((times[ok], values[ok]))
@@ -138,8 +146,8 @@ class Worker:
                     if any(f.sample_rate != rate for f in run):
                         pipe.rejected["sample_rate_mismatch"] += len(run)
                         continue
-                    batch = pipe.process(np.vstack([f.samples for f in run]))
                     times = np.array([f.timestamp for f in run])
+                    batch = pipe.process(np.vstack([f.samples for f in run]), times)
                     self._report(pipe, status, batch, times, pipe.feature_names)
                     ok = batch.reason == 0
                     column = batch.features[ok, self._asset_column(pipe)]
@@ -183,6 +191,7 @@ class Worker:
         if scored.size:
             last = scored[-1]
             status.score, status.threshold = float(r.score[last]), float(r.threshold[last])
+            status.likelihood = float(r.likelihood[last])
             row = batch.features[last]
             if feature_names:
                 status.features = dict(zip(feature_names, map(float, row), strict=True))
@@ -191,13 +200,17 @@ class Worker:
         before = status.state
         if len(r.state):
             status.state = AlarmState(int(r.state[-1]))
-        for i in np.flatnonzero(r.raised | r.cleared):
-            raised = bool(r.raised[i])
-            status.alarms += int(raised)
+        changed = r.raised | r.cleared | r.adopted
+        for i in np.flatnonzero(changed):
+            kind = _kind(r, int(i))
+            status.alarms += kind == "raised"
+            status.adopted += kind == "baseline_adopted"
+            onset = _onset(r.onset, int(i), status.onset)
             self.on_change(
-                self._change(pipe, status, r, int(i), times[i], batch, feature_names, raised)
+                self._change(pipe, status, r, int(i), times[i], batch, feature_names, kind, onset)
             )
-        if status.state != before or r.raised.any() or r.cleared.any():
+        status.onset = _onset(r.onset, len(r.onset) - 1, status.onset)
+        if status.state != before or changed.any():
             self.on_state(status)
 
     @staticmethod
@@ -209,12 +222,13 @@ class Worker:
         ts: float,
         batch: SignalBatch,
         names: tuple[str, ...] | None,
-        raised: bool,
+        kind: str,
+        onset: float,
     ) -> AlarmChange:
         row = batch.features[i]
         top = int(r.top[i])
         return AlarmChange(
-            kind="raised" if raised else "cleared",
+            kind=kind,
             scope="signal",
             asset=pipe.spec.asset,
             signal=pipe.spec.name,
@@ -226,6 +240,8 @@ class Worker:
             features=dict(zip(names, map(float, row), strict=True)) if names else None,
             top=names[top] if names and top >= 0 else None,
             rules=int(r.rules[i]),
+            likelihood=float(r.likelihood[i]),
+            onset=onset,
         )
 
     def _assets(self, accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:
@@ -247,22 +263,25 @@ class Worker:
                 if m in parts:
                     t, v = parts[m]
                     rows[np.searchsorted(stamps, t), j] = v
-            batch = pipe.process(rows)
+            batch = pipe.process(rows, stamps)
             r, rows = batch.result, batch.rows  # rows as scored, held values filled in
             status = self.asset_status.setdefault(name, AssetStatus())
             scored = np.flatnonzero(np.isfinite(r.score))
             if scored.size:
                 status.score = float(r.score[scored[-1]])
+                status.likelihood = float(r.likelihood[scored[-1]])
             if len(r.state):
                 status.state = AlarmState(int(r.state[-1]))
-            for i in np.flatnonzero(r.raised | r.cleared):
+            for i in np.flatnonzero(r.raised | r.cleared | r.adopted):
                 top = int(r.top[i])
-                if r.raised[i]:
+                kind = _kind(r, int(i))
+                if kind == "raised":
                     status.alarms += 1
                     status.top = pipe.spec.signals[top] if top >= 0 else None
+                status.adopted += kind == "baseline_adopted"
                 self.on_change(
                     AlarmChange(
-                        kind="raised" if r.raised[i] else "cleared",
+                        kind=kind,
                         scope="asset",
                         asset=name,
                         signal=None,
@@ -274,8 +293,27 @@ class Worker:
                         features=dict(zip(pipe.spec.signals, map(float, rows[i]), strict=True)),
                         top=pipe.spec.signals[top] if top >= 0 else None,
                         rules=0,
+                        likelihood=float(r.likelihood[i]),
+                        onset=_onset(r.onset, int(i), status.onset),
                     )
                 )
+            status.onset = _onset(r.onset, len(r.onset) - 1, status.onset)
+
+
+def _kind(r: MonitorBatch, i: int) -> str:
+    """The event of sample ``i``. An adoption ends an alarm, and whether the monitor also
+    marks that sample cleared or not, it is one event, told as the adoption it is."""
+    if r.raised[i]:
+        return "raised"
+    return "baseline_adopted" if r.adopted[i] else "cleared"
+
+
+def _onset(onsets: np.ndarray, i: int, before: float) -> float:
+    """The onset of the alarm in force at (or just ended by) sample ``i``: the latest one the
+    monitor reported up to ``i`` - a clearing or adopting sample may already report none,
+    and rejected samples report none - else ``before``, carried over from earlier batches."""
+    known = np.flatnonzero(np.isfinite(onsets[: i + 1]))
+    return float(onsets[known[-1]]) if known.size else before
 
 
 def _stamp(item: Item) -> float:
