@@ -96,14 +96,18 @@ class Monitor:
     def from_spec(cls, spec: StageSpec, features: int) -> Monitor:
         """Build from a validated :class:`~shopfloor.config.StageSpec` for rows of ``features``.
 
-        A quantile threshold without an ``initial`` value starts from the detector's nominal
-        threshold for its false-alarm rate, until it has learned enough scores to calibrate.
+        A calibrated threshold (quantile, pot) without an ``initial`` value starts from the
+        detector's nominal threshold for its false-alarm rate, until it has learned enough
+        scores to calibrate; a pot threshold skips the scores of the detector's warm-up.
         """
         detector = build(DETECTORS, spec.detector)
         threshold_spec = dict(spec.threshold)
         if threshold_spec.get("kind") in CALIBRATED and "initial" not in threshold_spec:
             rate = build(THRESHOLDS, threshold_spec).false_alarm_rate
             threshold_spec["initial"] = detector.nominal_threshold(rate, features)
+        if threshold_spec.get("kind") == "pot" and "skip" not in threshold_spec:
+            # Scores of 0.0 while the detector warms up are not part of the tail.
+            threshold_spec["skip"] = int(getattr(detector, "min_samples", 0))
         return cls(detector, build(THRESHOLDS, threshold_spec), Alarm(**spec.alarm))
 
     def process(

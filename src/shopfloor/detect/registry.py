@@ -32,6 +32,7 @@ DETECTORS: Mapping[str, str] = {
 THRESHOLDS: Mapping[str, str] = {
     "fixed": "shopfloor.detect.threshold:FixedThreshold",
     "quantile": "shopfloor.detect.threshold:QuantileThreshold",
+    "pot": "shopfloor.detect.tail:TailThreshold",
 }
 
 # The alarm has one implementation; a table lets it be validated like the others.

@@ -73,7 +73,7 @@ __all__ = ["CALIBRATED", "FixedThreshold", "QuantileThreshold", "Threshold"]
 
 #: Threshold kinds that calibrate on the signal's own scores: until they have, the pipeline
 #: gives them the detector's nominal threshold as their ``initial`` value.
-CALIBRATED = frozenset({"quantile"})
+CALIBRATED = frozenset({"quantile", "pot"})
 
 
 class Threshold(ABC):
@@ -130,7 +130,7 @@ class FixedThreshold(Threshold):
         self._value = float(value)
 
     def apply(self, score: Any, learn: Any, withheld: Any = None) -> NDArray[np.float64]:
-        s = _as_scores(score)
+        s = as_scores(score)
         as_learn_mask(learn, s.shape[0])  # validated for symmetry with learning thresholds
         return np.where(np.isfinite(s), self._value, np.inf)
 
@@ -218,10 +218,10 @@ class QuantileThreshold(Threshold):
         self._state: _q.QuantileState | None = None
 
     def apply(self, score: Any, learn: Any, withheld: Any = None) -> NDArray[np.float64]:
-        s = _as_scores(score)
+        s = as_scores(score)
         n = s.shape[0]
         lrn = as_learn_mask(learn, n)
-        held = None if withheld is None else _as_mask(withheld, n)
+        held = None if withheld is None else as_mask(withheld, n)
         if self._state is None:
             self._state = _q.new_quantile_state()
         thresholds = _q.tail_quantile(
@@ -280,7 +280,7 @@ class QuantileThreshold(Threshold):
                 f"margin={self.margin})")
 
 
-def _as_scores(score: Any) -> NDArray[np.float64]:
+def as_scores(score: Any) -> NDArray[np.float64]:
     try:
         arr = np.asarray(score, dtype=np.float64)
     except (TypeError, ValueError):
@@ -292,7 +292,7 @@ def _as_scores(score: Any) -> NDArray[np.float64]:
     return np.ascontiguousarray(arr)
 
 
-def _as_mask(mask: Any, n: int) -> NDArray[np.bool_]:
+def as_mask(mask: Any, n: int) -> NDArray[np.bool_]:
     arr = np.asarray(mask)
     if arr.dtype != np.bool_ or arr.shape != (n,):
         raise ValueError(f"withheld must be a bool array of shape ({n},); got {arr.dtype} "
