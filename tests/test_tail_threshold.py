@@ -3,9 +3,11 @@ known distributions, and as a threshold: rates, exactness across batch splits, r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]  # tests only; no stubs in the venv
 
 from shopfloor.detect.tail import TailThreshold
 from shopfloor.kernels import tail
@@ -34,7 +36,7 @@ def test_pwm_fit_of_equal_excesses_is_exponential() -> None:
     ("|t(5)|", lambda r, n: np.abs(r.standard_t(5, size=n))),
     ("chi2(3)", lambda r, n: r.chisquare(3, size=n)),
 ])
-def test_online_rate_is_near_the_target(name: str, draw) -> None:
+def test_online_rate_is_near_the_target(name: str, draw: Callable[..., np.ndarray]) -> None:
     rates = []
     for seed in range(5):
         scores = draw(np.random.default_rng(seed), 60_000)
@@ -92,4 +94,4 @@ def test_state_is_small_and_validated() -> None:
     for bad in ({"false_alarm_rate": 0.5}, {"calibration": 10}, {"level": 0.999},
                 {"calibration": 60, "level": 0.9}, {"memory": 10.0}, {"skip": -1}):
         with pytest.raises(ValueError):
-            TailThreshold(**bad)  # type: ignore[arg-type]
+            TailThreshold(**bad)

@@ -88,7 +88,7 @@ def _quantile(t: float, sigma: float, gamma: float, q: float, n: float, nt: floa
     r = q * n / nt
     if abs(gamma) < 1e-9:
         return t - sigma * math.log(r)
-    return t + sigma / gamma * (r ** (-gamma) - 1.0)
+    return float(t + sigma / gamma * (r ** (-gamma) - 1.0))
 
 
 @strict_kernel
