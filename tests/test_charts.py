@@ -45,13 +45,14 @@ def t3_quantile(q: float) -> float:
     return 0.5 * (lo + hi)
 
 
+# The charts of raw values (forecast residuals are tested on their own below).
 FACTORIES: dict[str, tuple[Callable[[], ChartDetector], Threshold]] = {
-    "zscore": (ZScoreDetector, normal_q),
-    "zscore_welford": (lambda: ZScoreDetector(baseline="welford"), normal_q),
-    "ewma": (EwmaChart, normal_q),
-    "cusum": (CusumDetector, lambda p: math.log(2 / p) / (2 * 0.5)),
+    "zscore": (lambda: ZScoreDetector(forecast=False), normal_q),
+    "zscore_welford": (lambda: ZScoreDetector(baseline="welford", forecast=False), normal_q),
+    "ewma": (lambda: EwmaChart(forecast=False), normal_q),
+    "cusum": (lambda: CusumDetector(forecast=False), lambda p: math.log(2 / p) / (2 * 0.5)),
     "page_hinkley": (PageHinkleyDetector, lambda p: math.log(2 / p) / (2 * 0.25)),
-    "robust_z": (RobustZDetector, normal_q),
+    "robust_z": (lambda: RobustZDetector(forecast=False), normal_q),
     "flatline": (FlatlineDetector, lambda p: math.log(1 / p)),
 }
 NAMES = sorted(FACTORIES)
@@ -179,7 +180,7 @@ def test_kinds_and_parameters_round_trip() -> None:
     assert kinds == {"zscore", "ewma", "cusum", "page_hinkley", "robust_z", "flatline"}
     det = CusumDetector(k=0.75, baseline="welford", alpha=0.01, min_samples=50)
     assert vars(det) == {"k": 0.75, "limit": 30.0, "baseline": "welford", "alpha": 0.01,
-                         "min_samples": 50}
+                         "min_samples": 50, "forecast": True}
 
 
 # ------------------------------------------------------------------ faults each one catches
@@ -315,9 +316,66 @@ def test_robust_z_false_alarm_rate_on_heavy_tails() -> None:
     t_mad = t3_quantile(0.75)
     x = np.random.default_rng(8).standard_t(3, size=(N_CALM, 1)) * 3.0 + 20.0
     learn = np.ones(N_CALM, dtype=bool)
-    robust_score = RobustZDetector().score_learn(x, learn).score[1000:]
+    robust_score = RobustZDetector(forecast=False).score_learn(x, learn).score[1000:]
     h = t3_quantile(1.0 - p / 2) / (1.482602218505602 * t_mad)
     rate = np.mean(robust_score > h)
     assert 0.7 * p <= rate <= 1.35 * p, rate / p
     z_score = ZScoreDetector().score_learn(x, learn).score[1000:]
     assert np.mean(z_score > normal_q(p)) > 1.5 * p  # heavy tails fool the Gaussian chart
+
+
+# ------------------------------------------------------------ charts of forecast residuals
+
+
+def ar1(seed: int, n: int, phi: float = 0.9) -> np.ndarray:
+    """A wandering process signal: AR(1) with unit innovations."""
+    e = np.random.default_rng(seed).normal(size=n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return 20.0 + x
+
+
+def test_residual_chart_holds_its_rate_on_autocorrelated_data_where_the_raw_chart_fails() -> None:
+    # phi = 0.9: the raw z-score's spread is the process's long-run one, but an EWMA chart of
+    # raw values sees the wander as a shift; the residuals of the chosen forecaster are the
+    # innovations, so the nominal limit means what it says.
+    x = ar1(0, 60_000).reshape(-1, 1)
+    learn = np.ones(len(x), dtype=bool)
+    limit = normal_q(1e-3)
+    raw = EwmaChart(forecast=False).score_learn(x, learn).score[1000:]
+    resid = EwmaChart().score_learn(x, learn).score[1000:]
+    z_resid = ZScoreDetector().score_learn(x, learn).score[1000:]
+    assert np.mean(raw > limit) > 20e-3
+    assert np.mean(resid > limit) < 2e-3
+    assert 0.5e-3 < np.mean(z_resid > limit) < 1.6e-3
+
+
+def test_residual_chart_sees_a_step_while_learning_is_paused() -> None:
+    x = ar1(1, 4000).reshape(-1, 1)
+    x[3000:] += 4.0  # four innovation sigmas, under one sigma of the wandering signal itself
+    det = ZScoreDetector()
+    learn = np.ones(4000, dtype=bool)
+    learn[3000:] = False  # as the alarm does once the step exceeds
+    score = det.score_learn(x, learn).score
+    # The frozen forecast shows the step at once (the alarm needs 3 exceedances in a row).
+    assert np.sum(score[3000:3005] > normal_q(1e-3)) >= 3
+    assert np.mean(score[1000:3000] > normal_q(1e-3)) < 0.005
+
+
+def test_forecaster_state_restores_and_old_raw_state_is_refused() -> None:
+    x = ar1(2, 600).reshape(-1, 1)
+    learn = np.ones(600, dtype=bool)
+    whole = ZScoreDetector().score_learn(x, learn).score
+    first = ZScoreDetector()
+    head = first.score_learn(x[:250], learn[:250]).score
+    second = ZScoreDetector()
+    second.set_state(first.get_state())
+    tail = second.score_learn(x[250:], learn[250:]).score
+    np.testing.assert_array_equal(np.r_[head, tail], whole)
+    raw_state = {k: v for k, v in first.get_state().items() if k != "forecast"}
+    with pytest.raises(ValueError, match="raw values"):
+        ZScoreDetector().set_state(raw_state)
+    assert ZScoreDetector().warmup_samples == 200
+    assert ZScoreDetector(forecast=False).warmup_samples == 100

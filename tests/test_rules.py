@@ -246,7 +246,7 @@ def test_rule_catches_its_fault(fault: str, rule: int, max_delay: int) -> None:
         elif fault == "step":
             x[T0:] += 1.5
         rows = (x * 0.3 + 12.0)[:, None]
-        out = WesternElectricDetector().score_learn(rows, np.ones(x.size, dtype=bool))
+        out = WesternElectricDetector(forecast=False).score_learn(rows, np.ones(x.size, dtype=bool))
         assert out.rules is not None
         fired = np.flatnonzero(out.rules[T0:] & (1 << (rule - 1)))
         assert fired.size, f"seed {seed}: rule {rule} never fired"
@@ -267,7 +267,7 @@ EXPECTED = {
 def test_rule_rates_on_gaussian_noise() -> None:
     n = 400_000
     x = np.random.default_rng(9).normal(size=(n, 1)) * 2.0 + 7.0
-    out = WesternElectricDetector().score_learn(x, np.ones(n, dtype=bool))
+    out = WesternElectricDetector(forecast=False).score_learn(x, np.ones(n, dtype=bool))
     assert out.rules is not None
     rules = out.rules[1000:]
     for rule, p in EXPECTED.items():

@@ -107,7 +107,7 @@ class Monitor:
             threshold_spec["initial"] = detector.nominal_threshold(rate, features)
         if threshold_spec.get("kind") == "pot" and "skip" not in threshold_spec:
             # Scores of 0.0 while the detector warms up are not part of the tail.
-            threshold_spec["skip"] = int(getattr(detector, "min_samples", 0))
+            threshold_spec["skip"] = detector.warmup_samples
         return cls(detector, build(THRESHOLDS, threshold_spec), Alarm(**spec.alarm))
 
     def process(

@@ -19,6 +19,14 @@ flatline        ``run × -ln P(repeat)``                      ``ln(1/p)``
 The CUSUM bound is Kingman's for the stationary reflected random walk of N(0, 1) z-scores;
 with d columns multiply p by d. Learned baselines add a little estimation noise (see tests).
 
+Forecast residuals. With ``forecast = true`` (the default of zscore, ewma, cusum, robust_z and
+western_electric) a chart charts each column's one-step-ahead forecast errors instead of the raw
+values (:mod:`shopfloor.kernels.forecast`): one-second process data is autocorrelated, and
+limits derived for independent samples fire constantly on it. The forecaster chooses its weight
+on the first ``min_samples`` values, so scores start after ``2 × min_samples``. Page-Hinkley
+(the slow-drift chart: a forecaster would track the drift away) and the flat-line detector (it
+counts exact repeats of the raw value) chart raw values by default.
+
 Baselines and drift. Every chart standardises against a learned baseline: ``"ewma"`` (weight
 ``max(alpha, 1/n)``, exact for the first ``1/alpha`` values, then a memory of about
 ``1/alpha`` values) or ``"welford"`` (the all-time mean and std). An EWMA baseline that keeps
@@ -48,7 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shopfloor.detect.base import Detector, ScoreBatch, State, as_feature_matrix, as_learn_mask
-from shopfloor.kernels import robust, stats
+from shopfloor.kernels import forecast, robust, stats
 
 __all__ = [
     "CusumDetector",
@@ -73,8 +81,11 @@ def max_column(stat: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[
     return stats.max_abs_column(np.ascontiguousarray(stat))
 
 
-def check_params(alpha: float, min_samples: int, baseline: str = "ewma") -> None:
+def check_params(alpha: float, min_samples: int, baseline: str = "ewma",
+                 forecast: bool = False) -> None:
     """Validate the baseline parameters every chart shares (ValueError naming the parameter)."""
+    if not isinstance(forecast, bool):
+        raise ValueError(f"forecast must be true or false; got {forecast!r}")
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}")
     if not (0.0 < alpha < 1.0):
@@ -90,8 +101,29 @@ class ChartDetector(Detector):
     alpha: float
     min_samples: int
     baseline: str = "ewma"
+    forecast: bool = False
     # Runtime state, built on the first batch (the class-level None is never mutated).
     _state: NDArray[np.float64] | None = None
+    _forecast: NDArray[np.float64] | None = None
+
+    @property
+    def warmup_samples(self) -> int:
+        """Learned values before the first score that is not 0.0: the forecaster's choice of
+        its weight, then the chart's own baseline."""
+        return self.min_samples * (2 if self.forecast else 1)
+
+    def _chartable(self, rows: NDArray[np.float64], learn: NDArray[np.bool_]
+                   ) -> NDArray[np.float64]:
+        """What the chart sees: the values, or their one-step forecast residuals."""
+        if not self.forecast:
+            return rows
+        st = self._forecast
+        if st is None:
+            st = self._forecast = forecast.new_forecast_state(rows.shape[1])
+        elif st.shape[0] != rows.shape[1]:
+            raise ValueError(f"{self.kind}: rows must keep {st.shape[0]} columns; got "
+                             f"{rows.shape[1]}")
+        return forecast.forecast_residuals(rows, learn, st, select_after=self.min_samples)
 
     @property
     def _alpha(self) -> float:
@@ -118,7 +150,8 @@ class ChartDetector(Detector):
     def score_learn(self, x: NDArray[np.float64], learn: NDArray[np.bool_]) -> ScoreBatch:
         rows = as_feature_matrix(x)
         mask = as_learn_mask(learn, rows.shape[0])
-        stat = self._statistic(rows, mask, self._state_for(rows.shape[1]))
+        chart = self._chartable(rows, mask)
+        stat = self._statistic(chart, mask, self._state_for(rows.shape[1]))
         score, top = max_column(stat)
         return ScoreBatch(score=score, top=top)
 
@@ -128,6 +161,7 @@ class ChartDetector(Detector):
             "kind": self.kind,
             "baseline": self.baseline,  # the spread column means M2 (welford) or a variance
             "stats": None if state is None else state.copy(),
+            "forecast": None if self._forecast is None else self._forecast.copy(),
         }
 
     def set_state(self, state: State) -> None:
@@ -136,6 +170,16 @@ class ChartDetector(Detector):
         if state.get("baseline", self.baseline) != self.baseline:
             raise ValueError(f"state was learned with baseline {state['baseline']!r}; this "
                              f"detector uses {self.baseline!r}: keep the baseline or relearn")
+        saved = state.get("forecast")
+        if self.forecast and "forecast" not in state:
+            raise ValueError(f"{self.kind} state was learned on raw values; this detector "
+                             f"charts forecast residuals: relearn")
+        self._forecast = None if saved is None else np.array(saved, dtype=np.float64, order="C")
+        if self._forecast is not None and self._forecast.shape[1:] != \
+                forecast.new_forecast_state(1).shape[1:]:
+            raise ValueError(f"forecast state must have shape (d, "
+                             f"{forecast.new_forecast_state(1).shape[1]}); got "
+                             f"{self._forecast.shape}")
         arr = state["stats"]
         if arr is None:
             self._state = None
@@ -156,9 +200,11 @@ class ZScoreDetector(ChartDetector):
         return normal_limit(false_alarm_rate, d)
 
     def __init__(
-        self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
+        self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100,
+        forecast: bool = True,
     ) -> None:
-        check_params(alpha, min_samples, baseline)
+        check_params(alpha, min_samples, baseline, forecast)
+        self.forecast = forecast
         self.baseline = baseline
         self.alpha = alpha
         self.min_samples = min_samples
@@ -183,9 +229,11 @@ class EwmaChart(ChartDetector):
         return normal_limit(false_alarm_rate, d)
 
     def __init__(
-        self, lam: float = 0.2, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
+        self, lam: float = 0.2, baseline: str = "ewma", alpha: float = 0.001,
+        min_samples: int = 100, forecast: bool = True,
     ) -> None:
-        check_params(alpha, min_samples, baseline)
+        check_params(alpha, min_samples, baseline, forecast)
+        self.forecast = forecast
         if not (0.0 < lam <= 1.0):
             raise ValueError(f"lam (chart weight, 0.05-0.25 is usual) must be in (0, 1]; got {lam}")
         self.lam = lam
@@ -222,9 +270,10 @@ class CusumDetector(ChartDetector):
 
     def __init__(
         self, k: float = 0.5, limit: float = 30.0, baseline: str = "ewma", alpha: float = 0.001,
-        min_samples: int = 100,
+        min_samples: int = 100, forecast: bool = True,
     ) -> None:
-        check_params(alpha, min_samples, baseline)
+        check_params(alpha, min_samples, baseline, forecast)
+        self.forecast = forecast
         if not (0.0 <= k < 10.0):
             raise ValueError(f"k (slack, half the shift to find) must be in [0, 10) sigma; got {k}")
         if not limit > 0.0:
@@ -260,9 +309,10 @@ class PageHinkleyDetector(ChartDetector):
 
     def __init__(
         self, delta: float = 0.25, limit: float = 60.0, baseline: str = "welford",
-        alpha: float = 0.001, min_samples: int = 100,
+        alpha: float = 0.001, min_samples: int = 100, forecast: bool = False,
     ) -> None:
-        check_params(alpha, min_samples, baseline)
+        check_params(alpha, min_samples, baseline, forecast)
+        self.forecast = forecast
         if not (0.0 <= delta < 10.0):
             raise ValueError(f"delta (tolerated change in sigma) must be in [0, 10); got {delta}")
         if not limit > 0.0:
@@ -290,8 +340,10 @@ class RobustZDetector(ChartDetector):
     def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
         return normal_limit(false_alarm_rate, d)
 
-    def __init__(self, alpha: float = 0.001, min_samples: int = 100) -> None:
-        check_params(alpha, min_samples)
+    def __init__(self, alpha: float = 0.001, min_samples: int = 100, forecast: bool = True
+                 ) -> None:
+        check_params(alpha, min_samples, forecast=forecast)
+        self.forecast = forecast
         self.alpha = alpha
         self.min_samples = min_samples
 

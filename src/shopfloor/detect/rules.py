@@ -100,9 +100,11 @@ class WesternElectricDetector(ChartDetector):
         return 0.5
 
     def __init__(
-        self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100
+        self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100,
+        forecast: bool = True,
     ) -> None:
-        check_params(alpha, min_samples, baseline)
+        check_params(alpha, min_samples, baseline, forecast)
+        self.forecast = forecast
         self.baseline = baseline
         self.alpha = alpha
         self.min_samples = min_samples
@@ -113,9 +115,10 @@ class WesternElectricDetector(ChartDetector):
     def score_learn(self, x: NDArray[np.float64], learn: NDArray[np.bool_]) -> ScoreBatch:
         rows = as_feature_matrix(x)
         mask = as_learn_mask(learn, rows.shape[0])
+        chart = self._chartable(rows, mask)
         state = self._state_for(rows.shape[1])
         z, bits, _ = rule_kernels.western_electric(
-            rows, mask, state, alpha=self._alpha, min_samples=self.min_samples
+            chart, mask, state, alpha=self._alpha, min_samples=self.min_samples
         )
         score, top, rules = rule_kernels.worst_column(z, bits)
         return ScoreBatch(score=score, top=top, rules=rules)
