@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from datetime import datetime
@@ -16,6 +17,7 @@ from broker import Inbox, LinkFactory, Mosquitto, link_settings, wait_until
 from shopfloor.config import NAME_PATTERN
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.detect.rules import RULES
+from shopfloor.diagnosis import DEFECTS, ZONES
 from shopfloor.events import (
     EVENT_KINDS,
     SCHEMA_URI,
@@ -224,6 +226,26 @@ def test_schema_names_match_the_code() -> None:
     state_enum = SCHEMA["$defs"]["state"]["properties"]["state"]["enum"]
     assert state_enum == [s.name.lower() for s in AlarmState]
     assert SCHEMA["properties"]["event"]["enum"] == list(EVENT_KINDS)
+    assert SCHEMA["properties"]["defect"]["enum"] == list(DEFECTS)
+    assert SCHEMA["properties"]["iso_zone"]["enum"] == list(ZONES[1:])
+
+
+def test_frame_events_name_the_defect_and_the_iso_zone() -> None:
+    diagnosed = dataclasses.replace(FRAME, kind="raised", defect="outer_race", iso_zone="C")
+    doc = event_document(diagnosed, "agent-7")
+    EVENTS.validate(doc)
+    assert (doc["defect"], doc["iso_zone"]) == ("outer_race", "C")
+    # Without a diagnosis (scalar signals, older agents) the fields are absent, not null.
+    assert "defect" not in event_document(FRAME, "agent-7")
+    assert "iso_zone" not in event_document(SCALAR, "agent-7")
+    # An unknown name drops the annotation; the alarm itself is still sent.
+    odd = event_document(dataclasses.replace(diagnosed, defect="gearbox", iso_zone="E"), "x")
+    EVENTS.validate(odd)
+    assert "defect" not in odd
+    assert "iso_zone" not in odd
+    for bad in ({"defect": "gearbox"}, {"iso_zone": "unknown"}):
+        with pytest.raises(ValidationError):
+            EVENTS.validate({**doc, **bad})
 
 
 def test_unrepresentable_events_are_refused_by_the_builder() -> None:

@@ -28,6 +28,7 @@ import pytest
 from shopfloor import agent_config, config
 from shopfloor.cli import main
 from shopfloor.detect.registry import ALARMS, DETECTORS, THRESHOLDS, build, parameters, resolve
+from shopfloor.diagnosis import DIAGNOSIS_OPTIONS, FrameDiagnosis, split_frame_options
 from shopfloor.features import FrameFeatures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,10 +200,14 @@ def test_every_frame_feature_parameter_is_shown(entries: list[Entry]) -> None:
     for e in entries:
         if e.section.endswith(".features"):
             shown.setdefault(e.key, e.value)
-    missing = set(parameters(FrameFeatures)) - set(shown)
+    missing = (set(parameters(FrameFeatures)) | DIAGNOSIS_OPTIONS) - set(shown)
     assert not missing, f"frame features not in {EXAMPLE.name}: {sorted(missing)}"
     _check_full_table(shown, FrameFeatures, "features")
-    FrameFeatures(**shown)  # commented examples included, the values are valid together
+    frame, diagnosis = split_frame_options(shown)
+    for name in DIAGNOSIS_OPTIONS:  # the diagnosis' options are shown at their defaults
+        assert diagnosis[name] == parameters(FrameDiagnosis)[name].default, name
+    # Commented examples included, the values are valid together.
+    FrameDiagnosis(FrameFeatures(**frame).names, **diagnosis)
 
 
 def test_every_setting_line_has_a_comment() -> None:

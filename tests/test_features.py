@@ -88,6 +88,16 @@ def test_names_are_stable_lower_snake() -> None:
         shaft_hz=SHAFT_HZ, defect_orders={"ftf": 0.39828, "bpfo": 3.5848},
     )
     assert bearing.names == ("kurtosis", "rms", "band_12p5_100_hz", "env_bpfo", "env_ftf")
+    # Shaft orders come last, so adding them keeps every earlier column where it was.
+    orders = FrameFeatures(
+        FS, bands=((12.5, 100.0),), velocity_band=None, stats=("kurtosis", "rms"),
+        shaft_hz=SHAFT_HZ, defect_orders={"ftf": 0.39828, "bpfo": 3.5848},
+        shaft_orders=(1.0, 2.0, 0.5),
+    )
+    assert orders.names == (*bearing.names, "shaft_1x_mm_s", "shaft_2x_mm_s", "shaft_0p5x_mm_s")
+    alone = FrameFeatures(FS, stats=(), bands=(), velocity_band=None, shaft_hz=30.0,
+                          shaft_orders=[1.0])
+    assert alone.names == ("shaft_1x_mm_s",)  # no bearing needed for the shaft orders
 
 
 def test_parameters_are_stored_as_given() -> None:
@@ -122,6 +132,24 @@ def test_clean_frames_match_the_kernels() -> None:
     np.testing.assert_allclose(batch.values[:, 2:], spectral, rtol=1e-12)
     assert batch.missing.tolist() == [0] * 70
     assert not batch.rejected.any()
+
+
+def test_shaft_orders_through_the_stage_with_dropouts() -> None:
+    # 1x and 2x tones of known velocity: read at their orders, and a frame with 5 % of its
+    # samples lost still reads the same amplitude (the power is rescaled like velocity's).
+    fs, n_len, shaft = 12000.0, 4096, 29.95
+    t = np.arange(n_len) / fs
+    v1, v2 = 2.0, 0.5  # mm/s rms wanted at 1x and 2x
+    a1 = v1 * math.sqrt(2) * 2 * np.pi * shaft / (G * 1e3)
+    a2 = v2 * math.sqrt(2) * 2 * np.pi * 2 * shaft / (G * 1e3)
+    frame = a1 * np.sin(2 * np.pi * shaft * t) + a2 * np.sin(2 * np.pi * 2 * shaft * t + 1.0)
+    gappy = frame.copy()
+    gappy[np.random.default_rng(25).choice(n_len, size=200, replace=False)] = np.nan
+    features = FrameFeatures(fs, shaft_hz=shaft, shaft_orders=(1.0, 2.0), stats=("rms",))
+    values = features.compute(np.vstack([frame, gappy])).values
+    cols = [features.names.index("shaft_1x_mm_s"), features.names.index("shaft_2x_mm_s")]
+    np.testing.assert_allclose(values[0, cols], [v1, v2], rtol=2e-3)
+    np.testing.assert_allclose(values[1, cols], [v1, v2], rtol=0.05)
 
 
 def test_sine_velocity_through_the_stage() -> None:
@@ -235,6 +263,11 @@ def test_shapes_and_input_checks() -> None:
         ({"stats": ("rms", "rms")}, "stats"),
         ({"stats": ("loudness",)}, "stats"),
         ({"stats": (), "bands": (), "velocity_band": None}, "no features"),
+        ({"shaft_orders": [1.0]}, "shaft_hz"),
+        ({"shaft_hz": 25.0, "shaft_orders": [1.0, 1.0]}, "shaft_orders"),
+        ({"shaft_hz": 25.0, "shaft_orders": [0.0]}, "shaft_orders"),
+        ({"shaft_hz": 25.0, "shaft_orders": "1x"}, "shaft_orders"),
+        ({"shaft_hz": 25.0, "shaft_orders": [600.0]}, "shaft_orders"),
     ],
 )
 def test_invalid_parameters_name_themselves(kwargs: dict[str, Any], name: str) -> None:

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopfloor.detect.registry import ALARMS, DETECTORS, THRESHOLDS, BuildError, build
+from shopfloor.detect.registry import (
+    ALARMS,
+    DETECTORS,
+    THRESHOLDS,
+    BuildError,
+    build,
+    parameters,
+    resolve,
+)
 from shopfloor.errors import ConfigError
 from shopfloor.tomlkeys import KeyLines
 
@@ -48,12 +56,14 @@ __all__ = [
 # Names end up in MQTT topics, metric labels and CSV headers: keep them to a safe alphabet.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
-# Defaults chosen to generalise, not to fit one data set: a z-score against a slowly forgetting
-# EWMA baseline reacts to steps and spikes and follows slow process changes; a threshold
-# calibrated to one false alarm per thousand samples; three samples in a row to raise.
+# Defaults chosen to generalise, not to fit one data set: a z-score of one-step forecast
+# residuals (frame features: of the values) against a slowly forgetting EWMA baseline reacts to
+# steps and spikes and holds its false-alarm rate on autocorrelated process data; a threshold
+# from a Pareto tail fitted to the signal's own warm-up scores, for one false alarm per thousand
+# samples; three samples in a row to raise; an alarm lifecycle that always ends.
 DEFAULT_DETECTOR: Mapping[str, Any] = {"kind": "zscore"}
 DEFAULT_ASSET_DETECTOR: Mapping[str, Any] = {"kind": "mahalanobis"}
-DEFAULT_THRESHOLD: Mapping[str, Any] = {"kind": "quantile", "false_alarm_rate": 0.001}
+DEFAULT_THRESHOLD: Mapping[str, Any] = {"kind": "pot", "false_alarm_rate": 0.001}
 DEFAULT_ALARM: Mapping[str, Any] = {}
 
 _BUILTIN_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -269,7 +279,7 @@ class Parser:
             column=column,
             valid_range=self.valid_range(t.get("valid_range"), f"{key}.valid_range"),
             features=features,
-            stage=self.stage(t, key, base, "detector"),
+            stage=self.stage(t, key, base, "detector", frame=kind == "frame"),
         )
         return spec
 
@@ -302,7 +312,8 @@ class Parser:
             raise self.error(f"{key}.{bad}" if bad else key, str(exc)) from None
 
     def stage(
-        self, t: dict[str, Any], key: str, base: dict[str, Any], detector_key: str
+        self, t: dict[str, Any], key: str, base: dict[str, Any], detector_key: str,
+        frame: bool = False,
     ) -> StageSpec:
         merged: dict[str, dict[str, Any]] = {}
         for part, default_key, table in (
@@ -312,6 +323,8 @@ class Parser:
         ):
             own = t.get(part)
             merged[part] = self.merge(base[default_key], own, f"{key}.{part}")
+            if part == "detector" and frame:
+                self.frame_detector(merged[part])
             # Build once as a dry run so bad values fail at load time, not at the first sample.
             try:
                 build(table, merged[part] if part != "alarm" else {"kind": "alarm", **merged[part]})
@@ -321,6 +334,16 @@ class Parser:
                 where = f"{key}.{part}" if mine else f"defaults.{default_key}"
                 raise self.error(f"{where}.{exc.key}", exc.message) from None
         return StageSpec(**merged)
+
+    @staticmethod
+    def frame_detector(detector: dict[str, Any]) -> None:
+        """Frame features chart raw unless told otherwise: frames are nearly independent of
+        each other, and a developing bearing defect is a slow rise that a forecaster would
+        track away (the residual charts are for autocorrelated process signals)."""
+        kind = detector.get("kind")
+        if (isinstance(kind, str) and kind in DETECTORS and "forecast" not in detector
+                and "forecast" in parameters(resolve(DETECTORS, kind))):
+            detector["forecast"] = False
 
     def merge(self, default: Mapping[str, Any], override: Any, key: str) -> dict[str, Any]:
         if override is None:

@@ -10,6 +10,9 @@ Severity: ``critical`` when ``threshold > 0`` and ``score >= 2 × threshold``, e
 Twice the threshold is far outside anything a calibrated threshold lets through by chance,
 and needs no second threshold per signal; a cleared event repeats its raise's severity.
 
+Events of frame signals also name the defect the frame points to and the ISO 20816-3 zone of
+its velocity (``defect``, ``iso_zone``; :mod:`shopfloor.diagnosis`).
+
 An alarm that ends because the shifted level was adopted as the new baseline (``adapt_after``)
 is sent with ``kind: "cleared"`` and ``event: "baseline_adopted"``: a consumer written before
 ``event`` existed still sees the end of the alarm it opened (and resolves its alert), while
@@ -31,6 +34,7 @@ from typing import Any, Protocol
 
 from shopfloor.config import NAME_PATTERN
 from shopfloor.detect.rules import rule_hits
+from shopfloor.diagnosis import DEFECTS, ZONES
 from shopfloor.logs import RateLimitedLog
 
 __all__ = [
@@ -99,6 +103,10 @@ class AlarmLike(Protocol):
     def likelihood(self) -> float | None: ...  # anomaly likelihood in [0, 1]; None/NaN unknown
     @property
     def onset(self) -> float | None: ...  # signal time the alarm started; None/NaN unknown
+    @property
+    def defect(self) -> str | None: ...  # frames: a name of DEFECTS; None for no diagnosis
+    @property
+    def iso_zone(self) -> str | None: ...  # frames: "A".."D"; None without a velocity
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +130,8 @@ class AnomalyEvent:
     labels: Mapping[str, str] = field(default_factory=dict)
     likelihood: float | None = None
     onset: float | None = None
+    defect: str | None = None
+    iso_zone: str | None = None
 
 
 def severity(score: float, threshold: float) -> str:
@@ -201,6 +211,11 @@ def event_document(event: AlarmLike, agent: str, severity_: str | None = None) -
         doc["value"] = _number(event.value)
     else:  # an asset event without signal values still says so in the same shape
         doc["features"] = {str(k): _number(v) for k, v in (event.features or {}).items()}
+    # Optional, and like the likelihood an unknown name drops the annotation, not the event.
+    if event.defect in DEFECTS:
+        doc["defect"] = event.defect
+    if event.iso_zone in ZONES[1:]:
+        doc["iso_zone"] = event.iso_zone
     return doc
 
 

@@ -2,7 +2,8 @@
 
 A scalar signal (a quality measurement) is its own feature. A vibration frame becomes one row of
 named features: time-domain statistics (:mod:`shopfloor.kernels.frame`), band energies, ISO
-velocity rms and bearing-defect envelope amplitudes (:mod:`shopfloor.kernels.spectrum`).
+velocity rms, bearing-defect envelope amplitudes and the velocity at shaft orders such as 1x
+and 2x (:mod:`shopfloor.kernels.spectrum`).
 
 Dropouts inside a frame are skipped by the statistics and counted. For the spectrum they are
 filled with the frame's mean, which adds no AC power, and the band energies and velocity are
@@ -142,12 +143,17 @@ class FrameFeatures:
         Band demodulated for the envelope features; ``None`` for
         :func:`default_envelope_band`. It must be wider than the highest defect frequency.
     defect_tolerance
-        Search half-width around each defect frequency, as a fraction of it (bearing slip,
-        speed error), in ``[0, 0.5)``.
+        Search half-width around each defect frequency and shaft order, as a fraction of it
+        (bearing slip, speed error), in ``[0, 0.5)``.
     max_missing
         Largest fraction of missing samples of a frame whose spectrum is still used, ``[0, 1)``.
     stats
         Time-domain statistics to include, from :data:`FRAME_STAT_NAMES`.
+    shaft_orders
+        Multiples of shaft speed (needs ``shaft_hz``) whose velocity rms in mm/s becomes a
+        ``shaft_<order>x_mm_s`` feature, after all others: ``(1.0, 2.0)`` gives
+        ``shaft_1x_mm_s`` (unbalance) and ``shaft_2x_mm_s`` (misalignment). None by default,
+        so that configurations written before it keep their feature rows (and checkpoints).
 
     Examples
     --------
@@ -172,6 +178,7 @@ class FrameFeatures:
         defect_tolerance: float = 0.02,
         max_missing: float = 0.1,
         stats: Sequence[str] = FRAME_STAT_NAMES,
+        shaft_orders: Sequence[float] | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.bands = bands
@@ -183,6 +190,7 @@ class FrameFeatures:
         self.defect_tolerance = defect_tolerance
         self.max_missing = max_missing
         self.stats = stats
+        self.shaft_orders = shaft_orders
         _Config.resolve(self)  # every parameter is checked now, not on the first frame
 
     @cached_property
@@ -191,7 +199,7 @@ class FrameFeatures:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Feature names, in column order: statistics, bands, velocity, envelope."""
+        """Feature names, in column order: statistics, bands, velocity, envelope, orders."""
         return self._config.names
 
     @cached_property
@@ -234,9 +242,10 @@ class FrameFeatures:
         if gappy.any():
             power_scale = frame_len / finite[gappy]
             spectral[gappy, : cfg.n_power] *= power_scale[:, None]
-            spectral[gappy, cfg.n_power : cfg.n_power + cfg.n_velocity] *= np.sqrt(
-                power_scale
-            )[:, None]
+            amplitude_scale = np.sqrt(power_scale)[:, None]
+            spectral[gappy, cfg.n_power : cfg.n_power + cfg.n_velocity] *= amplitude_scale
+            if cfg.order_hz:
+                spectral[gappy, -len(cfg.order_hz) :] *= amplitude_scale
         spectral[rejected] = np.nan
         return FeatureBatch(values=values, missing=missing, rejected=rejected)
 
@@ -256,6 +265,7 @@ class FrameFeatures:
                 envelope_band=cfg.envelope_band,
                 defect_hz=cfg.defect_hz,
                 tolerance=cfg.defect_tolerance,
+                order_hz=cfg.order_hz,
             )
         return plan
 
@@ -270,6 +280,7 @@ class _Config:
     accel_unit: str
     envelope_band: tuple[float, float] | None
     defect_hz: tuple[float, ...]
+    order_hz: tuple[float, ...]
     defect_tolerance: float
     max_missing: float
     stat_columns: tuple[int, ...]
@@ -304,38 +315,48 @@ class _Config:
         if not 0.0 <= max_missing < 1.0:
             raise ValueError(f"max_missing must be a fraction in [0, 1); got {max_missing!r}")
         orders = dict(p.defect_orders or {})
+        shaft_orders = _shaft_orders(() if p.shaft_orders is None else p.shaft_orders)
         defect_hz: tuple[float, ...] = ()
+        order_hz: tuple[float, ...] = ()
         envelope = None
-        if p.shaft_hz is not None or orders:
+        if p.shaft_hz is not None or orders or shaft_orders:
             shaft = _number(p.shaft_hz, "shaft_hz") if p.shaft_hz is not None else math.nan
             if not shaft > 0.0:
                 raise ValueError(
-                    f"shaft_hz must be the shaft speed in Hz (> 0) for the env_* features; "
-                    f"got {p.shaft_hz!r}"
+                    f"shaft_hz must be the shaft speed in Hz (> 0) for the env_* and shaft_* "
+                    f"features; got {p.shaft_hz!r}"
                 )
-            if not orders:
+            if not orders and not shaft_orders:
                 raise ValueError(
-                    "defect_orders is empty, so shaft_hz has no use: give e.g. "
-                    f"defect_orders = {dict(BEARING_6205_2RS)} (6205-2RS) or leave out shaft_hz"
+                    "defect_orders and shaft_orders are empty, so shaft_hz has no use: give "
+                    f"e.g. defect_orders = {dict(BEARING_6205_2RS)} (6205-2RS), "
+                    "shaft_orders = [1.0, 2.0], or leave out shaft_hz"
+                )
+            order_hz = tuple(shaft * o for o in shaft_orders)
+            if order_hz and max(order_hz) * (1.0 + tolerance) >= nyquist:
+                raise ValueError(
+                    f"shaft_orders {list(shaft_orders)} reach {max(order_hz):g} Hz, beyond the "
+                    f"Nyquist frequency {nyquist:g} Hz"
                 )
             for name, order in sorted(orders.items()):
                 if not isinstance(name, str) or not _DEFECT_NAME.fullmatch(name):
                     raise ValueError(f"defect_orders names must be lower_snake; got {name!r}")
                 if not _number(order, f"defect_orders[{name!r}]") > 0.0:
                     raise ValueError(f"defect_orders[{name!r}] must be > 0; got {order!r}")
-            defect_hz = tuple(shaft * float(orders[k]) for k in sorted(orders))
-            envelope = _band(
-                default_envelope_band(fs) if p.envelope_band is None else p.envelope_band,
-                "envelope_band",
-                nyquist,
-            )
-            top = max(defect_hz) * (1.0 + tolerance)
-            if top >= envelope[1] - envelope[0]:
-                raise ValueError(
-                    f"envelope_band {envelope} is {envelope[1] - envelope[0]:g} Hz wide, too "
-                    f"narrow to show the highest defect frequency ({top:g} Hz with tolerance); "
-                    "widen it"
+            if orders:
+                defect_hz = tuple(shaft * float(orders[k]) for k in sorted(orders))
+                envelope = _band(
+                    default_envelope_band(fs) if p.envelope_band is None else p.envelope_band,
+                    "envelope_band",
+                    nyquist,
                 )
+                top = max(defect_hz) * (1.0 + tolerance)
+                if top >= envelope[1] - envelope[0]:
+                    raise ValueError(
+                        f"envelope_band {envelope} is {envelope[1] - envelope[0]:g} Hz wide, "
+                        f"too narrow to show the highest defect frequency ({top:g} Hz with "
+                        "tolerance); widen it"
+                    )
         stats = tuple(p.stats)
         unknown = [s for s in stats if s not in FRAME_STAT_NAMES]
         if unknown or len(set(stats)) != len(stats):
@@ -345,6 +366,7 @@ class _Config:
             + tuple(f"band_{_hz(lo)}_{_hz(hi)}_hz" for lo, hi in bands)
             + (("velocity_rms_mm_s",) if velocity is not None else ())
             + tuple(f"env_{k}" for k in sorted(orders))
+            + tuple(f"shaft_{_hz(o)}x_mm_s" for o in shaft_orders)
         )
         if len(set(names)) != len(names):
             raise ValueError(f"bands must be distinct; got {bands!r}")
@@ -357,6 +379,7 @@ class _Config:
             accel_unit=p.accel_unit,
             envelope_band=envelope,
             defect_hz=defect_hz,
+            order_hz=order_hz,
             defect_tolerance=tolerance,
             max_missing=max_missing,
             stat_columns=tuple(FRAME_STAT_NAMES.index(s) for s in stats),
@@ -381,6 +404,15 @@ def _band(band: Any, name: str, nyquist: float) -> tuple[float, float]:
             f"{name} {band!r} must satisfy 0 < low_hz < high_hz <= {nyquist:g} Hz (Nyquist)"
         )
     return lo, hi
+
+
+def _shaft_orders(orders: Any) -> tuple[float, ...]:
+    if isinstance(orders, str | bytes) or not isinstance(orders, Sequence):
+        raise ValueError(f"shaft_orders must be a list of multiples of shaft speed; got {orders!r}")
+    out = tuple(_number(o, "shaft_orders") for o in orders)
+    if any(not o > 0.0 for o in out) or len(set(out)) != len(out):
+        raise ValueError(f"shaft_orders must be distinct multiples > 0; got {orders!r}")
+    return out
 
 
 def _bands(bands: Any, nyquist: float) -> tuple[tuple[float, float], ...]:

@@ -200,6 +200,18 @@ class AgentCollector(Collector):
                 "shopfloor_signal_feature", "Latest features of a vibration frame signal.",
                 labels=[*labels, "feature"],
             ),
+            # One series per frame signal; the defect label takes one of 7 fixed names.
+            "defect": InfoMetricFamily(
+                "shopfloor_signal_defect",
+                "The defect the latest frame of a vibration signal points to (none: no "
+                "evidence).",
+                labels=labels,
+            ),
+            "zone": GaugeMetricFamily(
+                "shopfloor_signal_iso_zone",
+                "ISO 20816-3 zone of the latest frame's velocity rms: 1 = A, 2 = B, 3 = C, 4 = D.",
+                labels=labels,
+            ),
             "last": GaugeMetricFamily(
                 "shopfloor_signal_last_sample_timestamp_seconds",
                 "Timestamp of the latest sample.",
@@ -240,6 +252,10 @@ class AgentCollector(Collector):
             for feature, value in status.features.items():
                 if math.isfinite(value):
                     fam["feature"].add_metric([*lv, feature], value)
+            if status.defect is not None:
+                fam["defect"].add_metric(lv, {"defect": status.defect})
+            if status.iso_zone:
+                fam["zone"].add_metric(lv, status.iso_zone)
             if math.isfinite(status.last_time):
                 fam["last"].add_metric(lv, status.last_time)
             fam["raised"].add_metric(lv, status.alarms)

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec
 from shopfloor.detect.base import State
 from shopfloor.detect.gate import Reject, SampleGate
+from shopfloor.diagnosis import DiagnosisBatch, FrameDiagnosis, split_frame_options
 from shopfloor.features import FrameFeatures
 from shopfloor.monitor import Monitor, MonitorBatch
 
@@ -31,6 +32,8 @@ class SignalBatch:
     reason: NDArray[np.uint8]  # Reject code per row, 0 = accepted
     features: NDArray[np.float64]  # (n, d) feature rows (the value itself for scalar signals)
     result: MonitorBatch
+    # Frame signals: suspected defect and ISO zone per row (none/unknown for rejected rows).
+    diagnosis: DiagnosisBatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +53,11 @@ class SignalPipeline:
         self.subscription = subscription  # index of the subscription it was found on, or -1
         self.gate = SampleGate(spec.valid_range)
         self.frames: FrameFeatures | None = None
+        self.diagnosis: FrameDiagnosis | None = None
         if spec.kind == "frame":
-            self.frames = FrameFeatures(**spec.features)
+            frame_options, diagnosis_options = split_frame_options(spec.features)
+            self.frames = FrameFeatures(**frame_options)
+            self.diagnosis = FrameDiagnosis(self.frames.names, **diagnosis_options)
         self.feature_names: tuple[str, ...] = self.frames.names if self.frames else ("value",)
         self.monitor = Monitor.from_spec(spec.stage, len(self.feature_names))
         self.rejected: Counter[str] = Counter()
@@ -83,21 +89,38 @@ class SignalPipeline:
             features = v.reshape(-1, 1)
         ok = np.flatnonzero(reason == 0)
         result = _run(self.monitor, features, ok, times)
+        diagnosis = None
+        if self.diagnosis is not None:  # learns what the monitor learned, nothing else
+            diagnosis = self.diagnosis.process(features, result.learned)
+            refused = reason != 0
+            diagnosis.defect[refused], diagnosis.zone[refused] = 0, 0
+            diagnosis.ratio[refused] = np.nan
         self.scored += int(ok.size)
         if ok.size < len(reason):  # the common case, all accepted, skips the counting
             for code, count in zip(*np.unique(reason[reason != 0], return_counts=True),
                                    strict=True):
                 self.rejected[Reject(int(code)).label] += int(count)
-        return SignalBatch(reason=reason, features=features, result=result)
+        return SignalBatch(reason=reason, features=features, result=result, diagnosis=diagnosis)
 
     def get_state(self) -> State:
-        return {
+        state: State = {
             "monitor": self.monitor.get_state(),
             "scored": self.scored,
             "rejected": dict(self.rejected),
         }
+        if self.diagnosis is not None:
+            state["diagnosis"] = self.diagnosis.get_state()
+        return state
 
     def set_state(self, state: State) -> None:
+        if self.diagnosis is not None:
+            # A checkpoint from before the diagnosis existed restores everything else; the
+            # diagnosis then learns its levels afresh.
+            options = split_frame_options(self.spec.features)[1]
+            fresh = FrameDiagnosis(self.diagnosis.names, **options)
+            if "diagnosis" in state:
+                fresh.set_state(state["diagnosis"])
+            self.diagnosis = fresh
         self.monitor.set_state(state["monitor"])
         self.scored = int(state["scored"])
         self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})

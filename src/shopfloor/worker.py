@@ -19,6 +19,7 @@ import numpy as np
 from shopfloor.agent_config import AgentConfig
 from shopfloor.codecs import Frame, Samples
 from shopfloor.detect.alarm import AlarmState
+from shopfloor.diagnosis import DEFECTS, ZONES
 from shopfloor.ingest import BoundedQueue, Item
 from shopfloor.monitor import MonitorBatch
 from shopfloor.pipeline import Plant, SignalBatch, SignalPipeline
@@ -46,6 +47,9 @@ class SignalStatus:
     likelihood: float = math.nan  # anomaly likelihood of the latest scored sample, in [0, 1]
     adopted: int = 0  # alarms that ended by adopting the shifted level as the new baseline
     onset: float = math.nan  # signal time the latest alarm started (its first exceedance)
+    # Frame signals: the latest scored frame's suspected defect and ISO zone (1..4 = A..D).
+    defect: str | None = None
+    iso_zone: int = 0
 
 
 @dataclass(slots=True)
@@ -79,6 +83,8 @@ class AlarmChange:
     rules: int  # Western Electric bitmask, 0 if none
     likelihood: float  # anomaly likelihood at this sample; NaN if unknown
     onset: float  # signal time the alarm started (first exceedance); NaN if unknown
+    defect: str | None = None  # frame signals: the defect this frame points to
+    iso_zone: str | None = None  # frame signals: ISO 20816-3 zone "A".."D" of its velocity
 
 
 class Worker:
@@ -192,6 +198,9 @@ class Worker:
             last = scored[-1]
             status.score, status.threshold = float(r.score[last]), float(r.threshold[last])
             status.likelihood = float(r.likelihood[last])
+            if batch.diagnosis is not None:
+                status.defect = DEFECTS[int(batch.diagnosis.defect[last])]
+                status.iso_zone = int(batch.diagnosis.zone[last])
             row = batch.features[last]
             if feature_names:
                 status.features = dict(zip(feature_names, map(float, row), strict=True))
@@ -227,6 +236,7 @@ class Worker:
     ) -> AlarmChange:
         row = batch.features[i]
         top = int(r.top[i])
+        d = batch.diagnosis
         return AlarmChange(
             kind=kind,
             scope="signal",
@@ -242,6 +252,8 @@ class Worker:
             rules=int(r.rules[i]),
             likelihood=float(r.likelihood[i]),
             onset=onset,
+            defect=None if d is None else DEFECTS[int(d.defect[i])],
+            iso_zone=None if d is None or not d.zone[i] else ZONES[int(d.zone[i])],
         )
 
     def _assets(self, accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:

@@ -35,6 +35,17 @@ Envelope amplitude at a defect frequency
     length or the gain. NaN when the band holds no energy. The cost grows as band bins times
     searched lags, both proportional to the frame length; for long frames a narrower band or a
     smaller tolerance keeps it down.
+Velocity at a shaft order
+    The velocity rms (mm/s) of the component at ``f`` (a multiple of shaft speed: 1x points to
+    unbalance, 2x to misalignment). The Hann-windowed power is summed over the bins from one
+    below the ``± tolerance`` window around ``f`` to one above it, which holds a tone's whole
+    main lobe wherever it falls between bins (99.9 % of its power half a bin off, all of it on
+    a bin), so there is no scalloping; that power over 3/8 is the component's mean square
+    acceleration, converted to velocity at ``f`` itself (``a / (2 pi f)``, exact for a tone at
+    ``f``). The noise in those few bins adds to it: it is a narrow-band level, as an analyst's
+    1x reading is. Two orders are only told apart when their windows do not overlap, i.e.
+    when bins are narrower than about a third of the shaft speed (frames of at least
+    ``3 fs / shaft_hz`` samples).
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ __all__ = [
     "SpectralPlan",
     "band_energies",
     "envelope_amplitudes",
+    "order_velocity_rms",
     "spectral_features",
     "spectral_plan",
     "velocity_rms",
@@ -68,7 +80,8 @@ class SpectralPlan:
     """Bin ranges and weights of every spectral feature for one frame length.
 
     Build it with :func:`spectral_plan`; it is reused for every batch of that frame length.
-    Output columns: the bands, then velocity rms (if any), then one per defect frequency.
+    Output columns: the bands, then velocity rms (if any), then one per defect frequency, then
+    one per shaft order.
     """
 
     frame_len: int
@@ -79,11 +92,14 @@ class SpectralPlan:
     envelope_bins: NDArray[np.int64]  # (2,) band [k0, k1) that is demodulated
     lags: NDArray[np.int64]  # sorted lags (bins) of the squared envelope spectrum to compute
     lag_windows: NDArray[np.int64]  # (n_defects, 2): first and last index into lags searched
+    order_bins: NDArray[np.int64]  # (n_orders, 2) bin ranges [k0, k1) of each shaft order
+    order_weights: NDArray[np.float64]  # (n_orders, w): per float, zero-padded to the widest
 
     @property
     def n_features(self) -> int:
         """Number of output columns."""
-        return len(self.band_bins) + len(self.velocity_bins) + len(self.lag_windows)
+        return (len(self.band_bins) + len(self.velocity_bins) + len(self.lag_windows)
+                + len(self.order_bins))
 
 
 @kernel
@@ -209,6 +225,8 @@ def _spectral_features(
     envelope_bins: NDArray[np.int64],
     lags: NDArray[np.int64],
     lag_windows: NDArray[np.int64],
+    order_bins: NDArray[np.int64],
+    order_weights: NDArray[np.float64],
     out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
     # ``spec`` is the complex spectrum viewed as interleaved floats (re, im): sums of |X|^2 and
@@ -218,7 +236,9 @@ def _spectral_features(
     n_vel = velocity_bins.shape[0]
     e0 = 2 * envelope_bins[0]
     e_len = max(2 * (envelope_bins[1] - envelope_bins[0]), 0)
-    vel_buf = np.empty(velocity_weights.shape[0] + 4, np.float64)
+    n_orders = order_bins.shape[0]
+    order_col = n_bands + n_vel + lag_windows.shape[0]
+    vel_buf = np.empty(max(velocity_weights.shape[0], order_weights.shape[1]) + 4, np.float64)
     quad = np.empty(e_len, np.float64)
     hann = np.empty(e_len + 4, np.float64)
     h_re = np.empty(lags.shape[0], np.float64)
@@ -229,6 +249,11 @@ def _spectral_features(
         for b in range(n_vel):
             out[i, n_bands + b] = _velocity(
                 row, velocity_bins[b, 0], velocity_bins[b, 1], velocity_weights, vel_buf
+            )
+        # A shaft order is a velocity over a narrow band with one weight (its own frequency's).
+        for o in range(n_orders):
+            out[i, order_col + o] = _velocity(
+                row, order_bins[o, 0], order_bins[o, 1], order_weights[o], vel_buf
             )
         if lag_windows.shape[0] == 0:
             continue
@@ -296,6 +321,7 @@ def spectral_plan(
     envelope_band: Sequence[float] | None = None,
     defect_hz: Sequence[float] = (),
     tolerance: float = 0.02,
+    order_hz: Sequence[float] = (),
 ) -> SpectralPlan:
     """Work out which bins each feature reads, for frames of ``frame_len`` samples.
 
@@ -314,8 +340,11 @@ def spectral_plan(
     defect_hz
         Defect frequencies in Hz at which the squared envelope spectrum is read.
     tolerance
-        Half-width of the search around each defect frequency, as a fraction of it, in
-        ``[0, 0.5)``; at least the two bins around it are searched.
+        Half-width of the search around each defect frequency (and shaft order), as a fraction
+        of it, in ``[0, 0.5)``; at least the two bins around it are searched.
+    order_hz
+        Frequencies in Hz of the shaft orders whose velocity rms (mm/s, ``accel_unit`` input)
+        is read.
     """
     if isinstance(frame_len, bool) or not isinstance(frame_len, int | np.integer) or frame_len < 1:
         raise ValueError(f"frame_len must be an int >= 1; got {frame_len!r}")
@@ -356,6 +385,22 @@ def spectral_plan(
                 raise ValueError(f"defect_hz must be finite frequencies > 0; got {f!r}")
             lo = max(1, math.floor(f * (1.0 - tolerance) / df))
             windows.append((lo, max(lo, math.ceil(f * (1.0 + tolerance) / df))))
+    order_bins = np.zeros((len(order_hz), 2), dtype=np.int64)
+    order_weights = np.zeros((len(order_hz), 0), dtype=np.float64)
+    if len(order_hz):
+        df = sample_rate / n_len
+        usable = (n_len + 1) // 2  # as for velocity: the Nyquist bin has no Hann neighbour
+        scale = ACCEL_UNITS[accel_unit] * 1000.0
+        weights = []
+        for o, f in enumerate(order_hz):
+            if not (math.isfinite(f) and f > 0.0):
+                raise ValueError(f"order_hz must be finite frequencies > 0; got {f!r}")
+            k0 = min(max(1, math.floor(f * (1.0 - tolerance) / df) - 1), usable)
+            k1 = min(math.ceil(f * (1.0 + tolerance) / df) + 2, usable)
+            order_bins[o] = (k0, max(k0, k1))
+            weights.append(2.0 / n_len**2 / 0.375 * (scale / (2.0 * np.pi * f)) ** 2)
+        width = 2 * int((order_bins[:, 1] - order_bins[:, 0]).max())
+        order_weights = np.repeat(np.array(weights)[:, None], width, axis=1)
     needed = sorted({m for lo, hi in windows for m in range(lo, hi + 1)})
     lags = np.array(needed, dtype=np.int64)
     positions = [(needed.index(lo), needed.index(hi)) for lo, hi in windows]
@@ -368,6 +413,8 @@ def spectral_plan(
         envelope_bins=envelope_bins,
         lags=lags,
         lag_windows=np.array(positions, dtype=np.int64).reshape(-1, 2),
+        order_bins=order_bins,
+        order_weights=np.ascontiguousarray(order_weights),
     )
 
 
@@ -375,7 +422,8 @@ def spectral_features(spectrum: NDArray[np.complex128], plan: SpectralPlan) -> N
     """All features of ``plan`` from ``spectrum = np.fft.rfft(frames, axis=1)``.
 
     Returns shape (n_frames, plan.n_features), float64: band energies (input unit²), velocity
-    rms (mm/s), envelope amplitudes (dimensionless), in that order.
+    rms (mm/s), envelope amplitudes (dimensionless), shaft-order velocities (mm/s), in that
+    order.
     """
     if not isinstance(spectrum, np.ndarray) or spectrum.dtype != np.complex128:
         raise TypeError("spectrum must be complex128, as np.fft.rfft(frames, axis=1) returns")
@@ -400,6 +448,8 @@ def spectral_features(spectrum: NDArray[np.complex128], plan: SpectralPlan) -> N
             plan.envelope_bins,
             plan.lags,
             plan.lag_windows,
+            plan.order_bins,
+            plan.order_weights,
             out,
         )
     return out
@@ -442,5 +492,20 @@ def envelope_amplitudes(
         envelope_band=envelope_band,
         defect_hz=defect_hz,
         tolerance=tolerance,
+    )
+    return spectral_features(spectrum, plan)
+
+
+def order_velocity_rms(
+    spectrum: NDArray[np.complex128],
+    frame_len: int,
+    sample_rate: float,
+    order_hz: Sequence[float],
+    tolerance: float = 0.02,
+    accel_unit: str = "g",
+) -> NDArray[np.float64]:
+    """Velocity rms in mm/s of the component at each of ``order_hz``; (n_frames, n_orders)."""
+    plan = spectral_plan(
+        frame_len, sample_rate, accel_unit=accel_unit, order_hz=order_hz, tolerance=tolerance
     )
     return spectral_features(spectrum, plan)
