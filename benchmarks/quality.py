@@ -10,14 +10,28 @@ SKAB (``skab/valve1``, ``skab/valve2``)
     with SKAB's point-wise F1/FAR/MAR and NAB changepoint scores (:mod:`.quality_skab`,
     :mod:`.quality_metrics`). Figures: F1 beside the best published F1 (Conv-AE) and NAB
     standard beside the best published NAB (MSCRED); ratio = ours / theirs.
+NAB (``nab/data``, ``nab/labels``)
+    Univariate streams, one fresh plant with the default configuration per file, scored by
+    our NAB scorer (:mod:`.quality_nab`; checked against ``<data>/../tools/nab_score.py``
+    when that runs: it needs pandas, set ``NAB_SCORE_PYTHON`` to an interpreter with it).
+    Figures: NAB standard of the likelihood and of the raised alarms beside Numenta HTM on
+    the same 35 files (66.6); ratio = ours / HTM.
+Synthetic (no data needed)
+    A seeded suite of steps, drift, a spike, seasonality, a gap, a stuck sensor and healthy
+    controls (:mod:`.quality_synthetic`): detected, delay, false alarms per 10,000 healthy
+    samples, and whether a sustained change's alarm ends. A table, no figures.
 CWRU (``cwru/*.npz``)
-    Healthy bearing then a seeded fault, as a stream of vibration frames (:mod:`.quality_cwru`).
-    Figures: seconds from the join to the alarm (unit s, lower is better) beside the earliest
-    possible alarm; ratio = earliest / ours.
+    A frame signal fitted on the healthy recording's start, then continued on its held-back
+    part, on a healthy-to-healthy control join and on each seeded fault (:mod:`.quality_cwru`).
+    Figures: alarms on the held-back part and on the control (target: none; ratio =
+    1 / (1 + alarms)), seconds from the fault's start to the alarm (unit s, lower is better)
+    beside the earliest possible alarm (ratio = earliest / ours), and the faults whose defect
+    the diagnosis named right on the alarm's frame (ratio = right / faults).
 
 Besides ``results.json``/``results.md`` the area writes ``quality.md`` with the full tables.
 Run it alone with ``python -m benchmarks.quality [--data DIR] [--out DIR] [--quick]``; quick
-takes 4 SKAB files and 1 CWRU fault. A missing data folder is a recorded skip, not a failure.
+takes 4 SKAB files, 5 NAB files, short synthetic series and 1 CWRU fault. A missing data
+folder is a recorded skip, not a failure. The NAB and synthetic tables are printed too.
 """
 
 from __future__ import annotations
@@ -31,10 +45,28 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import Bench, Figure, Mode, machine_info
-from benchmarks.quality_cwru import FAULTS, HEALTHY_FILE, CwruResult, run_fault
+from benchmarks.quality_cwru import FAULTS, HEALTHY_FILE, CwruReport, HealthyResult, run_cwru
 from benchmarks.quality_data import read_skab, skab_files
+from benchmarks.quality_nab import (
+    ALARM,
+    ANCHOR,
+    LIKELIHOOD,
+    QUICK_NAB,
+    NabReport,
+    NabScore,
+    nab_markdown,
+    reference_tool,
+    run_nab,
+)
 from benchmarks.quality_report import CHANGEPOINT, OUTLIER, ROWS, SkabReport, quality_markdown
 from benchmarks.quality_skab import TRAIN_ROWS, run_skab, score
+from benchmarks.quality_synthetic import (
+    FULL,
+    QUICK,
+    SyntheticReport,
+    run_synthetic,
+    synthetic_markdown,
+)
 
 __all__ = ["DEFAULT_DATA", "main", "run"]
 
@@ -47,7 +79,8 @@ QUICK_FAULTS = ("inner race (IR)",)
 
 
 def run(bench: Bench, data: Path | None = None, out: Path | None = None) -> None:
-    """Run the SKAB and CWRU benchmarks, add their figures, and write ``quality.md``.
+    """Run the SKAB, NAB, synthetic and CWRU benchmarks, add their figures, and write
+    ``quality.md``.
 
     ``out`` defaults to the ``--out`` of ``python -m benchmarks`` when that is the caller (the
     harness hands areas only ``bench``), so ``quality.md`` lands beside ``results.md``.
@@ -56,9 +89,12 @@ def run(bench: Bench, data: Path | None = None, out: Path | None = None) -> None
     data = DEFAULT_DATA if data is None else data
     out = out if out is not None else _harness_out()
     skab = _skab(bench, data / "skab")
+    nab = _nab(bench, data / "nab", out)
+    synthetic = _synthetic(bench)
     cwru = _cwru(bench, data / "cwru")
     text = quality_markdown(data, bench.mode.name, skab, cwru, time.perf_counter() - started,
-                            [s.reason for s in bench.skipped if s.area == bench.area])
+                            [s.reason for s in bench.skipped if s.area == bench.area],
+                            nab=nab, synthetic=synthetic)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "quality.md").write_text(text, encoding="utf-8")
@@ -100,29 +136,90 @@ def _skab(bench: Bench, folder: Path) -> SkabReport | None:
     return SkabReport(files, table, shares)
 
 
-def _cwru(bench: Bench, folder: Path) -> list[CwruResult] | None:
+def _nab(bench: Bench, folder: Path, out: Path | None) -> NabReport | None:
+    """NAB through the default pipeline, both detectors scored, the table on the console."""
+    only = QUICK_NAB if bench.mode.quick else None
+    report = run_nab(folder, only, out, lambda msg: bench.progress(f"[{bench.area}] {msg}"),
+                     tool=reference_tool(folder.parent))
+    if report is None:
+        bench.skip("NAB", f"no labelled NAB files in {folder}/data and {folder}/labels "
+                   "(give --data DIR)")
+        return None
+    subset = f"{len(report.files)} files, {report.scored_rows} scored rows"
+    rows: tuple[tuple[str, dict[str, NabScore], str], ...] = (
+        (f"NAB standard, {LIKELIHOOD}", report.optimised[LIKELIHOOD],
+         f"best threshold per profile on the corpus (NAB's protocol); {report.likelihood_note}"),
+        (f"NAB standard, {ALARM}", report.alarm_fixed,
+         "raised alarms as detections, no threshold to pick"),
+    )
+    for name, by, how in rows:
+        std = by["standard"]
+        _add(bench, name, "NAB", std.score, ANCHOR[0], ANCHOR[1], std.score / ANCHOR[1],
+             f"low FP {by['low FP'].score:.2f}, low FN {by['low FN'].score:.2f}; {how}; "
+             f"{std.detected} of {std.windows} windows detected, {std.false_positives} "
+             f"detections outside windows; ratio = ours / HTM; {subset}")
+    bench.progress("\n".join(nab_markdown(report)))
+    return report
+
+
+def _synthetic(bench: Bench) -> SyntheticReport:
+    """The seeded synthetic suite (no data needed), its table on the console."""
+    report = run_synthetic(QUICK if bench.mode.quick else FULL)
+    bench.progress("\n".join(synthetic_markdown(report)))
+    return report
+
+
+def _cwru(bench: Bench, folder: Path) -> CwruReport | None:
     needed = [HEALTHY_FILE, *FAULTS.values()]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         bench.skip("CWRU", f"{folder} lacks {', '.join(missing)} (give --data DIR)")
         return None
-    faults = QUICK_FAULTS if bench.mode.quick else tuple(FAULTS)
-    results = []
-    for fault in faults:
-        r = run_fault(folder, fault)
-        results.append(r)
-        name = f"CWRU {fault}: seconds from the join to the alarm"
+    report = run_cwru(folder, QUICK_FAULTS if bench.mode.quick else tuple(FAULTS))
+    control = (f"joined where the slow waveform steps {report.join_step_ratio:.0f}x its largest "
+               f"step in the fitted part; fed frames straddling the join (the old protocol) "
+               f"it raised {report.straddling_alarms} alarm(s)")
+    for label, h, how in (("held-back healthy part", report.held_back, "straight after the "
+                           "fitted part"), ("healthy-to-healthy control join", report.control,
+                                            control)):
+        bench.progress(f"[{bench.area}] CWRU {label}: {h.alarms} alarms on {h.frames} frames")
+        _cwru_control(bench, f"CWRU {label}: alarms", h, how)
+    for r in report.faults:
+        name = f"CWRU {r.fault}: seconds from the join to the alarm"
         if r.seconds_to_alarm is None:
-            bench.skip(name, f"no alarm in the {fault} recording after the join")
+            bench.skip(name, f"MISSED: no alarm in the {r.fault} recording")
             continue
-        bench.progress(f"[{bench.area}] CWRU {fault}: alarm {r.seconds_to_alarm:.4f} s after "
-                       f"the join, top feature {r.top_at_alarm}")
+        bench.progress(f"[{bench.area}] CWRU {r.fault}: alarm {r.seconds_to_alarm:.4f} s after "
+                       f"the join, top feature {r.top_at_alarm}, defect named "
+                       f"{r.defect_at_alarm} (truth {r.truth})")
+        active = sum(n for _, n in r.named_while_active)
+        right = dict(r.named_while_active).get(r.truth, 0)
         _add(bench, name, "s", r.seconds_to_alarm, "earliest possible (raise_after frames)",
              r.earliest_seconds, r.earliest_seconds / r.seconds_to_alarm,
-             f"{r.healthy_alarms} alarms on {r.healthy_frames - r.warmup_frames} scored healthy "
-             f"frames; top feature at the alarm: {r.top_at_alarm}; ratio = earliest / ours",
-             better="lower")
-    return results
+             f"defect named at the alarm: {r.defect_at_alarm} (truth {r.truth}), and on "
+             f"{right} of {active} frames while ACTIVE; top feature at the alarm: "
+             f"{r.top_at_alarm}; ratio = earliest / ours", better="lower")
+    right = sum(r.named_right for r in report.faults)
+    n = len(report.faults)
+    _add(bench, "CWRU faults whose defect is named right at the alarm", "faults", right,
+         "faults streamed", n, right / n, "the diagnosis on the alarm's frame against the "
+         "seeded fault (IR -> inner_race, B -> ball, OR -> outer_race); ratio = right / "
+         "faults", better="higher")
+    return report
+
+
+def _cwru_control(bench: Bench, name: str, h: HealthyResult, how: str) -> None:
+    """A healthy continuation's alarms as a figure with a target: none."""
+    ratio = 1.0 / (1.0 + h.alarms)
+    bench.add(Figure(
+        area=bench.area, name=name, unit="alarms", median=h.alarms, min=h.alarms, max=h.alarms,
+        reference="none expected", reference_median=0.0, reference_min=0.0, reference_max=0.0,
+        ratio=ratio, ratio_min=ratio, ratio_max=ratio, target=1.0,
+        target_text="no alarm on healthy data", passed=h.alarms == 0, repeats=1,
+        note=f"{h.frames} frames, {how}; peak score / threshold {h.peak_margin:.2f}; "
+        f"defects named: {', '.join(f'{d} {c}' for d, c in h.named)}; "
+        "ratio = 1 / (1 + alarms)", better="lower",
+    ))
 
 
 def _add(bench: Bench, name: str, unit: str, value: float, reference: str, ref_value: float,
@@ -151,16 +248,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.quality",
-        description="Detection quality of shopfloor on SKAB and CWRU (public labelled data).",
+        description="Detection quality of shopfloor on SKAB, NAB and CWRU (public labelled "
+        "data) and a synthetic suite.",
         epilog="Exit status: 0 after a run (a missing data set is reported as skipped); "
         "2 for bad arguments.",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR",
-                   help=f"the data folder with skab/ and cwru/ (default: {DEFAULT_DATA})")
+                   help=f"the data folder with skab/, nab/ and cwru/ (default: {DEFAULT_DATA})")
     p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
                    help="directory for quality.md, results.json and results.md "
                    "(default: bench-results)")
-    p.add_argument("--quick", action="store_true", help="4 SKAB files and 1 CWRU fault")
+    p.add_argument("--quick", action="store_true",
+                   help="4 SKAB files, 5 NAB files, short synthetic series, 1 CWRU fault")
     args = p.parse_args(argv)
     mode = Mode.of(args.quick)
     bench = Bench(mode, area="quality")

@@ -55,12 +55,19 @@ def skab_files(root: Path, folders: tuple[str, ...] = ("valve1", "valve2")) -> l
     return found
 
 
-def read_skab(path: Path) -> SkabFile:
-    """Read one ``;``-separated SKAB CSV (``datetime``, sensors, ``anomaly``, ``changepoint``)."""
+def read_skab(path: Path, healthy: bool = False) -> SkabFile:
+    """Read one ``;``-separated SKAB CSV (``datetime``, sensors, ``anomaly``, ``changepoint``).
+
+    ``healthy``: the file has no label columns (``anomaly-free/anomaly-free.csv``); every row
+    is normal.
+    """
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter=";")
         header = [h.strip() for h in next(reader)]
         rows = [r for r in reader if r]
+    if healthy:
+        header += [label for label in SKAB_LABELS if label not in header]
+        rows = [r + ["0"] * (len(header) - len(r)) for r in rows]
     missing = [c for c in ("datetime", *SKAB_LABELS) if c not in header]
     if missing:
         raise ValueError(f"{path}: not a SKAB file, it lacks {', '.join(missing)}")

@@ -110,7 +110,7 @@ def label_file(config: PipelineConfig, data: SkabFile) -> Labels:
     plant = Plant(config)
     n = data.times.size
     batches, assets = plant.process({sid: data.values[pipe.spec.column or pipe.spec.name]
-                                     for sid, pipe in plant.signals.items()})
+                                     for sid, pipe in plant.signals.items()}, data.times)
     signal_active = np.zeros(n, dtype=np.bool_)
     out: Labels = {}
     for sid, batch in batches.items():

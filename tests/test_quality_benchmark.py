@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import quality  # noqa: E402
 from benchmarks.harness import Bench, Mode  # noqa: E402
-from benchmarks.quality_cwru import FAULTS, HEALTHY_FILE  # noqa: E402
+from benchmarks.quality_cwru import FAULTS, HEALTHY_FILE, frame_hop, run_cwru  # noqa: E402
 from benchmarks.quality_data import (  # noqa: E402
     SkabFile,
     decimate,
@@ -44,6 +44,7 @@ from benchmarks.quality_metrics import (  # noqa: E402
     position_score,
     predicted_changepoints,
 )
+from benchmarks.quality_nab import ALARM, LIKELIHOOD, QUICK_NAB  # noqa: E402
 from benchmarks.quality_skab import (  # noqa: E402
     ASSET,
     TRAIN_ROWS,
@@ -260,16 +261,39 @@ def _skab_csv(path: Path, rng: np.random.Generator, rows: int = 700) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _cwru_npz(path: Path, samples: int, rng: np.random.Generator, impulses: bool) -> None:
+def _cwru_npz(path: Path, samples: int, rng: np.random.Generator, impulses: bool,
+              rate: float = 12_000.0, start: int = 0) -> None:
     x = 0.07 * rng.normal(size=samples)
-    if impulses:  # a defect hitting every 1/162 s: decaying bursts of a 3 kHz resonance
-        t = np.arange(samples) / 12_000.0
+    if impulses:  # from ``start`` on, a defect every 1/162 s (BPFI): 3 kHz resonance bursts
+        t = np.arange(samples) / rate
         phase = (t * 162.0) % 1.0
-        x += 1.5 * np.exp(-phase * 60.0) * np.sin(2 * np.pi * 3000.0 * t)
+        x[start:] += (1.5 * np.exp(-phase * 60.0) * np.sin(2 * np.pi * 3000.0 * t))[start:]
     arrays = {"DE": x[:, None], "FE": 0.5 * x[:, None]}
     if impulses:
         arrays["BA"] = 0.1 * x[:, None]
     np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def _nab_corpus(root: Path, rng: np.random.Generator, rows: int = 800) -> None:
+    """The quick run's NAB files, 5 minutes apart: files with "NoAnomaly" in their folder are
+    noise, the others step by 8 sigma at row 500 inside a label window on rows 490-560."""
+    labels: dict[str, list[list[str]]] = {}
+    start = datetime(2014, 2, 1)
+    stamps = [start + timedelta(minutes=5 * i) for i in range(rows)]
+    for name in QUICK_NAB:
+        values = 50.0 + rng.normal(size=rows)
+        labels[name] = []
+        if "NoAnomaly" not in name:
+            values[500:] += 8.0
+            labels[name] = [[stamps[490].strftime("%Y-%m-%d %H:%M:%S.%f"),
+                             stamps[560].strftime("%Y-%m-%d %H:%M:%S.%f")]]
+        path = root / "nab" / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("timestamp,value\n" + "".join(
+            f"{t:%Y-%m-%d %H:%M:%S},{v:.6f}\n" for t, v in zip(stamps, values, strict=True)),
+            encoding="utf-8")
+    (root / "nab" / "labels").mkdir(parents=True)
+    (root / "nab" / "labels" / "combined_windows.json").write_text(json.dumps(labels), "utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -280,10 +304,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _skab_csv(root / "skab" / f"{name}.csv", rng)
     cwru = root / "cwru"
     cwru.mkdir()
-    # 2.6 s healthy at 48 kHz (enough frames for the warm-up of 100), 0.5 s of each fault.
-    _cwru_npz(cwru / HEALTHY_FILE, 124_800, rng, impulses=False)
+    # 5.1 s healthy at 48 kHz, as the real file (3 s to fit, a held-back part, a control),
+    # and 0.5 s of each fault.
+    _cwru_npz(cwru / HEALTHY_FILE, 244_000, rng, impulses=False)
     for name in FAULTS.values():
         _cwru_npz(cwru / name, 6_000, rng, impulses=True)
+    _nab_corpus(root, rng)
     return root
 
 
@@ -315,7 +341,9 @@ def test_quick_run_on_generated_data_writes_tables_and_figures(
     figures = {f["name"]: f for f in results["figures"]}
     from benchmarks.quality_report import ROWS
 
-    assert len(figures) == 2 * len(ROWS) + 1  # F1 and NAB per table row, one CWRU fault
+    # F1 and NAB per table row; CWRU held back, control, one fault's delay and the defects
+    # named; NAB standard of two detectors.
+    assert len(figures) == 2 * len(ROWS) + 4 + 2
     for f in figures.values():
         assert f["area"] == "quality"
         assert f["repeats"] == 1
@@ -328,19 +356,81 @@ def test_quick_run_on_generated_data_writes_tables_and_figures(
     assert delay["unit"] == "s"
     assert delay["better"] == "lower"
     assert 0.0 < delay["median"] < 0.5
+    for control in ("held-back healthy part", "healthy-to-healthy control join"):
+        silent = figures[f"CWRU {control}: alarms"]
+        assert (silent["median"], silent["passed"], silent["ratio"]) == (0, True, 1.0)
+    named = figures["CWRU faults whose defect is named right at the alarm"]
+    assert (named["median"], named["reference_median"]) == (1, 1)  # IR -> inner_race
+    assert "| inner race (IR) | 3 |" in text  # raise_after frames: the earliest possible
+    # NAB: every step is caught at its window's start by a raised alarm, and nothing else is
+    # raised, so the alarm output scores near 100 (only the sigmoid's earliness costs).
+    assert "5 files of `nab/data` (4000 rows" in text
+    alarm = figures[f"NAB standard, {ALARM}"]
+    assert alarm["reference_median"] == 66.6
+    assert 90.0 < alarm["median"] <= 100.0
+    assert alarm["ratio"] == pytest.approx(alarm["median"] / 66.6)
+    assert figures[f"NAB standard, {LIKELIHOOD}"]["median"] > 0.0
+    assert "reference scorer not run" in text  # no tools/ folder beside the generated data
+    assert "## Synthetic suite (default configuration)" in text
+    assert "| clean control | no alarm | no |" in text
     assert "quality" in (tmp_path / "results.md").read_text(encoding="utf-8")
     assert f"{len(figures)} figures" in capsys.readouterr().out
+
+
+def test_cwru_controls_stay_silent_and_the_fault_alarms_and_is_named(data: Path) -> None:
+    report = run_cwru(data / "cwru", ("inner race (IR)",))
+    hop = report.hop
+    assert hop == frame_hop(report.warmup_frames)
+    # The fitted part holds the warm-up and a quarter more, in 3.0 s of frames.
+    assert report.fit_frames == (36_000 - 2048) // hop + 1 >= 1.25 * report.warmup_frames
+    assert report.fit_alarms == 0
+    for healthy in (report.held_back, report.control):
+        assert healthy.alarms == 0, healthy
+        assert healthy.named == (("none", healthy.frames),)
+    fitted = (report.fit_frames - 1) * hop + 2048
+    decimated = (244_000 - len(lowpass_taps(4))) // 4 + 1
+    assert report.held_back.frames == (decimated - fitted - 2048) // hop + 1
+    # The control's join is one a step detector sees: the slow part jumps many times more
+    # than it ever does between neighbouring samples of the fitted part.
+    assert report.join_step_ratio > 10.0
+    (fault,) = report.faults
+    assert fault.frames_to_alarm == 3  # raise_after frames: the earliest possible
+    assert fault.seconds_to_alarm == fault.earliest_seconds == (2 * hop + 2048) / 12_000.0
+    assert (fault.defect_at_alarm, fault.truth, fault.named_right) == (
+        "inner_race", "inner_race", True)
+    assert fault.named_while_active[0][0] == "inner_race"
+
+
+def test_a_fault_in_the_held_back_part_fails_its_figure(tmp_path: Path) -> None:
+    # The protocol can fail: a "healthy" recording that turns faulty after its fitted part
+    # alarms on the held-back part, and the figure says so.
+    rng = np.random.default_rng(8)
+    folder = tmp_path / "cwru"
+    folder.mkdir()
+    _cwru_npz(folder / HEALTHY_FILE, 244_000, rng, impulses=True, rate=48_000.0,
+              start=4 * 40_000)
+    for name in FAULTS.values():
+        _cwru_npz(folder / name, 6_000, rng, impulses=True)
+    bench = Bench(Mode.of(True), progress=lambda msg: None, area="quality")
+    report = quality._cwru(bench, folder)
+    assert report is not None
+    assert report.held_back.alarms >= 1
+    figure = next(f for f in bench.figures if f.name.startswith("CWRU held-back"))
+    assert figure.passed is False
+    assert figure.ratio < 1.0
 
 
 def test_a_missing_data_folder_is_a_recorded_skip(tmp_path: Path) -> None:
     bench = Bench(Mode.of(True), progress=lambda msg: None, area="quality")
     quality.run(bench, data=tmp_path / "nowhere", out=tmp_path)
     assert bench.figures == []
-    assert [s.name for s in bench.skipped] == ["SKAB", "CWRU"]
+    assert [s.name for s in bench.skipped] == ["SKAB", "NAB", "CWRU"]
     assert all("--data" in s.reason for s in bench.skipped)
     text = (tmp_path / "quality.md").read_text(encoding="utf-8")
     assert "SKAB: not run" in text
     assert "CWRU: not run" in text
+    assert "NAB: not run" in text
+    assert "## Synthetic suite" in text  # needs no data
 
 
 def test_under_the_harness_quality_md_goes_to_its_out_folder(
