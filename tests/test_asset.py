@@ -42,7 +42,7 @@ def correlated_gaussian(
 
 
 def test_is_a_detector_with_kind() -> None:
-    det = AssetDetector()
+    det = AssetDetector(forecast=False)
     assert isinstance(det, Detector)
     assert det.kind == "mahalanobis"
     params = (det.half_life, det.min_samples, det.ridge, det.min_variance)
@@ -61,7 +61,7 @@ def test_invalid_parameters_name_the_parameter(key: str, value: object) -> None:
 
 
 def test_infinite_half_life_is_allowed() -> None:
-    det = AssetDetector(half_life=math.inf, min_samples=5)
+    det = AssetDetector(forecast=False, half_life=math.inf, min_samples=5)
     rng = np.random.default_rng(0)
     batch = det.score_learn(rng.normal(size=(50, 2)), np.ones(50, dtype=bool))
     assert np.isfinite(batch.score).all()
@@ -84,7 +84,7 @@ def test_correlation_break_is_caught_and_attributed() -> None:
     univariate = (np.abs(x - mu) / sd > 3.0).any(axis=1)
     assert univariate[brk:].mean() < 0.02
 
-    det = AssetDetector(half_life=2000.0)
+    det = AssetDetector(forecast=False, half_life=2000.0)
     learn = np.arange(n) < brk  # the pipeline stops learning once an alarm is up
     batch = det.score_learn(x, learn)
     threshold = chi2_isf_even(1e-3, 4) * 2  # generous: chi-square(3) is below chi-square(4)
@@ -100,7 +100,7 @@ def test_correlation_break_is_caught_and_attributed() -> None:
 def test_single_signal_spike_is_named() -> None:
     rng = np.random.default_rng(3)
     x = correlated_gaussian(rng, 3000, 6)
-    det = AssetDetector(half_life=1000.0)
+    det = AssetDetector(forecast=False, half_life=1000.0)
     det.score_learn(x, np.ones(3000, dtype=bool))
     sd = x.std(axis=0)
     for j in range(6):
@@ -118,7 +118,7 @@ def test_false_alarm_rate_at_chi_square_quantile() -> None:
     rng = np.random.default_rng(2024)
     d, burn, n = 4, 5000, 100_000
     x = correlated_gaussian(rng, burn + n, d, offset=1e3)
-    det = AssetDetector()
+    det = AssetDetector(forecast=False)
     batch = det.score_learn(x, np.ones(burn + n, dtype=bool))
     alpha = 1e-3
     rate = float(np.mean(batch.score[burn:] > chi2_isf_even(alpha, d)))
@@ -126,7 +126,7 @@ def test_false_alarm_rate_at_chi_square_quantile() -> None:
 
 
 def test_warm_up_scores_zero() -> None:
-    det = AssetDetector(min_samples=50)
+    det = AssetDetector(forecast=False, min_samples=50)
     rng = np.random.default_rng(1)
     batch = det.score_learn(rng.normal(size=(80, 3)), np.ones(80, dtype=bool))
     np.testing.assert_array_equal(batch.score[:50], 0.0)
@@ -140,7 +140,7 @@ def test_nonfinite_rows_score_nan_and_are_not_learned() -> None:
     x = correlated_gaussian(rng, 600, 3)
     poisoned = x.copy()
     poisoned[[300, 400], 1] = [np.nan, np.inf]
-    clean_det, det = AssetDetector(min_samples=50), AssetDetector(min_samples=50)
+    clean_det, det = AssetDetector(forecast=False, min_samples=50), AssetDetector(forecast=False, min_samples=50)
     batch = det.score_learn(poisoned, np.ones(600, dtype=bool))
     keep = np.ones(600, dtype=bool)
     keep[[300, 400]] = False
@@ -157,15 +157,15 @@ def test_batches_and_restore_are_bit_exact() -> None:
     n = 5000
     x = correlated_gaussian(rng, n, 5)
     learn = rng.random(n) < 0.95
-    whole = AssetDetector(half_life=300.0, min_samples=40)
+    whole = AssetDetector(forecast=False, half_life=300.0, min_samples=40)
     ref = whole.score_learn(x, learn)
 
-    det = AssetDetector(half_life=300.0, min_samples=40)
+    det = AssetDetector(forecast=False, half_life=300.0, min_samples=40)
     cuts = np.sort(rng.choice(np.arange(1, n), size=60, replace=False))
     scores, tops = [], []
     for k, (lo, hi) in enumerate(zip([0, *cuts], [*cuts, n], strict=True)):
         if k % 15 == 7:  # checkpoint and continue on a fresh detector
-            fresh = AssetDetector(half_life=300.0, min_samples=40)
+            fresh = AssetDetector(forecast=False, half_life=300.0, min_samples=40)
             fresh.set_state(det.get_state())
             det = fresh
         batch = det.score_learn(x[lo:hi], learn[lo:hi])
@@ -174,13 +174,13 @@ def test_batches_and_restore_are_bit_exact() -> None:
     np.testing.assert_array_equal(np.concatenate(scores), ref.score)
     np.testing.assert_array_equal(np.concatenate(tops), ref.top)
 
-    one_by_one = AssetDetector(half_life=300.0, min_samples=40)
+    one_by_one = AssetDetector(forecast=False, half_life=300.0, min_samples=40)
     singles = [one_by_one.score_learn(x[i : i + 1], learn[i : i + 1]).score[0] for i in range(400)]
     np.testing.assert_array_equal(np.array(singles), ref.score[:400])
 
 
 def test_state_is_a_copy_and_checked() -> None:
-    det = AssetDetector(min_samples=5)
+    det = AssetDetector(forecast=False, min_samples=5)
     assert det.get_state() == {"kind": "mahalanobis"}
     det.set_state({"kind": "mahalanobis"})  # restoring an empty detector is allowed
     rng = np.random.default_rng(0)
@@ -195,7 +195,7 @@ def test_state_is_a_copy_and_checked() -> None:
 
 
 def test_score_one_and_learn_one_helpers() -> None:
-    det = AssetDetector(min_samples=3)
+    det = AssetDetector(forecast=False, min_samples=3)
     for row in ([1.0, 2.0], [1.5, 2.9], [0.5, 1.2], [1.2, 2.5]):
         det.learn_one(row)
     near, far = det.score_one([1.1, 2.3]), det.score_one([1.1, -5.0])
@@ -210,3 +210,26 @@ def test_built_from_a_config_table() -> None:
     assert (det.half_life, det.min_samples) == (500.0, 50)
     with pytest.raises(ValueError, match="ridge"):
         build(DETECTORS, {"kind": "mahalanobis", "ridge": "small"})
+
+
+def test_residuals_let_a_step_in_a_periodic_signal_stand_out() -> None:
+    # The case: four noisy signals of one asset, one of them 12 + 0.5 sin(2 pi t / 300)
+    # + N(0, 0.2) stepping up by 1.2 at row 2000. On raw values the cycle inflates that
+    # signal's variance and T² of the step stays near its threshold; on residuals the step is
+    # six noise sigmas.
+    rng = np.random.default_rng(7)
+    n = 3000
+    t = np.arange(n)
+    x = rng.normal(0.0, 0.2, (n, 4)) + np.array([3.0, 5.0, 7.0, 12.0])
+    x[:, 3] += 0.5 * np.sin(2 * np.pi * t / 300)
+    x[2000:, 3] += 1.2
+    learn = np.ones(n, dtype=bool)
+    learn[2000:] = False  # as the alarm does once the step exceeds
+    limit = AssetDetector().nominal_threshold(1e-3, 4)
+    assert limit is not None
+    raw = AssetDetector(forecast=False).score_learn(x, learn)
+    res = AssetDetector().score_learn(x, learn)
+    assert np.mean(res.score[2000:2010] > limit) >= 0.8
+    assert (res.top[2000:2010] == 3).all()
+    assert np.mean(res.score[500:2000] > limit) < 0.005
+    assert np.mean(res.score[2000:2010]) > 3 * np.mean(raw.score[2000:2010])

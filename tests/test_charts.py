@@ -181,6 +181,8 @@ def test_kinds_and_parameters_round_trip() -> None:
     det = CusumDetector(k=0.75, baseline="welford", alpha=0.01, min_samples=50)
     assert vars(det) == {"k": 0.75, "limit": 30.0, "baseline": "welford", "alpha": 0.01,
                          "min_samples": 50, "forecast": True}
+    assert not ZScoreDetector().forecast
+    assert not RobustZDetector().forecast
 
 
 # ------------------------------------------------------------------ faults each one catches
@@ -346,7 +348,7 @@ def test_residual_chart_holds_its_rate_on_autocorrelated_data_where_the_raw_char
     limit = normal_q(1e-3)
     raw = EwmaChart(forecast=False).score_learn(x, learn).score[1000:]
     resid = EwmaChart().score_learn(x, learn).score[1000:]
-    z_resid = ZScoreDetector().score_learn(x, learn).score[1000:]
+    z_resid = ZScoreDetector(forecast=True).score_learn(x, learn).score[1000:]
     assert np.mean(raw > limit) > 20e-3
     assert np.mean(resid > limit) < 2e-3
     assert 0.5e-3 < np.mean(z_resid > limit) < 1.6e-3
@@ -355,7 +357,7 @@ def test_residual_chart_holds_its_rate_on_autocorrelated_data_where_the_raw_char
 def test_residual_chart_sees_a_step_while_learning_is_paused() -> None:
     x = ar1(1, 4000).reshape(-1, 1)
     x[3000:] += 4.0  # four innovation sigmas, under one sigma of the wandering signal itself
-    det = ZScoreDetector()
+    det = ZScoreDetector(forecast=True)
     learn = np.ones(4000, dtype=bool)
     learn[3000:] = False  # as the alarm does once the step exceeds
     score = det.score_learn(x, learn).score
@@ -367,15 +369,16 @@ def test_residual_chart_sees_a_step_while_learning_is_paused() -> None:
 def test_forecaster_state_restores_and_old_raw_state_is_refused() -> None:
     x = ar1(2, 600).reshape(-1, 1)
     learn = np.ones(600, dtype=bool)
-    whole = ZScoreDetector().score_learn(x, learn).score
-    first = ZScoreDetector()
+    whole = ZScoreDetector(forecast=True).score_learn(x, learn).score
+    first = ZScoreDetector(forecast=True)
     head = first.score_learn(x[:250], learn[:250]).score
-    second = ZScoreDetector()
+    second = ZScoreDetector(forecast=True)
     second.set_state(first.get_state())
     tail = second.score_learn(x[250:], learn[250:]).score
     np.testing.assert_array_equal(np.r_[head, tail], whole)
     raw_state = {k: v for k, v in first.get_state().items() if k != "forecast"}
     with pytest.raises(ValueError, match="raw values"):
-        ZScoreDetector().set_state(raw_state)
-    assert ZScoreDetector().warmup_samples == 200
-    assert ZScoreDetector(forecast=False).warmup_samples == 100
+        ZScoreDetector(forecast=True).set_state(raw_state)
+    assert ZScoreDetector(forecast=True).warmup_samples == 200
+    assert ZScoreDetector().warmup_samples == 100
+    assert EwmaChart().warmup_samples == 200  # the accumulating charts chart residuals

@@ -105,9 +105,11 @@ class Monitor:
         if threshold_spec.get("kind") in CALIBRATED and "initial" not in threshold_spec:
             rate = build(THRESHOLDS, threshold_spec).false_alarm_rate
             threshold_spec["initial"] = detector.nominal_threshold(rate, features)
-        if threshold_spec.get("kind") == "pot" and "skip" not in threshold_spec:
-            # Scores of 0.0 while the detector warms up are not part of the tail.
-            threshold_spec["skip"] = detector.warmup_samples
+        if threshold_spec.get("kind") == "pot":
+            # Scores of 0.0 while the detector warms up are not part of the tail; the nominal
+            # limit is a floor under the fitted one (see TailThreshold).
+            threshold_spec.setdefault("skip", detector.warmup_samples)
+            threshold_spec.setdefault("floor", threshold_spec["initial"])
         return cls(detector, build(THRESHOLDS, threshold_spec), Alarm(**spec.alarm))
 
     def process(

@@ -44,9 +44,10 @@ to :meth:`shopfloor.detect.threshold.QuantileThreshold.apply` so it can count th
 Defaults, for a plant engineer: ``raise_after = 3`` (one lone exceedance at a 1e-3 false-alarm
 rate is routine; three in a row by chance is about 1e-9), ``clear_after = 10`` (a fault that
 flickers around the threshold stays one alarm instead of many), ``cooldown = 0`` (the
-hysteresis already suppresses chatter; set it for signals that flap), ``warmup = 300`` (the
-detectors' own baselines need 100 samples before a score means anything, and the tail
-threshold calibrates on the 200 scores after that), ``adapt_after = 3600`` seconds: long
+hysteresis already suppresses chatter; set it for signals that flap), ``warmup = 400`` (a
+residual chart's forecaster chooses its weight on 100 samples and its baseline learns on the
+next 100 before a score means anything, and the tail threshold calibrates on the 200 scores
+after that), ``adapt_after = 3600`` seconds: long
 enough that an operator sees and acts on a real fault before it becomes the new normal, short
 enough that a permanent change (a new tool, a recalibrated sensor) stops alarming within the
 hour; ``max_pause = 100000`` samples, a backstop for streams without real times (28 hours at
@@ -150,7 +151,7 @@ class Alarm:
         raise_after: int = 3,
         clear_after: int = 10,
         cooldown: int = 0,
-        warmup: int = 100,
+        warmup: int = 400,
         pause_learning: bool = True,
         max_pause: int = 100_000,
         adapt_after: float = 3600.0,

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from shopfloor.detect.base import Detector, ScoreBatch, State, as_feature_matrix, as_learn_mask
 from shopfloor.kernels.covariance import CovarianceState, mahalanobis_score_learn
+from shopfloor.kernels.forecast import forecast_residuals, new_forecast_state
 
 __all__ = ["AssetDetector"]
 
@@ -32,6 +33,10 @@ def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number; got {value!r}")
     return float(value)
+
+
+#: Rows on which the forecasters choose their weights (see ``forecast``).
+SELECT_AFTER = 100
 
 
 class AssetDetector(Detector):
@@ -58,6 +63,12 @@ class AssetDetector(Detector):
     min_variance
         Absolute variance floor (> 0, in squared signal units) added to every signal, so a
         signal that has been exactly constant does not make the covariance singular.
+    forecast
+        Score the vector of the signals' one-step forecast residuals
+        (:mod:`shopfloor.kernels.forecast`, weights chosen on the first :data:`SELECT_AFTER`
+        rows, which score 0.0) instead of their values. Default true: a signal with a cycle or
+        a slow wander inflates its own variance in the covariance, and a step in it then
+        hides inside that variance; its residuals keep only the noise, so the step stands out.
 
     Notes
     -----
@@ -92,6 +103,7 @@ class AssetDetector(Detector):
         min_samples: int = 200,
         ridge: float = 1e-6,
         min_variance: float = 1e-12,
+        forecast: bool = True,
     ) -> None:
         half_life, ridge = _number("half_life", half_life), _number("ridge", ridge)
         min_variance = _number("min_variance", min_variance)
@@ -108,8 +120,16 @@ class AssetDetector(Detector):
         self.half_life = half_life
         self.min_samples = min_samples
         self.ridge = ridge
+        if not isinstance(forecast, bool):
+            raise ValueError(f"forecast must be true or false; got {forecast!r}")
         self.min_variance = min_variance
+        self.forecast = forecast
         self._state: CovarianceState | None = None
+        self._forecast: NDArray[np.float64] | None = None
+
+    @property
+    def warmup_samples(self) -> int:
+        return self.min_samples + (SELECT_AFTER if self.forecast else 0)
 
     @property
     def n_nonfinite(self) -> int:
@@ -124,6 +144,15 @@ class AssetDetector(Detector):
             raise ValueError("x must have at least one signal column")
         if self._state is None:
             self._state = CovarianceState.new(rows.shape[1])
+        if self.forecast:
+            if self._forecast is None:
+                self._forecast = new_forecast_state(rows.shape[1])
+            residuals = forecast_residuals(rows, mask, self._forecast, select_after=SELECT_AFTER)
+            # While the forecasters choose, a finite row has no residual yet: it scores 0.0 (the
+            # covariance has learned nothing) and is not learned.
+            choosing = np.isfinite(rows).all(axis=1) & ~np.isfinite(residuals).all(axis=1)
+            residuals[choosing] = 0.0
+            rows, mask = residuals, mask & ~choosing
         score, top = mahalanobis_score_learn(
             rows,
             mask,
@@ -140,11 +169,18 @@ class AssetDetector(Detector):
         state: dict[str, Any] = {"kind": self.kind}
         if self._state is not None:
             state.update(self._state.to_dict())
+        if self._forecast is not None:
+            state["forecast"] = self._forecast.copy()
         return state
 
     def set_state(self, state: State) -> None:
         """Restore :meth:`get_state` output; raises ValueError on a state of another kind."""
         if state.get("kind") != self.kind:
             raise ValueError(f"state is of kind {state.get('kind')!r}, not {self.kind!r}")
-        arrays = {k: v for k, v in state.items() if k != "kind"}
+        arrays = {k: v for k, v in state.items() if k not in ("kind", "forecast")}
+        if self.forecast and arrays and "forecast" not in state:
+            raise ValueError("mahalanobis state was learned on raw values; this detector scores "
+                             "forecast residuals: relearn")
+        saved = state.get("forecast")
+        self._forecast = None if saved is None else np.array(saved, dtype=np.float64, order="C")
         self._state = CovarianceState.from_dict(arrays) if arrays else None

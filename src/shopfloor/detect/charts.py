@@ -19,13 +19,19 @@ flatline        ``run × -ln P(repeat)``                      ``ln(1/p)``
 The CUSUM bound is Kingman's for the stationary reflected random walk of N(0, 1) z-scores;
 with d columns multiply p by d. Learned baselines add a little estimation noise (see tests).
 
-Forecast residuals. With ``forecast = true`` (the default of zscore, ewma, cusum, robust_z and
-western_electric) a chart charts each column's one-step-ahead forecast errors instead of the raw
-values (:mod:`shopfloor.kernels.forecast`): one-second process data is autocorrelated, and
-limits derived for independent samples fire constantly on it. The forecaster chooses its weight
-on the first ``min_samples`` values, so scores start after ``2 × min_samples``. Page-Hinkley
-(the slow-drift chart: a forecaster would track the drift away) and the flat-line detector (it
-counts exact repeats of the raw value) chart raw values by default.
+Forecast residuals. With ``forecast = true`` a chart charts each column's one-step-ahead
+forecast errors instead of the raw values (:mod:`shopfloor.kernels.forecast`); the forecaster
+chooses its weight on the first ``min_samples`` values, so scores start after
+``2 × min_samples``. It is the default of the charts that *accumulate* evidence - ewma, cusum
+and the Western Electric rules: one-second process data is autocorrelated, and the variance of
+an EWMA or a CUSUM of dependent values is far above the limits derived for independent ones
+(an EWMA chart of raw AR(1) values with phi 0.9 exceeds its 1e-3 limit in over 2 % of
+samples). The memoryless scores - zscore and robust_z - chart raw values by default: dependence
+does not change the distribution of one sample's score, only clusters its exceedances, and the
+threshold calibrated on the signal's own scores (``pot``) already sees that distribution; the
+raw values keep them sensitive to a gradual shift, which a forecaster would track away.
+Page-Hinkley (the slow-drift chart) and the flat-line detector (it counts exact repeats)
+chart raw values too.
 
 Baselines and drift. Every chart standardises against a learned baseline: ``"ewma"`` (weight
 ``max(alpha, 1/n)``, exact for the first ``1/alpha`` values, then a memory of about
@@ -201,7 +207,7 @@ class ZScoreDetector(ChartDetector):
 
     def __init__(
         self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100,
-        forecast: bool = True,
+        forecast: bool = False,
     ) -> None:
         check_params(alpha, min_samples, baseline, forecast)
         self.forecast = forecast
@@ -340,7 +346,7 @@ class RobustZDetector(ChartDetector):
     def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
         return normal_limit(false_alarm_rate, d)
 
-    def __init__(self, alpha: float = 0.001, min_samples: int = 100, forecast: bool = True
+    def __init__(self, alpha: float = 0.001, min_samples: int = 100, forecast: bool = False
                  ) -> None:
         check_params(alpha, min_samples, forecast=forecast)
         self.forecast = forecast

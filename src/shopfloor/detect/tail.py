@@ -48,6 +48,13 @@ class TailThreshold(Threshold):
         0.0); the pipeline sets it from the detector's ``min_samples``.
     initial
         The threshold before calibration (instead of +inf).
+    floor
+        The threshold never goes below this. The pipeline sets it to the detector's nominal
+        limit for the same rate: a tail fitted on a few hundred scores comes out low by chance
+        (the rate measured after 200 |N(0,1)| scores is 2x the target on average), and a
+        chart's limit for independent samples is a lower bound on what dependent ones need
+        (positive autocorrelation only fattens a chart statistic's tail), so the floor costs
+        little sensitivity where the theory holds and removes the low draws where it does not.
 
     Examples
     --------
@@ -69,6 +76,7 @@ class TailThreshold(Threshold):
         memory: float | None = None,
         skip: int = 0,
         initial: float | None = None,
+        floor: float | None = None,
     ) -> None:
         if (isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, float | int)
                 or not 0.0 < false_alarm_rate <= 0.1):
@@ -100,6 +108,11 @@ class TailThreshold(Threshold):
         self.memory = memory
         self.skip = skip
         self.initial = None if initial is None else float(initial)
+        if floor is not None and (
+            isinstance(floor, bool) or not isinstance(floor, float | int) or math.isnan(floor)
+        ):
+            raise ValueError(f"floor must be a number; got {floor!r}")
+        self.floor = None if floor is None else float(floor)
         self._state: NDArray[np.float64] | None = None
 
     def apply(self, score: Any, learn: Any, withheld: Any = None) -> NDArray[np.float64]:
@@ -115,12 +128,15 @@ class TailThreshold(Threshold):
         )
         if self.initial is not None:
             thresholds[np.isinf(thresholds) & np.isfinite(s)] = self.initial
+        if self.floor is not None:
+            np.maximum(thresholds, self.floor, out=thresholds)
         return thresholds
 
     @property
     def value(self) -> float:
         value = math.inf if self._state is None else float(self._state[6])
-        return self.initial if math.isinf(value) and self.initial is not None else value
+        value = self.initial if math.isinf(value) and self.initial is not None else value
+        return value if self.floor is None else max(value, self.floor)
 
     @property
     def calibrated(self) -> bool:
