@@ -30,7 +30,7 @@ class ReferenceAlarm:
     """One sample at a time, the plain way."""
 
     def __init__(self, raise_after: int = 3, clear_after: int = 10, cooldown: int = 0,
-                 warmup: int = 100, pause_learning: bool = True, max_pause: int = 100_000,
+                 warmup: int = 400, pause_learning: bool = True, max_pause: int = 100_000,
                  adapt_after: float = 3600.0, gap_reset: float = 21600.0) -> None:
         self.p = (raise_after, clear_after, cooldown, warmup, pause_learning, max_pause,
                   adapt_after)

@@ -35,10 +35,6 @@ def _number(name: str, value: object) -> float:
     return float(value)
 
 
-#: Rows on which the forecasters choose their weights (see ``forecast``).
-SELECT_AFTER = 100
-
-
 class AssetDetector(Detector):
     """Hotelling T² of an asset's signal vector, naming the signal that contributed most.
 
@@ -65,7 +61,7 @@ class AssetDetector(Detector):
         signal that has been exactly constant does not make the covariance singular.
     forecast
         Score the vector of the signals' one-step forecast residuals
-        (:mod:`shopfloor.kernels.forecast`, weights chosen on the first :data:`SELECT_AFTER`
+        (:mod:`shopfloor.kernels.forecast`, weights chosen on the first ``min_samples // 2``
         rows, which score 0.0) instead of their values. Default true: a signal with a cycle or
         a slow wander inflates its own variance in the covariance, and a step in it then
         hides inside that variance; its residuals keep only the noise, so the step stands out.
@@ -128,8 +124,12 @@ class AssetDetector(Detector):
         self._forecast: NDArray[np.float64] | None = None
 
     @property
+    def _select_after(self) -> int:
+        return max(2, self.min_samples // 2)
+
+    @property
     def warmup_samples(self) -> int:
-        return self.min_samples + (SELECT_AFTER if self.forecast else 0)
+        return self.min_samples + (self._select_after if self.forecast else 0)
 
     @property
     def n_nonfinite(self) -> int:
@@ -147,7 +147,8 @@ class AssetDetector(Detector):
         if self.forecast:
             if self._forecast is None:
                 self._forecast = new_forecast_state(rows.shape[1])
-            residuals = forecast_residuals(rows, mask, self._forecast, select_after=SELECT_AFTER)
+            residuals = forecast_residuals(rows, mask, self._forecast,
+                                           select_after=self._select_after)
             # While the forecasters choose, a finite row has no residual yet: it scores 0.0 (the
             # covariance has learned nothing) and is not learned.
             choosing = np.isfinite(rows).all(axis=1) & ~np.isfinite(residuals).all(axis=1)

@@ -8,9 +8,11 @@ threshold for a rate ``q`` is
 
     z_q = t + (sigma / gamma) ((q n / N_t)^(-gamma) - 1)       (t - sigma ln(q n / N_t) at 0)
 
-with ``n`` scores learned, ``N_t`` of them above ``t``. Online, a learned score above ``t``
-adds an excess (a ring keeps the latest ``calibration`` of them, in the calibration buffer's
-place) and refits; ``n`` and ``N_t`` forget
+with ``n`` scores learned, ``N_t`` of them above ``t``. The threshold in force falls at once
+when the fit says so but rises by at most a factor two per ``calibration`` learned scores (see
+``_update``). Online, a learned score above ``t``
+adds an excess (a reservoir keeps ``calibration`` of the excesses in memory, in the
+calibration buffer's place) and refits; ``n`` and ``N_t`` forget
 exponentially with a memory of ``memory`` learned scores, so the exceedance fraction follows the
 signal. Exceedances that the alarm withholds from learning still count, winsorised at the
 threshold in force: a tail that never learns its own top would fit a shorter tail each time and
@@ -23,7 +25,7 @@ search that can fail), and is exact to replay. The shape is clipped to [-0.5, 0.
 beyond it the estimate is mostly noise at these sample sizes.
 
 The state is one float64 array of :data:`N_HEAD` scalars and the calibration buffer, which
-becomes the ring of excesses once calibrated (``N_HEAD + calibration`` values: 1.7 KiB for the
+becomes the reservoir of excesses once calibrated (``N_HEAD + calibration`` values: 1.7 KiB for the
 default 200), updated in place.
 """
 
@@ -43,9 +45,9 @@ __all__ = ["MIN_EXCESSES", "N_HEAD", "gpd_pwm", "new_tail_state", "tail_threshol
 MIN_EXCESSES = 10
 _GAMMA_MAX = 0.5
 _SHRINK = 20.0
-# Scalars: scores collected for calibration, t, n, N_t, sigma, gamma, z_q, ring position,
-# excesses in the ring, skipped scores, calibrated (0/1).
-_COLLECTED, _T, _N, _NT, _SIGMA, _GAMMA, _Z, _POS, _COUNT, _SKIPPED, _READY = range(11)
+# Scalars: scores collected for calibration, t, n, N_t, sigma, gamma, z_q, the reservoir's
+# random state, excesses kept, skipped scores, calibrated (0/1).
+_COLLECTED, _T, _N, _NT, _SIGMA, _GAMMA, _Z, _RNG, _COUNT, _SKIPPED, _READY = range(11)
 N_HEAD = 11
 
 
@@ -92,21 +94,49 @@ def _quantile(t: float, sigma: float, gamma: float, q: float, n: float, nt: floa
 
 
 @strict_kernel
-def _refit(st: NDArray[np.float64], cal: int, q: float) -> None:
+def _refit(st: NDArray[np.float64], cal: int) -> None:
     count = int(st[_COUNT])
-    ring = st[N_HEAD : N_HEAD + count]
-    sigma, gamma = gpd_pwm(ring)
+    sigma, gamma = gpd_pwm(st[N_HEAD : N_HEAD + count])
     st[_SIGMA] = sigma
     st[_GAMMA] = gamma
-    st[_Z] = _quantile(st[_T], sigma, gamma, q, st[_N], st[_NT])
+
+
+@strict_kernel
+def _update(st: NDArray[np.float64], q: float, rise: float) -> None:
+    """The threshold from the current fit, rising at most by the factor ``rise`` per learned
+    score (it falls at once). A fault that develops slowly feeds the tail scores just under the
+    threshold; refitting on each would let the threshold climb after the fault and learn it
+    away. At most a doubling per ``calibration`` learned scores - the sample size the first fit
+    was trusted on - keeps a genuine change of the scores' scale learnable within a few hundred
+    scores, while a fault that develops over a hundred samples can at most raise it by half."""
+    z = _quantile(st[_T], st[_SIGMA], st[_GAMMA], q, st[_N], st[_NT])
+    if z > st[_Z] and st[_Z] > 0.0:
+        z = min(z, st[_Z] * rise)
+    st[_Z] = z
+
+
+@strict_kernel
+def _draw(st: NDArray[np.float64]) -> float:
+    """The next number in [0, 1) of a 32-bit LCG (Numerical Recipes) kept in the state, so the
+    reservoir's choices replay exactly."""
+    x = (1664525 * int(st[_RNG]) + 1013904223) % 4294967296
+    st[_RNG] = x
+    return x / 4294967296.0
 
 
 @strict_kernel
 def _push(st: NDArray[np.float64], cal: int, excess: float) -> None:
-    pos = int(st[_POS])
-    st[N_HEAD + pos] = excess
-    st[_POS] = (pos + 1) % cal
-    st[_COUNT] = min(st[_COUNT] + 1.0, cal)
+    count = int(st[_COUNT])
+    if count < cal:
+        st[N_HEAD + count] = excess
+        st[_COUNT] = count + 1.0
+        return
+    # A reservoir over the excesses in memory (N_t of them, forgetting as N_t does): each new
+    # one replaces a random kept one with probability cal / N_t. A FIFO ring of the latest
+    # excesses would let a slowly developing fault - a ramp of scores just under the
+    # threshold - fill the ring within a minute and drag the threshold up after it.
+    if _draw(st) * max(st[_NT], cal) < cal:
+        st[N_HEAD + int(_draw(st) * cal)] = excess
 
 
 @strict_kernel
@@ -123,20 +153,20 @@ def _calibrate(st: NDArray[np.float64], cal: int, level: float, q: float) -> Non
     st[_T] = t
     st[_N] = cal
     st[_NT] = m
-    st[_POS] = 0.0
     st[_COUNT] = 0.0
     # The buffer becomes the ring: the excesses first, in place of the scores.
     for v in buf[cal - m:]:
         _push(st, cal, v - t)
     st[_READY] = 1.0
-    _refit(st, cal, q)
+    _refit(st, cal)
+    st[_Z] = _quantile(t, st[_SIGMA], st[_GAMMA], q, st[_N], st[_NT])
 
 
 @strict_kernel
 def _tail_kernel(
     score: NDArray[np.float64], learn: NDArray[np.bool_], held: NDArray[np.bool_],
     st: NDArray[np.float64], cal: int, q: float, level: float, keep: float, skip: float,
-    out: NDArray[np.float64],
+    rise: float, out: NDArray[np.float64],
 ) -> None:
     for i in range(score.shape[0]):
         s = score[i]
@@ -162,10 +192,10 @@ def _tail_kernel(
         if s > st[_T]:
             st[_NT] = st[_NT] * keep + 1.0
             _push(st, cal, s - st[_T])
-            _refit(st, cal, q)
+            _refit(st, cal)
         else:
             st[_NT] *= keep
-            st[_Z] = _quantile(st[_T], st[_SIGMA], st[_GAMMA], q, st[_N], st[_NT])
+        _update(st, q, rise)
 
 
 def tail_threshold(
@@ -188,5 +218,5 @@ def tail_threshold(
     out = np.empty(n, dtype=np.float64)
     _tail_kernel(np.ascontiguousarray(score), np.ascontiguousarray(learn), np.ascontiguousarray(h),
                  state, int(calibration), float(rate), float(level), 0.5 ** (1.0 / memory),
-                 float(skip), out)
+                 float(skip), 2.0 ** (1.0 / calibration), out)
     return out
