@@ -20,6 +20,7 @@ from shopfloor.detect.charts import (
     PageHinkleyDetector,
     RobustZDetector,
     ZScoreDetector,
+    sigma_of_surprise,
 )
 
 # Thresholds for a per-sample false-alarm rate p, as documented in shopfloor.detect.charts.
@@ -47,8 +48,8 @@ def t3_quantile(q: float) -> float:
 
 # The charts of raw values (forecast residuals are tested on their own below).
 FACTORIES: dict[str, tuple[Callable[[], ChartDetector], Threshold]] = {
-    "zscore": (lambda: ZScoreDetector(forecast=False), normal_q),
-    "zscore_welford": (lambda: ZScoreDetector(baseline="welford", forecast=False), normal_q),
+    "zscore": (lambda: ZScoreDetector(stuck=False), normal_q),
+    "zscore_welford": (lambda: ZScoreDetector(baseline="welford", stuck=False), normal_q),
     "ewma": (lambda: EwmaChart(forecast=False), normal_q),
     "cusum": (lambda: CusumDetector(forecast=False), lambda p: math.log(2 / p) / (2 * 0.5)),
     "page_hinkley": (PageHinkleyDetector, lambda p: math.log(2 / p) / (2 * 0.25)),
@@ -382,3 +383,32 @@ def test_forecaster_state_restores_and_old_raw_state_is_refused() -> None:
     assert ZScoreDetector(forecast=True).warmup_samples == 200
     assert ZScoreDetector().warmup_samples == 100
     assert EwmaChart().warmup_samples == 200  # the accumulating charts chart residuals
+
+
+def test_zscore_sees_a_sensor_frozen_at_a_normal_value() -> None:
+    rng = np.random.default_rng(12)
+    x = 20.0 + rng.standard_normal(3000)
+    x[2000:] = x[1999]  # the transmitter freezes at its last, ordinary value
+    score = ZScoreDetector().score_learn(x.reshape(-1, 1), np.ones(3000, dtype=bool)).score
+    limit = normal_q(1e-3)
+    assert (score[2001:2004] > limit).all()  # three repeats in a row: raised by the alarm
+    assert np.mean(score[200:2000] > limit) < 2e-3
+    plain = ZScoreDetector(stuck=False).score_learn(x.reshape(-1, 1), np.ones(3000, dtype=bool))
+    assert not (plain.score[2001:2004] > limit).any()
+
+
+def test_zscore_on_a_quantised_signal_does_not_cry_stuck() -> None:
+    # A transmitter with a 0.1 step under noise of 0.3 repeats a value every few samples: the
+    # repeat rate is learned, and runs as long as it predicts are not news.
+    rng = np.random.default_rng(13)
+    x = np.round(20.0 + 0.3 * rng.standard_normal(20_000), 1)
+    score = ZScoreDetector().score_learn(x.reshape(-1, 1), np.ones(x.size, dtype=bool)).score
+    assert np.mean(score[1000:] > normal_q(1e-3)) < 3e-3
+
+
+def test_sigma_of_surprise_is_the_normal_quantile_in_the_tail() -> None:
+    for surprise in (3.0, 7.6, 15.0, 30.0):
+        p = math.exp(-surprise)
+        exact = NormalDist().inv_cdf(1.0 - p / 2.0)
+        assert float(sigma_of_surprise(np.array([surprise]))[0]) == pytest.approx(exact, rel=0.05)
+    assert math.isnan(float(sigma_of_surprise(np.array([np.nan]))[0]))

@@ -72,6 +72,7 @@ __all__ = [
     "RobustZDetector",
     "ZScoreDetector",
     "max_column",
+    "sigma_of_surprise",
 ]
 
 BASELINES = ("ewma", "welford")
@@ -198,19 +199,30 @@ class ChartDetector(Detector):
 
 
 class ZScoreDetector(ChartDetector):
-    """``|x - mean| / std`` against a Welford or EWMA baseline (spikes and steps)."""
+    """``|x - mean| / std`` against a Welford or EWMA baseline (spikes and steps).
+
+    With ``stuck`` (the default) it also watches each column for a frozen value: the surprise of
+    the current run of exact repeats (the flat-line statistic, calibrated to the sensor's own
+    repeat rate) is turned into sigma units - the normal quantile of the same tail probability
+    - and a column scores the larger of the two. So the default detector sees a transmitter
+    that froze at a normal value, which no distance from the mean can.
+    """
 
     kind = "zscore"
+    _stuck: NDArray[np.float64] | None = None
 
     def nominal_threshold(self, false_alarm_rate: float, d: int) -> float | None:
         return normal_limit(false_alarm_rate, d)
 
     def __init__(
         self, baseline: str = "ewma", alpha: float = 0.001, min_samples: int = 100,
-        forecast: bool = False,
+        forecast: bool = False, stuck: bool = True,
     ) -> None:
         check_params(alpha, min_samples, baseline, forecast)
+        if not isinstance(stuck, bool):
+            raise ValueError(f"stuck must be true or false; got {stuck!r}")
         self.forecast = forecast
+        self.stuck = stuck
         self.baseline = baseline
         self.alpha = alpha
         self.min_samples = min_samples
@@ -218,12 +230,56 @@ class ZScoreDetector(ChartDetector):
     def _new_state(self, d: int) -> NDArray[np.float64]:
         return stats.new_welford_state(d)
 
+    def score_learn(self, x: NDArray[np.float64], learn: NDArray[np.bool_]) -> ScoreBatch:
+        if not self.stuck:
+            return super().score_learn(x, learn)
+        rows = as_feature_matrix(x)
+        mask = as_learn_mask(learn, rows.shape[0])
+        z = self._statistic(self._chartable(rows, mask), mask, self._state_for(rows.shape[1]))
+        st = self._stuck
+        if st is None:
+            st = self._stuck = robust.new_flatline_state(rows.shape[1])
+        # The raw values repeat, not their residuals: the run is counted on what arrives.
+        surprise = robust.flatline(rows, mask, st, alpha=self.alpha,
+                                   min_samples=self.min_samples)[0]
+        frozen = sigma_of_surprise(surprise)
+        with np.errstate(invalid="ignore"):
+            z = np.where(frozen > np.abs(z), frozen, z)
+        score, top = max_column(z)
+        return ScoreBatch(score=score, top=top)
+
+    def get_state(self) -> State:
+        state = super().get_state()
+        state["stuck"] = None if self._stuck is None else self._stuck.copy()
+        return state
+
+    def set_state(self, state: State) -> None:
+        super().set_state(state)
+        saved = state.get("stuck")
+        self._stuck = None if saved is None else np.array(saved, dtype=np.float64, order="C")
+        if self._stuck is not None and self._stuck.shape[1:] != (4,):
+            raise ValueError(f"stuck state must have shape (d, 4); got {self._stuck.shape}")
+
     def _statistic(
         self, x: NDArray[np.float64], learn: NDArray[np.bool_], state: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         if self.baseline == "welford":
             return stats.welford_z(x, learn, state, min_samples=self.min_samples)[0]
         return stats.ewma_z(x, learn, state, alpha=self.alpha, min_samples=self.min_samples)[0]
+
+
+def sigma_of_surprise(surprise: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The two-sided normal quantile of tail probability ``exp(-surprise)``, in sigma units.
+
+    The asymptotic inverse of the normal tail, ``z = sqrt(L - ln L - ln 2 pi)`` with
+    ``L = -2 ln(P / 2)``, is within 1 % of the exact quantile for P below 0.05 (z above 1.9),
+    where a threshold sits; smaller surprises map to 0.0 or a little below the exact value.
+    NaN stays NaN.
+    """
+    big = 2.0 * (np.asarray(surprise, dtype=np.float64) + math.log(2.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inner = big - np.log(np.maximum(big, 1.0)) - math.log(2.0 * math.pi)
+        return np.sqrt(np.maximum(inner, 0.0)) * np.where(np.isnan(big), np.nan, 1.0)
 
 
 class EwmaChart(ChartDetector):
