@@ -10,7 +10,7 @@ case                       what changes                                         
 =========================  =====================================================  ==========
 step                       +4 sigma, to the end                                   alarm
 drift                      +0.005 sigma per sample, to the end                    alarm
-spike                      one sample at +10 sigma                                alarm
+spike                      5 samples at +10 sigma (a surge, a transient jam)      alarm
 seasonal + step            a sinusoid (period 100 samples, 2 sigma) throughout,   alarm
                            +4 sigma from ``change``
 gap + step                 6 hours without samples, then +4 sigma                 no lasting
@@ -35,9 +35,9 @@ Scores per case (:func:`score_case`, a plain function of the per-row arrays):
   as a baseline - and how many seconds after its raise.
 
 The expectations are what a plant would want, not what the defaults are known to do; the table
-shows both. Two of them pull against each other on purpose: a lone sample can only raise an
-alarm if one exceedance is enough, and then isolated outliers in healthy data raise alarms too
-(the defaults need 3 in a row, so the spike is "exceeded" but not alarmed). After a 6-hour gap
+shows both. A spike is a short transient (5 samples: a pressure surge, a jam that frees
+itself), which must alarm; a lone sample is an outlier, which must not (the outliers control):
+the defaults need 3 exceedances in a row, which is what tells the two apart. After a 6-hour gap
 a level change is as likely a restart at a new operating point as a fault: an alarm may be
 raised, but it must end (by clearing or adopting), or the signal re-warms and raises none.
 """
@@ -157,11 +157,12 @@ def drift_case(rng: np.random.Generator, sizes: Sizes, slope: float = 0.005) -> 
     return _changed(f"drift +{slope:g} sigma/sample", x, sizes)
 
 
-def spike_case(rng: np.random.Generator, sizes: Sizes, height: float = 10.0,
+def spike_case(rng: np.random.Generator, sizes: Sizes, height: float = 10.0, width: int = 5,
                window: int = 10) -> SyntheticCase:
     x = rng.normal(size=sizes.healthy + sizes.after)
-    x[sizes.healthy] += height
-    return _changed(f"single spike +{height:g} sigma", x, sizes, sustained=False, window=window)
+    x[sizes.healthy:sizes.healthy + width] += height
+    return _changed(f"spike +{height:g} sigma, {width} samples", x, sizes, sustained=False,
+                    window=window)
 
 
 def seasonal_step_case(rng: np.random.Generator, sizes: Sizes, period: int = 100,

@@ -271,7 +271,7 @@ def test_cusum_score_passes_its_limit_while_the_fault_goes_on() -> None:
     x[1000:1200] += 3.0
     learn = np.ones(1300, dtype=bool)
     learn[1000:1200] = False
-    score = CusumDetector(limit=10.0).score_learn(x, learn).score
+    score = CusumDetector(limit=10.0, forecast=False).score_learn(x, learn).score
     assert (score[1020:1200] > 10.0).mean() > 0.9
     assert score.max() < 10.0 + 8.0  # the ceiling plus one value's own evidence
     assert (score[1200 + 40:] < 10.0).all()
@@ -357,13 +357,17 @@ def test_residual_chart_holds_its_rate_on_autocorrelated_data_where_the_raw_char
 
 def test_residual_chart_sees_a_step_while_learning_is_paused() -> None:
     x = ar1(1, 4000).reshape(-1, 1)
-    x[3000:] += 4.0  # four innovation sigmas, under one sigma of the wandering signal itself
+    # Ten innovation sigmas, 4.4 sigmas of the wandering signal itself: while learning is
+    # paused the forecast follows at a tenth of its weight, so the step shows for a while.
+    x[3000:] += 10.0
     det = ZScoreDetector(forecast=True)
     learn = np.ones(4000, dtype=bool)
     learn[3000:] = False  # as the alarm does once the step exceeds
     score = det.score_learn(x, learn).score
     # The frozen forecast shows the step at once (the alarm needs 3 exceedances in a row).
     assert np.sum(score[3000:3005] > normal_q(1e-3)) >= 3
+    # ... and then fades: a wandering signal settles anywhere, so the alarm can end.
+    assert np.mean(score[3200:3400] > normal_q(1e-3)) < 0.2
     assert np.mean(score[1000:3000] > normal_q(1e-3)) < 0.005
 
 

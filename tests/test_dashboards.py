@@ -201,8 +201,6 @@ port = 0
 [state]
 directory = "{state}"
 checkpoint_interval = 1.0
-[defaults.alarm]
-warmup = 10
 [[signals]]
 asset = "press-1"
 name = "force"
@@ -219,11 +217,15 @@ def exported_names(mosquitto: Mosquitto, tmp_path: Path) -> set[str]:
                   CollectorRegistry())
     agent.start()
     try:
+        # Healthy long enough for the default warm-ups to end before the fault: the asset's
+        # detector scores after 300 rows (forecasters chosen on 100, covariance on 200), its
+        # pot threshold calibrates on the next 200, and the alarms' warm-up is 400 samples.
+        healthy, n = 600, 650
         rng = np.random.default_rng(11)
-        ts = time.time() - 300 + np.arange(300.0)
-        x = rng.normal(0.0, 1.0, (300, 2))
-        x[250:] += (8.0, -8.0)  # both signals and the asset alarm
-        x[260, 0] = np.nan  # a sample rejected by the signal's gate
+        ts = time.time() - n + np.arange(float(n))
+        x = rng.normal(0.0, 1.0, (n, 2))
+        x[healthy:] += (8.0, -8.0)  # both signals and the asset alarm
+        x[healthy + 10, 0] = np.nan  # a sample rejected by the signal's gate
         for j, name in enumerate(("force", "stroke")):
             agent.queue.put(Item(f"press-1/{name}", 0, (), Samples(ts, x[:, j]), time.time()))
         agent.ingest.on_message("elsewhere/x", b"1", time.time())  # a rejected message

@@ -22,6 +22,9 @@ from shopfloor.pipeline import AssetBatch, Plant, SignalBatch
 from shopfloor.replay import ReplayOptions, replay
 from shopfloor.synthetic import SIGNALS, write_pump_example
 
+#: The alarms' default warm-up ([defaults.alarm] warmup): where a default replay's report starts.
+WARMUP = 400
+
 
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
@@ -82,7 +85,7 @@ def test_replay_writes_documented_csv_and_png(
     assert "replayed 8000 rows, 5 signals" in err
     assert "ended by adopting a new baseline" in err
     # --exclude keeps a column out of the signals, not out of the report.
-    assert "against 'anomaly' after a warm-up of 100 rows (7900 rows): F1 " in err
+    assert f"against 'anomaly' after a warm-up of {WARMUP} rows ({8000 - WARMUP} rows): F1 " in err
     assert "label-like" not in err  # nothing left to leave out
 
 
@@ -293,7 +296,7 @@ def test_f1_far_mar_of_an_injected_fault(
     assert main(["replay", str(data), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     scores = _scores(out)
-    assert _report(truth, scores, 100) in err
+    assert _report(truth, scores, WARMUP) in err
     alarm = np.array([r["anomaly"] == "1" for r in scores])
     # The 8-sigma step is found, and the healthy rows stay quiet: the figures mean something.
     assert (alarm & truth).sum() >= 80
@@ -301,9 +304,9 @@ def test_f1_far_mar_of_an_injected_fault(
     summary = replay(data, io.StringIO())
     assert summary.points is not None
     assert summary.truth_column == "anomaly"
-    assert summary.report_from == 100
-    assert summary.points.tp == int((alarm & truth)[100:].sum())
-    assert summary.points.fp == int((alarm & ~truth)[100:].sum())
+    assert summary.report_from == WARMUP
+    assert summary.points.tp == int((alarm & truth)[WARMUP:].sum())
+    assert summary.points.fp == int((alarm & ~truth)[WARMUP:].sum())
 
 
 def test_rows_with_an_empty_truth_are_not_counted_and_a_bad_one_stops_the_report(
@@ -311,14 +314,15 @@ def test_rows_with_an_empty_truth_are_not_counted_and_a_bad_one_stops_the_report
 ) -> None:
     data, _ = _sensor_csv(tmp_path / "d.csv")
     lines = data.read_text(encoding="utf-8").splitlines()
-    blank = {150, 750}
+    blank = {450, 750}  # a healthy row and a fault row, both after the warm-up
     for i in blank:  # data row i is line i + 1 of the file (0-based, after the header)
         lines[i + 1] = lines[i + 1].rsplit(",", 1)[0] + ","
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     summary = replay(data, io.StringIO())
     assert summary.points is not None
     p = summary.points
-    assert p.tp + p.fp + p.tn + p.fn == 1200 - 100 - len(blank)
+    assert min(blank) > WARMUP
+    assert p.tp + p.fp + p.tn + p.fn == 1200 - WARMUP - len(blank)
     lines[900 + 1] = lines[900 + 1].rsplit(",", 1)[0] + ",2"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "s.csv"
@@ -342,7 +346,7 @@ def test_warmup_sets_the_alarm_warmup_and_where_the_report_starts(
     out = tmp_path / "s.csv"
     assert main(["replay", str(data), "--out", str(out)]) == 0
     default = np.array([r["anomaly"] == "1" for r in _scores(out)])
-    assert default[700:750].any()  # with the default warm-up of 100 the fault alarms at once
+    assert default[700:750].any()  # with the default warm-up (400) the fault alarms at once
     capsys.readouterr()
     assert main(["replay", str(data), "--out", str(out), "--warmup", "750"]) == 0
     err = capsys.readouterr().err

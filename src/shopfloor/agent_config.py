@@ -320,7 +320,7 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
         kind=kind,
         valid_range=parser.valid_range(t.get("valid_range"), f"{key}.valid_range"),
         features=features,
-        stage=parser.stage(t, key, base, "detector"),
+        stage=parser.stage(t, key, base, "detector", frame=kind == "frame"),
     )
 
 

@@ -106,10 +106,8 @@ class Monitor:
             rate = build(THRESHOLDS, threshold_spec).false_alarm_rate
             threshold_spec["initial"] = detector.nominal_threshold(rate, features)
         if threshold_spec.get("kind") == "pot":
-            # Scores of 0.0 while the detector warms up are not part of the tail; the nominal
-            # limit is a floor under the fitted one (see TailThreshold).
+            # Scores of 0.0 while the detector warms up are not part of the tail.
             threshold_spec.setdefault("skip", detector.warmup_samples)
-            threshold_spec.setdefault("floor", threshold_spec["initial"])
         return cls(detector, build(THRESHOLDS, threshold_spec), Alarm(**spec.alarm))
 
     def process(

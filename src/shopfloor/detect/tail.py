@@ -49,12 +49,11 @@ class TailThreshold(Threshold):
     initial
         The threshold before calibration (instead of +inf).
     floor
-        The threshold never goes below this. The pipeline sets it to the detector's nominal
-        limit for the same rate: a tail fitted on a few hundred scores comes out low by chance
-        (the rate measured after 200 |N(0,1)| scores is 2x the target on average), and a
-        chart's limit for independent samples is a lower bound on what dependent ones need
-        (positive autocorrelation only fattens a chart statistic's tail), so the floor costs
-        little sensitivity where the theory holds and removes the low draws where it does not.
+        The threshold never goes below this (default: no floor). The nominal limit of the
+        detector is a natural choice where its assumptions hold; the pipeline does not set it,
+        since on data whose scores have a lighter tail than the theory's (a bounded or a
+        smooth signal) it hides real changes - a temperature drift peaking at 2.8 sigma
+        against a fitted 2.5 and a nominal 3.3.
 
     Examples
     --------

@@ -14,8 +14,15 @@ by the smallest sum of squared one-step errors over :data:`GRID`, in parallel, t
 go to the smaller ``lam``, the one closer to a plain mean.
 
 Prequential like every kernel: the residual of row ``i`` is ``x_i`` minus the forecast made
-before it; the level learns the row only where ``learn[i]`` (while learning is paused the
-forecast holds, so a step stays visible in the residuals instead of being tracked away). Before
+before it; the level learns the row only where ``learn[i]``. While learning is paused (an alarm)
+the forecast follows at a tenth of its weight (:data:`HELD_WEIGHT`): a step stays visible
+for about ten memories of the forecaster (a few dozen samples for a wandering signal, hundreds
+for one that varies around a mean) - long enough to raise an alarm on it - instead of being
+tracked away at once, while an alarm whose process settles at any level, the old one or a new
+one, still ends: a forecast held still would compare a wandering process with a stale value
+for ever (measured: an asset alarm raised as a temperature excursion cooled down stayed on for
+the 3,000 rows left of the file). A fault that lasts is the business of the memoryless charts
+of raw values (the default z-score), which keep it visible while it lasts. Before
 the choice the residual is NaN (the chart skips it, the detector reports 0.0); a non-finite
 value gives NaN and changes nothing.
 
@@ -32,17 +39,20 @@ from numpy.typing import NDArray
 
 from shopfloor.kernels._jit import strict_kernel
 
-__all__ = ["GRID", "forecast_residuals", "new_forecast_state"]
+__all__ = ["GRID", "HELD_WEIGHT", "forecast_residuals", "new_forecast_state"]
 
 #: Candidate level weights: from a near-mean (a memory of ~50 values) to the last value.
 GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 _G = len(GRID)
 _GRID = np.array(GRID)
+_WIDTH = 2 + 2 * _G
+#: While learning is paused the chosen level follows at this fraction of its weight.
+HELD_WEIGHT = 0.1
 
 
 def new_forecast_state(d: int) -> NDArray[np.float64]:
     """State of ``d`` forecasters that have learned nothing."""
-    st = np.zeros((d, 2 + 2 * _G), dtype=np.float64)
+    st = np.zeros((d, _WIDTH), dtype=np.float64)
     st[:, 1] = -1.0
     return st
 
@@ -60,6 +70,9 @@ def _kernel(x: NDArray[np.float64], learn: NDArray[np.bool_], st: NDArray[np.flo
                 continue
             out[i, j] = v - st[j, 2 + chosen] if chosen >= 0 else np.nan
             if not learn[i]:
+                if chosen >= 0:
+                    # Paused: the forecast follows at a tenth of its weight (see above).
+                    st[j, 2 + chosen] += HELD_WEIGHT * grid[chosen] * (v - st[j, 2 + chosen])
                 continue
             n = st[j, 0]
             if chosen >= 0:
@@ -84,8 +97,8 @@ def _kernel(x: NDArray[np.float64], learn: NDArray[np.bool_], st: NDArray[np.flo
 def forecast_residuals(x: NDArray[np.float64], learn: NDArray[np.bool_],
                        state: NDArray[np.float64], *, select_after: int) -> NDArray[np.float64]:
     """Residuals (n, d) of each row against the forecast before it; ``state`` in place."""
-    if state.shape != (x.shape[1], 2 + 2 * _G) or state.dtype != np.float64:
-        raise ValueError(f"forecast state must be float64 of shape ({x.shape[1]}, {2 + 2 * _G}); "
+    if state.shape != (x.shape[1], _WIDTH) or state.dtype != np.float64:
+        raise ValueError(f"forecast state must be float64 of shape ({x.shape[1]}, {_WIDTH}); "
                          f"got {state.dtype} {state.shape}; create it with new_forecast_state(d)")
     if not (state.flags.c_contiguous and state.flags.writeable):
         raise ValueError("forecast state is updated in place: it must be C-contiguous, writeable")

@@ -9,7 +9,7 @@ threshold for a rate ``q`` is
     z_q = t + (sigma / gamma) ((q n / N_t)^(-gamma) - 1)       (t - sigma ln(q n / N_t) at 0)
 
 with ``n`` scores learned, ``N_t`` of them above ``t``. The threshold in force falls at once
-when the fit says so but rises by at most a factor two per ``calibration`` learned scores (see
+when the fit says so but rises by at most a factor two per ``memory`` learned scores (see
 ``_update``). Online, a learned score above ``t``
 adds an excess (a reservoir keeps ``calibration`` of the excesses in memory, in the
 calibration buffer's place) and refits; ``n`` and ``N_t`` forget
@@ -106,9 +106,11 @@ def _update(st: NDArray[np.float64], q: float, rise: float) -> None:
     """The threshold from the current fit, rising at most by the factor ``rise`` per learned
     score (it falls at once). A fault that develops slowly feeds the tail scores just under the
     threshold; refitting on each would let the threshold climb after the fault and learn it
-    away. At most a doubling per ``calibration`` learned scores - the sample size the first fit
-    was trusted on - keeps a genuine change of the scores' scale learnable within a few hundred
-    scores, while a fault that develops over a hundred samples can at most raise it by half."""
+    away - a tool wearing at 0.005 sigma a sample was, within 6,000 samples. At most a doubling
+    per ``memory`` learned scores (the memory of the exceedance fraction, 10 / q) keeps a
+    genuine change of the scores' scale learnable within about as long as the fraction itself
+    takes to follow, while a fault developing over a few hundred samples moves it by a few per
+    cent."""
     z = _quantile(st[_T], st[_SIGMA], st[_GAMMA], q, st[_N], st[_NT])
     if z > st[_Z] and st[_Z] > 0.0:
         z = min(z, st[_Z] * rise)
@@ -218,5 +220,5 @@ def tail_threshold(
     out = np.empty(n, dtype=np.float64)
     _tail_kernel(np.ascontiguousarray(score), np.ascontiguousarray(learn), np.ascontiguousarray(h),
                  state, int(calibration), float(rate), float(level), 0.5 ** (1.0 / memory),
-                 float(skip), 2.0 ** (1.0 / calibration), out)
+                 float(skip), 2.0 ** (1.0 / memory), out)
     return out
