@@ -140,7 +140,8 @@ def test_nonfinite_rows_score_nan_and_are_not_learned() -> None:
     x = correlated_gaussian(rng, 600, 3)
     poisoned = x.copy()
     poisoned[[300, 400], 1] = [np.nan, np.inf]
-    clean_det, det = AssetDetector(forecast=False, min_samples=50), AssetDetector(forecast=False, min_samples=50)
+    clean_det = AssetDetector(forecast=False, min_samples=50)
+    det = AssetDetector(forecast=False, min_samples=50)
     batch = det.score_learn(poisoned, np.ones(600, dtype=bool))
     keep = np.ones(600, dtype=bool)
     keep[[300, 400]] = False

@@ -77,6 +77,9 @@ class AgentSettings:
     # not per message. Adds at most this much latency.
     batch_linger: float = 0.02
     shutdown_timeout: float = 10.0
+    # Signals discovered on subscriptions join their asset's multivariate detector, up to this
+    # many per asset (its covariance grows with the square); 0: no asset detector for them.
+    asset_signals: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,8 @@ class AgentConfig:
     metrics: MetricsSettings
     state: StateSettings
     source: str
+    # The asset detector's stage for assets made of discovered signals ([defaults.asset_*]).
+    asset_stage: StageSpec | None = None
 
     @property
     def client_id(self) -> str:
@@ -182,6 +187,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "queue_size": (10, 10_000_000),
     "max_signals": (1, 1_000_000),
     "batch_max": (1, 10_000_000),
+    "asset_signals": (0, 256),
     "shutdown_timeout": (0.1, 3600),
     "batch_linger": (0.0, 1.0),
     "qos": (0, 1),
@@ -257,6 +263,7 @@ def parse_agent_config(
         metrics=metrics,
         state=state,
         source=source,
+        asset_stage=parser.stage({}, "defaults", base, "asset_detector"),
     )
 
 

@@ -114,7 +114,8 @@ class Checkpointer:
                 log.info("signal %s: configuration changed since the checkpoint; starting cold",
                          sid)
                 return 0
-            pipe = self.plant.add_signal(spec, index)
+            pipe = self.plant.add_signal(spec, index, self.config.asset_stage,
+                                         self.config.agent.asset_signals)
         elif saved.get("spec") != spec_hash(pipe.spec):
             log.info("signal %s: configuration changed since the checkpoint; starting cold", sid)
             return 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec
+from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec, StageSpec
 from shopfloor.detect.base import State
 from shopfloor.detect.gate import Reject, SampleGate
 from shopfloor.diagnosis import DiagnosisBatch, FrameDiagnosis, split_frame_options
@@ -175,6 +175,7 @@ class Plant:
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
         self.signals = {s.id: SignalPipeline(s) for s in config.signals}
+        self._configured_assets = {s.asset for s in config.signals}
         self.assets: dict[str, AssetPipeline] = {}
         for a in config.assets:
             columns = []
@@ -188,12 +189,32 @@ class Plant:
                 columns.append(sp.feature_names.index(a.frame_feature) if sp.frames else 0)
             self.assets[a.name] = AssetPipeline(a, tuple(columns))
 
-    def add_signal(self, spec: SignalSpec, subscription: int = -1) -> SignalPipeline:
-        """Add the pipeline of a signal discovered at run time on ``subscription``."""
+    def add_signal(self, spec: SignalSpec, subscription: int = -1,
+                   asset_stage: StageSpec | None = None, asset_signals: int = 0
+                   ) -> SignalPipeline:
+        """Add the pipeline of a signal discovered at run time on ``subscription``.
+
+        With an ``asset_stage``, the discovered signals of one asset (the first
+        ``asset_signals`` of them, frame signals by their rms) share a multivariate detector
+        once there are two: correlation breaks are what univariate charts miss. An asset whose
+        detector is configured (``[[signals]]``/``[[assets]]``) is left as configured. The
+        detector is built afresh when a member joins (its vector grows), so it warms up again;
+        signals appear at start-up, and the cap bounds how often.
+        """
         if spec.id in self.signals:
             raise ValueError(f"signal {spec.id} exists already")
         pipe = SignalPipeline(spec, subscription)
         self.signals[spec.id] = pipe
+        if asset_stage is not None and spec.asset not in self._configured_assets:
+            members = [p for p in self.signals.values()
+                       if p.spec.asset == spec.asset and p.subscription >= 0][:asset_signals]
+            names = tuple(p.spec.name for p in members)
+            current = self.assets.get(spec.asset)
+            if len(members) >= 2 and (current is None or current.spec.signals != names):
+                asset = AssetSpec(spec.asset, names, asset_stage)
+                self.assets[spec.asset] = AssetPipeline(asset, tuple(
+                    p.feature_names.index(asset.frame_feature) if p.frames else 0
+                    for p in members))
         return pipe
 
     def asset_row(self, asset: str, batches: dict[str, SignalBatch]) -> NDArray[np.float64]:

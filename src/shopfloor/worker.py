@@ -171,7 +171,8 @@ class Worker:
         if pipe is None:
             asset, name = sid.split("/", 1)
             spec = self.config.subscriptions[first.subscription].signal_spec(asset, name)
-            pipe = self.plant.add_signal(spec, first.subscription)
+            pipe = self.plant.add_signal(spec, first.subscription, self.config.asset_stage,
+                                         self.config.agent.asset_signals)
         if sid not in self.status:
             self.status[sid] = SignalStatus(pipe.spec.asset, pipe.spec.name, dict(first.labels))
         return pipe
