@@ -140,13 +140,14 @@ def _asset(bench: Bench, cls: type, rng: np.random.Generator) -> None:
     latent = rng.standard_normal((n, 2))
     x = latent @ rng.standard_normal((2, d)) + 0.3 * rng.standard_normal((n, d))
     small = x[:1500]
-    det = cls()
+    # The reference is Hotelling's T² of the values: the detector on values, not residuals.
+    det = cls(forecast=False)
     got = _scores(bench.first_call("mahalanobis (asset)", _batched(det, small)))
     want = numpy_hotelling(small, det.half_life, det.ridge, det.min_variance, det.min_samples)
     # The kernel's ridge is refreshed about once per half-life and shrinks between refreshes;
     # the reference recomputes it every row. At ridge 1e-6 that moves T² by ~1e-6 at most.
     agree("mahalanobis", "numpy per row", want, got, rtol=1e-4, atol=1e-9)
-    det = cls()
+    det = cls(forecast=False)
     bench.compare(
         Case("mahalanobis (asset)", _batched(det, x), n, unit="rows/s",
              note=f"d={d}, batches of {BATCH}, every row learned, default parameters"),
@@ -342,20 +343,23 @@ def _alarm(bench: Bench, alarm: Any, rng: np.random.Generator) -> None:
 
 def python_alarm(
     exceed: list[bool], *, raise_after: int, clear_after: int, cooldown: int, warmup: int,
-    pause_learning: bool, max_pause: int,
+    pause_learning: bool, max_pause: int, adapt_after: float = 3600.0,
 ) -> tuple[list[int], list[bool], list[bool], list[bool], list[bool]]:
-    """The alarm rules of :mod:`shopfloor.detect.alarm`, one sample at a time in pure Python.
+    """The alarm rules of :mod:`shopfloor.detect.alarm`, one sample at a time in pure Python,
+    on the sample clock (sample i at i + 1 seconds).
 
     Returns state codes, raised, cleared, learn and withheld, one entry per sample.
     """
     warming, normal, active, cooling = 0, 1, 2, 3
-    state, run, quiet, cool_left, paused = warming, 0, 0, 0, 0
+    state, run, quiet, cool_left, lasted = warming, 0, 0, 0, 0
+    run_start = onset = 0.0
     states: list[int] = []
     raised_at: list[bool] = []
     cleared_at: list[bool] = []
     learned: list[bool] = []
     withheld: list[bool] = []
     for seen, e in enumerate(exceed):
+        now = seen + 1.0
         if seen < warmup:
             states.append(warming)
             raised_at.append(False)
@@ -363,30 +367,32 @@ def python_alarm(
             learned.append(True)
             withheld.append(False)
             continue
-        raised = cleared = held = False
+        raised = cleared = adopted = False
         if state == warming or (state == cooling and cool_left == 0):
             state = normal
         was_active = state == active
         if was_active:
             quiet = 0 if e else quiet + 1
+            lasted += 1
             if quiet >= clear_after:
-                cleared, quiet, run, cool_left = True, 0, 0, cooldown
+                cleared, cool_left = True, cooldown
                 state = cooling if cooldown > 0 else normal
+            elif lasted >= max_pause or now - onset >= adapt_after:
+                adopted, cool_left, state = True, 0, normal
+            if cleared or adopted:
+                quiet = run = lasted = 0
         else:
+            if e and run == 0:
+                run_start = now
             run = run + 1 if e else 0
             if state == cooling:
                 cool_left -= 1
             elif run >= raise_after:
-                raised, quiet, state = True, 0, active
-        learn = True
-        if pause_learning and (e or state == active):
-            if paused < max_pause:
-                learn, paused, held = False, paused + 1, e and not was_active
-        elif pause_learning:
-            paused = 0
+                raised, quiet, lasted, onset, state = True, 0, 0, run_start, active
+        held = pause_learning and (state == active or (e and not adopted))
         states.append(state)
         raised_at.append(raised)
         cleared_at.append(cleared)
-        learned.append(learn)
-        withheld.append(held)
+        learned.append(not held)
+        withheld.append(held and e and not was_active)
     return states, raised_at, cleared_at, learned, withheld

@@ -241,21 +241,26 @@ SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Tem
            "Thermocouple", "Voltage", "Volume Flow RateRMS")
 
 
-def _skab_csv(path: Path, rng: np.random.Generator, rows: int = 700) -> None:
-    """A SKAB-format experiment: correlated normal sensors, a fault in rows 500-599."""
+def _skab_csv(path: Path, rng: np.random.Generator, rows: int = 700,
+              healthy: bool = False) -> None:
+    """A SKAB-format experiment: correlated normal sensors, a fault in rows 500-599; or, with
+    ``healthy``, the anomaly-free recording's format (no fault, no label columns)."""
     anomaly = np.zeros(rows)
-    anomaly[500:600] = 1.0
     changepoint = np.zeros(rows)
-    changepoint[[500, 600]] = 1.0
     common = rng.normal(size=rows)
     values = 0.5 * common[:, None] + rng.normal(size=(rows, len(SENSORS)))
-    values[500:600, 2:4] += 6.0  # current and pressure step while the valve is shut
+    if not healthy:
+        anomaly[500:600] = 1.0
+        changepoint[[500, 600]] = 1.0
+        values[500:600, 2:4] += 6.0  # current and pressure step while the valve is shut
     start = datetime(2020, 3, 9, 10, 14, 33)
-    lines = [";".join(["datetime", *SENSORS, "anomaly", "changepoint"])]
+    labels = [] if healthy else ["anomaly", "changepoint"]
+    lines = [";".join(["datetime", *SENSORS, *labels])]
     for i in range(rows):
         stamp = (start + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S")
-        cells = [stamp, *(f"{v:.6g}" for v in values[i]), f"{anomaly[i]:.1f}",
-                 f"{changepoint[i]:.1f}"]
+        cells = [stamp, *(f"{v:.6g}" for v in values[i])]
+        if not healthy:
+            cells += [f"{anomaly[i]:.1f}", f"{changepoint[i]:.1f}"]
         lines.append(";".join(cells))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -302,6 +307,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(7)
     for name in ("valve1/0", "valve1/1", "valve2/0"):
         _skab_csv(root / "skab" / f"{name}.csv", rng)
+    _skab_csv(root / "skab" / "anomaly-free" / "anomaly-free.csv", rng, 2800, healthy=True)
     cwru = root / "cwru"
     cwru.mkdir()
     # 5.1 s healthy at 48 kHz, as the real file (3 s to fit, a held-back part, a control),
@@ -341,15 +347,18 @@ def test_quick_run_on_generated_data_writes_tables_and_figures(
     figures = {f["name"]: f for f in results["figures"]}
     from benchmarks.quality_report import ROWS
 
-    # F1 and NAB per table row; CWRU held back, control, one fault's delay and the defects
-    # named; NAB standard of two detectors.
-    assert len(figures) == 2 * len(ROWS) + 4 + 2
+    # F1 and NAB per table row and the SKAB control; CWRU held back, control, one fault's
+    # delay and the defects named; NAB standard of two detectors.
+    assert len(figures) == 2 * len(ROWS) + 1 + 4 + 2
     for f in figures.values():
         assert f["area"] == "quality"
         assert f["repeats"] == 1
         for key in ("median", "reference_median", "ratio"):
             assert math.isfinite(f[key]), (f["name"], key)
-    f1 = figures["SKAB F1, (a) defaults, warm-up = training rows, any alarm"]
+    quiet = figures["SKAB control: healthy rows without an alarm, defaults"]
+    assert 0.0 <= quiet["median"] <= 100.0
+    assert "| control FAR % |" in text
+    f1 = figures["SKAB F1, (a) defaults (z-score signals + asset), any alarm"]
     assert 0.0 < f1["median"] <= 1.0
     assert f1["ratio"] == pytest.approx(f1["median"] / 0.78)
     delay = figures["CWRU inner race (IR): seconds from the join to the alarm"]

@@ -20,20 +20,22 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from shopfloor.agent_config import AgentConfig
-from shopfloor.config import AssetSpec, SignalSpec
+from shopfloor.config import AssetSpec, SignalSpec, StageSpec
 from shopfloor.pipeline import AssetPipeline, SignalPipeline
 
 __all__ = ["KernelCounts", "Warmup", "kernel_counts", "warm_up"]
 
 log = logging.getLogger("shopfloor.warmup")
 
-HEALTHY_ROWS = 256  # more than the detectors' default min_samples (100; assets 200)
+# More than a detector's own warm-up (100 values; residual charts 200; assets 300) plus the
+# tail threshold's calibration (200 scores), so every stage runs its calibrated path.
+HEALTHY_ROWS = 512
 BURST_ROWS = 8  # more than the alarm's default raise_after (3)
 FRAME_LEN = 1024
 _SEED = 20240601
@@ -131,7 +133,11 @@ def _pipelines(
         if key not in seen:
             seen.add(key)
             yield label, _Builder(signal=spec), _signal_batches(spec, rng)
-    for asset in config.pipeline.assets:
+    assets = list(config.pipeline.assets)
+    if config.asset_stage is not None and config.agent.asset_signals >= 2 and config.subscriptions:
+        # The asset detector of discovered signals (two members: the kernels are the same).
+        assets.append(AssetSpec("warmup", ("a", "b"), config.asset_stage))
+    for asset in assets:
         key = repr(("asset", len(asset.signals), _stage_key(asset)))
         if key not in seen:
             seen.add(key)
@@ -146,11 +152,18 @@ class _Builder:
     asset: AssetSpec | None = None
 
     def __call__(self) -> SignalPipeline | AssetPipeline:
+        # The alarm's warm-up shortened, so the burst meets an armed alarm whatever the
+        # configured warm-up: kernels compile per type, and no count changes a type.
         if self.signal is not None:
-            return SignalPipeline(self.signal)
+            return SignalPipeline(replace(self.signal, stage=_armed(self.signal.stage)))
         assert self.asset is not None
         # Each signal contributes one column; which feature it is does not change the kernels.
-        return AssetPipeline(self.asset, tuple(0 for _ in self.asset.signals))
+        return AssetPipeline(replace(self.asset, stage=_armed(self.asset.stage)),
+                             tuple(0 for _ in self.asset.signals))
+
+
+def _armed(stage: StageSpec) -> StageSpec:
+    return replace(stage, alarm={**stage.alarm, "warmup": HEALTHY_ROWS - 16})
 
 
 def _stage_key(spec: SignalSpec | AssetSpec) -> str:
