@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shopfloor.detect.gate import Reject, SampleGate, count_rejects
+from shopfloor.detect.gate import MAX_MAGNITUDE, Reject, SampleGate, count_rejects
 
 
 def test_scalar_reasons() -> None:
@@ -16,9 +16,16 @@ def test_scalar_reasons() -> None:
     assert count_rejects(reason) == {"nan": 1, "inf": 2, "out_of_range": 2}
 
 
-def test_no_range_accepts_any_finite_value() -> None:
-    reason = SampleGate().check(np.array([-1e300, 0.0, 1e300, np.nan]))
-    assert reason.tolist() == [0, 0, 0, Reject.NAN]
+def test_no_range_accepts_any_plausible_finite_value_and_counts_the_rest() -> None:
+    reason = SampleGate().check(np.array([-1e15, 0.0, 1e15, np.nan, 1e300, -1.7e308, 1e16]))
+    assert reason.tolist() == [0, 0, 0, Reject.NAN, *[Reject.IMPLAUSIBLE] * 3]
+    assert MAX_MAGNITUDE == 1e15
+    frames = np.zeros((2, 4))
+    frames[1, 3] = 1e300
+    assert SampleGate().check(frames).tolist() == [0, Reject.IMPLAUSIBLE]
+    # Implausible wins over out of range: it says more about the sensor.
+    assert SampleGate((0.0, 1.0)).check(np.array([1e300, 2.0])).tolist() == [
+        Reject.IMPLAUSIBLE, Reject.OUT_OF_RANGE]
 
 
 def test_frames_are_rejected_when_clipped_only() -> None:
@@ -36,4 +43,5 @@ def test_bad_range_is_refused(bad: tuple[float, float]) -> None:
 
 def test_labels_are_stable() -> None:
     # Metric labels and checkpoint counters use these names: renaming one is a breaking change.
-    assert [r.label for r in Reject] == ["ok", "nan", "inf", "out_of_range", "missing_samples"]
+    assert [r.label for r in Reject] == ["ok", "nan", "inf", "out_of_range", "missing_samples",
+                                         "implausible"]

@@ -28,6 +28,12 @@ class RefBaseline:
         self.alpha, self.n, self.mean, self.s = alpha, 0, 0.0, 0.0
 
     def learn(self, v: float) -> None:
+        before = (self.n, self.mean, self.s)
+        if self.n >= 10:  # learned values are clipped to 6 sd of the baseline
+            var = self.s if self.alpha else self.s / (self.n - 1)
+            if var > 0:
+                reach = 6.0 * math.sqrt(var)
+                v = min(max(v, self.mean - reach), self.mean + reach)
         self.n += 1
         diff = v - self.mean
         if self.alpha == 0.0:
@@ -37,6 +43,9 @@ class RefBaseline:
             a = max(self.alpha, 1.0 / self.n)
             self.mean += a * diff
             self.s = (1.0 - a) * (self.s + diff * (a * diff))
+        if not (math.isfinite(self.mean) and math.isfinite(self.s)):
+            self.n, self.mean, self.s = before  # an update that overflows is not learned
+            return
         # No variation yet (spread at or below the floor): the count restarts at this value.
         var = (self.s / (self.n - 1) if self.n > 1 else 0.0) if self.alpha == 0.0 else self.s
         if var <= max(1e-10 * abs(self.mean), 1e-100) ** 2:
@@ -358,8 +367,9 @@ def test_ewma_warm_up_is_exact_population_statistics() -> None:
 
 def test_ewma_forgets_with_weight_alpha() -> None:
     state = stats.new_ewma_state(1)
-    # A varying start (+-1e-3, mean 0): a constant one would not count (see the next test).
-    x = np.r_[np.tile([1e-3, -1e-3], 50), np.ones(400)]
+    # A varying start (+-0.5, mean 0; a constant one would not count, see below) wide enough
+    # that the step of 1 is not clipped (6 sd).
+    x = np.r_[np.tile([0.5, -0.5], 50), np.ones(400)]
     stats.ewma_z(x, np.ones(500, dtype=bool), state, alpha=0.01)
     assert state[0, 1] == pytest.approx(1.0 - 0.99**400, rel=1e-9)
 
@@ -493,3 +503,18 @@ def test_constant_warmup_scores_zero_then_learns_the_real_spread() -> None:
         assert np.all(z[:298] == 0.0)
         assert np.max(np.abs(z[298:])) < 5.0
         assert state[0, 0] == 401
+
+
+def test_one_extreme_value_in_the_warmup_does_not_blind_the_baseline() -> None:
+    # A 1e12 from a glitching gateway while everything is learned: clipped to 6 sd, it moves
+    # the mean by a fraction of a sigma, and an 8-sigma step later still scores high.
+    rng = np.random.default_rng(9)
+    x = 20.0 + rng.standard_normal(3000)
+    x[150] = 1e12
+    x[2500:] += 8.0
+    state = stats.new_ewma_state(1)
+    learn = np.ones(3000, dtype=bool)
+    learn[2500:] = False
+    z, _ = stats.ewma_z(x, learn, state, alpha=0.001, min_samples=100)
+    assert np.isfinite(state).all()
+    assert np.median(np.abs(z[2500:])) > 6.0

@@ -98,16 +98,13 @@ class Monitor:
 
         A calibrated threshold (quantile, pot) without an ``initial`` value starts from the
         detector's nominal threshold for its false-alarm rate, until it has learned enough
-        scores to calibrate; a pot threshold skips the scores of the detector's warm-up.
+        scores to calibrate.
         """
         detector = build(DETECTORS, spec.detector)
         threshold_spec = dict(spec.threshold)
         if threshold_spec.get("kind") in CALIBRATED and "initial" not in threshold_spec:
             rate = build(THRESHOLDS, threshold_spec).false_alarm_rate
             threshold_spec["initial"] = detector.nominal_threshold(rate, features)
-        if threshold_spec.get("kind") == "pot":
-            # Scores of 0.0 while the detector warms up are not part of the tail.
-            threshold_spec.setdefault("skip", detector.warmup_samples)
         return cls(detector, build(THRESHOLDS, threshold_spec), Alarm(**spec.alarm))
 
     def process(

@@ -128,10 +128,6 @@ class AssetDetector(Detector):
         return max(2, self.min_samples // 2)
 
     @property
-    def warmup_samples(self) -> int:
-        return self.min_samples + (self._select_after if self.forecast else 0)
-
-    @property
     def n_nonfinite(self) -> int:
         """Rows refused so far because they held a NaN or inf."""
         return 0 if self._state is None else self._state.n_nonfinite

@@ -81,11 +81,6 @@ class Detector(ABC):
     def set_state(self, state: State) -> None:
         """Restore what :meth:`get_state` returned; the detector then continues bit-exactly."""
 
-    @property
-    def warmup_samples(self) -> int:
-        """Learned rows before the detector's scores mean anything (it reports 0.0 until then)."""
-        return int(getattr(self, "min_samples", 0))
-
     def reset(self) -> None:
         """Forget everything learned: the state of a fresh detector with these parameters.
 

@@ -113,12 +113,6 @@ class ChartDetector(Detector):
     _state: NDArray[np.float64] | None = None
     _forecast: NDArray[np.float64] | None = None
 
-    @property
-    def warmup_samples(self) -> int:
-        """Learned values before the first score that is not 0.0: the forecaster's choice of
-        its weight, then the chart's own baseline."""
-        return self.min_samples * (2 if self.forecast else 1)
-
     def _chartable(self, rows: NDArray[np.float64], learn: NDArray[np.bool_]
                    ) -> NDArray[np.float64]:
         """What the chart sees: the values, or their one-step forecast residuals."""

@@ -14,7 +14,14 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Reject", "SampleGate", "count_rejects"]
+__all__ = ["MAX_MAGNITUDE", "Reject", "SampleGate", "count_rejects"]
+
+#: Finite values beyond this magnitude are rejected (counted as ``implausible``) whatever the
+#: valid range: no transmitter reads 1e15 of anything on a shop floor, and the detectors square
+#: what they learn - 1e300 squared is inf, which poisons a baseline for good (or, in the
+#: covariance update, divides by zero). Ordinary finite extremes below it are the detectors'
+#: business (they clip what they learn).
+MAX_MAGNITUDE = 1e15
 
 
 class Reject(IntEnum):
@@ -25,6 +32,7 @@ class Reject(IntEnum):
     INF = 2
     OUT_OF_RANGE = 3
     MISSING_SAMPLES = 4  # a frame had more dropouts than the feature stage tolerates
+    IMPLAUSIBLE = 5  # beyond MAX_MAGNITUDE: no sensor reads it, and its square overflows
 
     @property
     def label(self) -> str:
@@ -69,21 +77,27 @@ class SampleGate:
             nan, inf = np.isnan(v), np.isinf(v)
             reason[nan] = Reject.NAN
             reason[inf] = Reject.INF
+            with np.errstate(invalid="ignore"):
+                reason[~inf & (np.abs(v) > MAX_MAGNITUDE)] = Reject.IMPLAUSIBLE
             if self.valid_range is not None:
                 low, high = self.valid_range
                 with np.errstate(invalid="ignore"):
-                    out = ~(nan | inf) & ((v < low) | (v > high))
+                    out = ~(nan | inf) & ((v < low) | (v > high)) & (reason == 0)
                 reason[out] = Reject.OUT_OF_RANGE
             return reason
         if v.ndim != 2:
             raise ValueError(f"values must be 1-D samples or 2-D frames; got ndim={v.ndim}")
         # Frames: dropouts inside a frame are the feature stage's business (it skips and counts
-        # them); here only a clipped or out-of-range frame is rejected outright.
+        # them); here only a clipped, out-of-range or implausible frame is rejected outright.
+        if v.size:
+            with np.errstate(invalid="ignore"):
+                huge = (np.isfinite(v) & (np.abs(v) > MAX_MAGNITUDE)).any(axis=1)
+            reason[huge] = Reject.IMPLAUSIBLE
         if self.valid_range is not None and v.size:
             low, high = self.valid_range
             with np.errstate(invalid="ignore"):
                 out = np.asarray(((v < low) | (v > high)).any(axis=1), dtype=np.bool_)
-            reason[out] = Reject.OUT_OF_RANGE
+            reason[out & (reason == 0)] = Reject.OUT_OF_RANGE
         return reason
 
 

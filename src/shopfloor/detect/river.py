@@ -207,10 +207,6 @@ class HalfSpaceTreesDetector(_RiverDetector):
         self.scaler_window_size = scaler_window_size
         self._init_runtime()
 
-    @property
-    def warmup_samples(self) -> int:
-        return self.window_size  # it scores 0 until its first reference window is full
-
     def _build(self, river: Any, n_features: int) -> Any:
         scaler = river.preprocessing.MinMaxScaler(window_size=self.scaler_window_size or None)
         hst = river.anomaly.HalfSpaceTrees(

@@ -44,8 +44,8 @@ class TailThreshold(Threshold):
         Learned scores over which the exceedance fraction forgets (default ``10 /
         false_alarm_rate``), >= ``calibration``.
     skip
-        Learned scores ignored at the very start (the detector's own warm-up, where it reports
-        0.0); the pipeline sets it from the detector's ``min_samples``.
+        Learned scores ignored at the very start. Scores of exactly 0.0 (a detector's "no
+        opinion" while it warms up) never enter the calibration anyway.
     initial
         The threshold before calibration (instead of +inf).
     floor

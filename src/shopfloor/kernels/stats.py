@@ -52,10 +52,25 @@ SD_FLOOR_ABS = 1e-100
 
 BASE = 3  # baseline columns: count, mean, M2 or variance
 
+#: Learned values are clipped to the baseline's mean +- CLIP_SIGMA standard deviations once it
+#: has CLIP_AFTER values: far enough out that a Gaussian signal loses nothing (2e-9 of its
+#: values), close enough that one extreme value moves the mean by at most CLIP_SIGMA / n sigma.
+CLIP_SIGMA = 6.0
+CLIP_AFTER = 10.0
+
 
 @strict_kernel
 def _learn(n: float, mean: float, s: float, v: float, alpha: float) -> tuple[float, float, float]:
     """One baseline update; returns the new (count, mean, spread)."""
+    n0, mean0, s0 = n, mean, s
+    if n >= CLIP_AFTER:
+        # What is learned is clipped to CLIP_SIGMA of the baseline: one extreme value (a 1e12
+        # from a glitching gateway, during the warm-up when everything is learned) would
+        # otherwise drag the mean and inflate the spread so far that nothing after it scores.
+        var0 = s if alpha > 0.0 else s / (n - 1.0)
+        if var0 > 0.0:
+            reach = CLIP_SIGMA * math.sqrt(var0)
+            v = min(max(v, mean - reach), mean + reach)
     n += 1.0
     diff = v - mean
     if alpha <= 0.0:
@@ -73,6 +88,8 @@ def _learn(n: float, mean: float, s: float, v: float, alpha: float) -> tuple[flo
     # the first real noise into z-scores of 1e10, and an alarm that pauses the very learning
     # that would fix it. So the count restarts at the latest value until the values vary; the
     # column reports 0.0 until it has seen ``min_samples`` values that do.
+    if not (math.isfinite(mean) and math.isfinite(s)):
+        return n0, mean0, s0  # an update that overflows is not learned
     var = s if alpha > 0.0 else (s / (n - 1.0) if n > 1.0 else 0.0)
     floor = max(SD_FLOOR_REL * abs(mean), SD_FLOOR_ABS)
     if var <= floor * floor:

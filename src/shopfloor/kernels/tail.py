@@ -1,7 +1,8 @@
 """Peaks over threshold: a threshold for a false-alarm rate from a generalised Pareto tail.
 
 After Siffer, Fouque, Termier and Largouët ("Anomaly Detection in Streams with Extreme Value
-Theory", KDD 2017, SPOT). The first ``calibration`` learned scores are kept; their ``level``
+Theory", KDD 2017, SPOT). The first ``calibration`` learned scores that are not exactly 0.0 (a
+detector's "no opinion" while it warms up) are kept; their ``level``
 quantile is the initial threshold ``t`` and the scores above it are the first excesses. A
 generalised Pareto distribution (scale sigma, shape gamma) is fitted to the excesses, and the
 threshold for a rate ``q`` is
@@ -182,7 +183,9 @@ def _tail_kernel(
             st[_SKIPPED] += 1.0
             continue
         if st[_READY] == 0.0:
-            if learn[i]:
+            # A score of exactly 0.0 is a detector's "no opinion" (its own warm-up, a re-warm
+            # after an adoption, a constant warm-up): it says nothing about the tail.
+            if learn[i] and s != 0.0:
                 st[N_HEAD + int(st[_COLLECTED])] = s
                 st[_COLLECTED] += 1.0
                 if st[_COLLECTED] >= cal:
