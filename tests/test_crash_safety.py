@@ -131,7 +131,8 @@ def test_kill_9_then_restart_continues_exactly_from_the_checkpoint(
     reference = Plant(cfg.pipeline)
     (tmp_path / "ref").mkdir()
     (tmp_path / "ref" / FILE_NAME).write_bytes(saved)
-    assert Checkpointer(cfg, reference, tmp_path / "ref", 60).restore(set()) == len(SIGNALS)
+    # The three signals, and press-1's asset detector (its two signals were discovered).
+    assert Checkpointer(cfg, reference, tmp_path / "ref", 60).restore(set()) == len(SIGNALS) + 1
     second_part = part(2)
     for sid, x in second_part.items():
         reference.signals[sid].process(x)
@@ -139,7 +140,7 @@ def test_kill_9_then_restart_continues_exactly_from_the_checkpoint(
     second = start_agent(config, log)
     try:
         assert wait_until(lambda: log.read_bytes().count(b"mqtt connected") >= 2, 30)
-        assert b"restored 3 pipeline(s)" in log.read_bytes()
+        assert b"restored 4 pipeline(s)" in log.read_bytes()
         publish(mosquitto.port, second_part, 1.7e9 + N)
         assert wait_until(lambda: scored(state) == dict.fromkeys(SIGNALS, 2 * N), 30), \
             scored(state)
