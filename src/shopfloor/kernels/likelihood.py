@@ -37,9 +37,12 @@ SHORT = 10
 MIN_COUNT = 100
 #: Scores are clipped at ten thresholds: beyond that, more evidence changes nothing.
 U_MAX = 10.0
-#: Floor of the long-run spread of the short mean, in thresholds: a score stream that has been
-#: near-constant (a detector that reports 0.0) would otherwise make any wiggle "certain".
-SIGMA_MIN = 0.05
+#: Floor of the long-run spread of the short mean, in thresholds. A score stream that has been
+#: near-constant (a detector that reports 0.0) would otherwise make any wiggle "certain". The
+#: value gives a short window sitting at the threshold (u = 1 throughout) against a quiet long
+#: run (mean near 0) the improbability Numenta alarms at, 1e-5 (z = 4.26): 1 / 4.26. A smaller
+#: floor saturated the likelihood at exactly 1.0 on every onset, which then ranks nothing.
+SIGMA_MIN = 1.0 / 4.26
 _N, _MEAN, _VAR, _POS = range(4)
 N_STATE = 4 + SHORT
 
