@@ -54,7 +54,6 @@ from benchmarks.quality_nab import (
     QUICK_NAB,
     NabReport,
     NabScore,
-    nab_markdown,
     reference_tool,
     run_nab,
 )
@@ -65,7 +64,6 @@ from benchmarks.quality_synthetic import (
     QUICK,
     SyntheticReport,
     run_synthetic,
-    synthetic_markdown,
 )
 
 __all__ = ["DEFAULT_DATA", "main", "run"]
@@ -95,12 +93,11 @@ def run(bench: Bench, data: Path | None = None, out: Path | None = None) -> None
     text = quality_markdown(data, bench.mode.name, skab, cwru, time.perf_counter() - started,
                             [s.reason for s in bench.skipped if s.area == bench.area],
                             nab=nab, synthetic=synthetic)
+    bench.progress(text)  # the tables on the console too, not only in the files
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "quality.md").write_text(text, encoding="utf-8")
         bench.progress(f"[{bench.area}] wrote {out / 'quality.md'}")
-    else:
-        bench.progress(text)
 
 
 def _skab(bench: Bench, folder: Path) -> SkabReport | None:
@@ -170,14 +167,12 @@ def _nab(bench: Bench, folder: Path, out: Path | None) -> NabReport | None:
              f"low FP {by['low FP'].score:.2f}, low FN {by['low FN'].score:.2f}; {how}; "
              f"{std.detected} of {std.windows} windows detected, {std.false_positives} "
              f"detections outside windows; ratio = ours / HTM; {subset}")
-    bench.progress("\n".join(nab_markdown(report)))
     return report
 
 
 def _synthetic(bench: Bench) -> SyntheticReport:
     """The seeded synthetic suite (no data needed), its table on the console."""
     report = run_synthetic(QUICK if bench.mode.quick else FULL)
-    bench.progress("\n".join(synthetic_markdown(report)))
     return report
 
 
