@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shopfloor.detect.base import State, as_learn_mask
-from shopfloor.detect.threshold import Threshold, as_mask, as_scores
+from shopfloor.detect.threshold import Threshold, as_mask, as_scores, optional_number
 from shopfloor.kernels import tail as _tail
 
 __all__ = ["TailThreshold"]
@@ -97,21 +97,13 @@ class TailThreshold(Threshold):
             raise ValueError(f"memory must be a number of scores >= calibration; got {memory!r}")
         if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
             raise ValueError(f"skip must be an integer >= 0; got {skip!r}")
-        if initial is not None and (
-            isinstance(initial, bool) or not isinstance(initial, float | int) or math.isnan(initial)
-        ):
-            raise ValueError(f"initial must be a number; got {initial!r}")
         self.false_alarm_rate = float(false_alarm_rate)
         self.calibration = calibration
         self.level = float(level)
         self.memory = memory
         self.skip = skip
-        self.initial = None if initial is None else float(initial)
-        if floor is not None and (
-            isinstance(floor, bool) or not isinstance(floor, float | int) or math.isnan(floor)
-        ):
-            raise ValueError(f"floor must be a number; got {floor!r}")
-        self.floor = None if floor is None else float(floor)
+        self.initial = optional_number("initial", initial)
+        self.floor = optional_number("floor", floor)
         self._state: NDArray[np.float64] | None = None
 
     def apply(self, score: Any, learn: Any, withheld: Any = None) -> NDArray[np.float64]:

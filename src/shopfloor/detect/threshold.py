@@ -209,12 +209,8 @@ class QuantileThreshold(Threshold):
         self.false_alarm_rate = float(false_alarm_rate)
         self.min_samples = min_samples
         self.half_life = half_life
-        if initial is not None and (
-            isinstance(initial, bool) or not isinstance(initial, float | int) or math.isnan(initial)
-        ):
-            raise ValueError(f"initial must be a number; got {initial!r}")
         self.margin = float(margin)
-        self.initial = None if initial is None else float(initial)
+        self.initial = optional_number("initial", initial)
         self._state: _q.QuantileState | None = None
 
     def apply(self, score: Any, learn: Any, withheld: Any = None) -> NDArray[np.float64]:
@@ -278,6 +274,15 @@ class QuantileThreshold(Threshold):
         return (f"QuantileThreshold(false_alarm_rate={self.false_alarm_rate}, "
                 f"min_samples={self.min_samples}, half_life={self.half_life}, "
                 f"margin={self.margin})")
+
+
+def optional_number(name: str, value: Any) -> float | None:
+    """A threshold parameter that is a number (not NaN) or None; ValueError naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, float | int) or math.isnan(value):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    return float(value)
 
 
 def as_scores(score: Any) -> NDArray[np.float64]:
