@@ -234,3 +234,24 @@ def test_residuals_let_a_step_in_a_periodic_signal_stand_out() -> None:
     assert (res.top[2000:2010] == 3).all()
     assert np.mean(res.score[500:2000] > limit) < 0.005
     assert np.mean(res.score[2000:2010]) > 3 * np.mean(raw.score[2000:2010])
+
+
+def test_one_extreme_row_in_the_warmup_does_not_blind_the_asset() -> None:
+    # A 1e12 from a glitching gateway while every row is learned: clipped to 6 sd per signal,
+    # it leaves the covariance finite and a later break of the pattern still scores high.
+    rng = np.random.default_rng(21)
+    n = 3000
+    load = rng.standard_normal(n)
+    x = np.column_stack([10.0 + load, 50.0 + 2.0 * load + 0.1 * rng.standard_normal(n)])
+    x[150, 0] = 1e12
+    x[2500:, 1] -= 2.0 * load[2500:]  # pressure stops following force
+    learn = np.ones(n, dtype=bool)
+    learn[2500:] = False
+    det = AssetDetector(forecast=False)
+    score = det.score_learn(x, learn).score
+    state = det.get_state()
+    assert all(np.isfinite(v).all() for k, v in state.items() if k != "kind")
+    limit = det.nominal_threshold(1e-3, 2)
+    assert limit is not None
+    assert np.mean(score[2500:] > limit) > 0.5
+    assert np.mean(score[1000:2500] > limit) < 0.01

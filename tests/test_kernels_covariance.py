@@ -75,10 +75,19 @@ def reference(
                 conds.append(1.0)
         if not learn[i]:
             continue
+        clipped = False
+        if len(learned) >= 10:  # what is learned is clipped to 6 sd per signal
+            mean, cov = moments()
+            reach = 6.0 * np.sqrt(np.maximum(np.diag(cov), 0.0))
+            kept = np.clip(row, mean - reach, mean + reach)
+            clipped = bool((kept != row).any())
+            row = kept
         w_old, w_total = w_total, lam * w_total + 1.0
         learned.append(row)
         refresh = False
-        if ready:
+        if ready and clipped:
+            refresh = True
+        elif ready:
             a = lam * w_old / w_total
             ridge_diag *= a
             shrink *= a

@@ -41,6 +41,11 @@ from shopfloor.kernels._jit import strict_kernel
 
 __all__ = ["CovarianceState", "forgetting_factor", "mahalanobis_score_learn"]
 
+#: Learned rows are clipped per signal to the mean +- CLIP_SIGMA of its learned spread once
+#: CLIP_AFTER rows are learned (as the chart baselines do: shopfloor.kernels.stats).
+CLIP_SIGMA = 6.0
+CLIP_AFTER = 10
+
 # Rows learned between two refreshes at most: bounds the rounding drift of the rank-one updates
 # when the half-life is long (or infinite).
 _REFRESH_ROWS = 1000
@@ -330,6 +335,20 @@ def _mahalanobis_kernel(
         if not learn[i]:
             continue
 
+        # What is learned is clipped per signal to CLIP_SIGMA of its learned spread (after
+        # CLIP_AFTER rows): one extreme row (a glitching gateway during the warm-up, when every
+        # row is learned) would otherwise inflate the covariance so far that nothing after it
+        # scores. A clipped row changes the update, so the precision is then recomputed.
+        clipped = False
+        if counts[_N_LEARNED] >= CLIP_AFTER:
+            for j in range(d):
+                reach = CLIP_SIGMA * math.sqrt(max(scatter[j, j] / stats[_W], 0.0))
+                if delta[j] > reach:
+                    delta[j] = reach
+                    clipped = True
+                elif delta[j] < -reach:
+                    delta[j] = -reach
+                    clipped = True
         # West's weighted update: old weights decay by lam, the new row weighs 1.
         w_old = stats[_W]
         w_new = lam * w_old + 1.0
@@ -346,7 +365,9 @@ def _mahalanobis_kernel(
                 scatter[j, k] = lam * scatter[j, k] + g * (dj * delta[k])
         counts[_N_LEARNED] += 1
 
-        if ready:
+        if ready and clipped:
+            _refresh(stats, counts, scatter, ridge_diag, precision, ridge, min_variance, chol)
+        elif ready:
             # C_new = a (C_old + δδᵀ / w_new); with Λ shrunk by the same a, Sherman-Morrison
             # gives P_new = (P − u uᵀ / (w_new + T²)) / a exactly.
             a = lam * w_old / w_new
