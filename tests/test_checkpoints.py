@@ -12,6 +12,7 @@ import pytest
 from shopfloor.agent_config import AgentConfig, parse_agent_config
 from shopfloor.checkpoints import Checkpointer
 from shopfloor.pipeline import Plant
+from shopfloor.state import read_checkpoint, write_checkpoint
 
 CONFIG = """
 [mqtt]
@@ -122,3 +123,66 @@ def test_a_changed_input_of_the_asset_starts_the_asset_cold(tmp_path: Path) -> N
     config, second = build(changed)
     assert Checkpointer(config, second, tmp_path, 60).restore(set()) == 1  # force alone
     assert second.assets["press-1"].scored == 0
+
+
+@pytest.mark.parametrize(("name", "tree", "why"), [
+    ("signals as a list", {"signals": [], "assets": {}}, "signals is a list"),
+    ("an entry that is not a table", {"signals": {"press-1/force": 3}, "assets": {}},
+     "not a table"),
+    ("a string subscription index",
+     {"signals": {"plant/x": {"spec": "s", "subscription": "0", "state": {}}}, "assets": {}},
+     "subscription is '0'"),
+    ("no state table", {"signals": {"press-1/force": {"spec": "s"}}, "assets": {}},
+     "lacks its spec hash"),
+    ("not a table at all", [1, 2], "not a table"),
+])
+def test_a_checkpoint_with_a_valid_checksum_and_a_wrong_structure_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, tree: object, why: str
+) -> None:
+    # Each of these ended in a traceback at every start (a crash loop under systemd).
+    config, plant = build()
+    ck = Checkpointer(config, plant, tmp_path, 60)
+    write_checkpoint(ck.path, tree, ck.config_hash)
+    with caplog.at_level(logging.INFO):
+        assert Checkpointer(config, plant, tmp_path, 60).restore(set()) == 0, name
+    assert why in caplog.text
+    assert "starting cold" in caplog.text
+    assert not ck.path.exists()
+    assert len(list(tmp_path.glob("pipelines.ckpt.*.bad"))) == 1
+
+
+def test_a_state_that_breaks_half_way_leaves_that_signal_fresh_and_the_others_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, first = build()
+    run(first, {"press-1/force": stream(300, 1), "press-1/stroke": stream(300, 2)})
+    ck = Checkpointer(config, first, tmp_path, 60)
+    ck.write()
+    tree = read_checkpoint(ck.path).state
+    # The monitor restores, then "scored" is nonsense: the signal must not keep half of it.
+    tree["signals"]["press-1/force"]["state"]["scored"] = [1, 2]
+    write_checkpoint(ck.path, tree, ck.config_hash)
+    config, second = build()
+    with caplog.at_level(logging.INFO):
+        restored = Checkpointer(config, second, tmp_path, 60).restore(set())
+    assert restored == 2  # stroke and the asset
+    assert "press-1/force: saved state refused" in caplog.text
+    fresh = Plant(config.pipeline).signals["press-1/force"].get_state()
+    assert second.signals["press-1/force"].get_state()["scored"] == fresh["scored"] == 0
+    assert second.signals["press-1/stroke"].scored == 300
+
+
+def test_a_checkpoint_that_inflates_past_the_bound_is_refused_without_inflating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shopfloor import state as state_module
+
+    config, plant = build()
+    ck = Checkpointer(config, plant, tmp_path, 60)
+    # 64 MiB of zeros: a few tens of kilobytes on disk.
+    write_checkpoint(ck.path, {"signals": {}, "assets": {},
+                               "pad": np.zeros(8 * 1024 * 1024)}, ck.config_hash)
+    assert ck.path.stat().st_size < 500_000
+    monkeypatch.setattr(state_module, "MAX_BLOB_INFLATED", 1024 * 1024)
+    assert Checkpointer(config, plant, tmp_path, 60).restore(set()) == 0
+    assert len(list(tmp_path.glob("pipelines.ckpt.*.bad"))) == 1

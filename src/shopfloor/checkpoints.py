@@ -20,7 +20,7 @@ from typing import Any
 
 from shopfloor.agent_config import AgentConfig
 from shopfloor.config import SignalSpec
-from shopfloor.pipeline import Plant
+from shopfloor.pipeline import AssetPipeline, Plant, SignalPipeline
 from shopfloor.state import (
     CheckpointError,
     clean_temporaries,
@@ -29,11 +29,35 @@ from shopfloor.state import (
     write_checkpoint,
 )
 
-__all__ = ["Checkpointer", "spec_hash"]
+__all__ = ["Checkpointer", "malformed", "spec_hash"]
 
 log = logging.getLogger("shopfloor.checkpoints")
 
 FILE_NAME = "pipelines.ckpt"
+
+
+def malformed(tree: Any) -> str | None:
+    """What is wrong with a checkpoint's structure, or None when it has the shape
+    :meth:`Checkpointer.write` gives it (a table of signals and one of assets, each entry a
+    table with a spec hash, a state table and, for signals, an integer subscription)."""
+    if not isinstance(tree, dict):
+        return f"the checkpoint is a {type(tree).__name__}, not a table"
+    for section in ("signals", "assets"):
+        entries = tree.get(section)
+        if not isinstance(entries, dict):
+            return f"{section} is a {type(entries).__name__}, not a table"
+        for key, entry in entries.items():
+            where = f"{section}[{key!r}]"
+            if not isinstance(key, str) or (section == "signals" and "/" not in key):
+                return f"{where}: not an asset/signal name"
+            if not isinstance(entry, dict):
+                return f"{where} is a {type(entry).__name__}, not a table"
+            if not isinstance(entry.get("spec"), str) or not isinstance(entry.get("state"), dict):
+                return f"{where} lacks its spec hash or its state table"
+            index = entry.get("subscription", -1)
+            if isinstance(index, bool) or not isinstance(index, int):
+                return f"{where}: subscription is {index!r}, not an index"
+    return None
 
 
 def spec_hash(spec: Any) -> str:
@@ -76,10 +100,13 @@ class Checkpointer:
         try:
             checkpoint = read_checkpoint(self.path, self.config_hash)
             tree = checkpoint.state
-            signals, assets = tree["signals"], tree["assets"]
-        except (CheckpointError, KeyError, TypeError) as exc:
+            problem = malformed(tree)
+            if problem:
+                raise CheckpointError(f"valid checksum but a wrong structure: {problem}")
+        except CheckpointError as exc:
             discard(self.path, str(exc))
             return 0
+        signals, assets = tree["signals"], tree["assets"]
         restored = 0
         for sid, saved in signals.items():
             restored += self._restore_signal(sid, saved, admit)
@@ -92,8 +119,9 @@ class Checkpointer:
             try:
                 pipe.set_state(saved["state"])
                 restored += 1
-            except (ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # any refusal: this asset starts cold, the rest go on
                 log.warning("asset %s: saved state refused (%s); starting cold", name, exc)
+                self.plant.assets[name] = AssetPipeline(pipe.spec, pipe.columns)
         log.info("restored %d pipeline(s) from %s (written %s)", restored, self.path,
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.header["created"])))
         return restored
@@ -121,8 +149,10 @@ class Checkpointer:
             return 0
         try:
             pipe.set_state(saved["state"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # any refusal: this signal starts cold, the rest go on
             log.warning("signal %s: saved state refused (%s); starting cold", sid, exc)
+            # A refusal half-way leaves a half-restored pipeline: replace it with a fresh one.
+            self.plant.signals[sid] = SignalPipeline(pipe.spec, pipe.subscription)
             return 0
         admit.add(sid)
         return 1

@@ -54,7 +54,11 @@ MAGIC = b"SFCKPT\n"
 FORMAT_VERSION = 1
 TEMP_SUFFIX = ".tmp"
 MAX_HEADER = 64 * 1024
-MAX_TREE_INFLATED = 512 * 1024 * 1024  # a zip bomb must not take the device down
+# A zip bomb must not take the device down: a 1.5 MB file that inflated to 1.5 GB peaked at
+# 3 GB of RSS at start (the unit allows 512 MiB). A thousand default signals need ~2 MB of
+# arrays and ~1 MB of tree; a thousand River models ~50 MB.
+MAX_TREE_INFLATED = 64 * 1024 * 1024
+MAX_BLOB_INFLATED = 256 * 1024 * 1024
 
 
 class CheckpointError(ValueError):
@@ -148,7 +152,10 @@ def read_checkpoint(path: str | Path, config_hash: str | None = None) -> Checkpo
         tree_json = inflate.decompress(body[:tree_n], MAX_TREE_INFLATED)
         if inflate.unconsumed_tail:
             raise CheckpointError(f"{p}: the state tree is larger than {MAX_TREE_INFLATED} bytes")
-        blob = zlib.decompress(body[tree_n:])
+        inflate = zlib.decompressobj()
+        blob = inflate.decompress(body[tree_n:], MAX_BLOB_INFLATED)
+        if inflate.unconsumed_tail:
+            raise CheckpointError(f"{p}: the arrays are larger than {MAX_BLOB_INFLATED} bytes")
         state = _decode(json.loads(tree_json), blob)
     except (zlib.error, ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(f"{p}: the state does not decode ({exc})") from None
