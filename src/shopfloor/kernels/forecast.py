@@ -48,6 +48,9 @@ _GRID = np.array(GRID)
 _WIDTH = 2 + 2 * _G
 #: While learning is paused the chosen level follows at this fraction of its weight.
 HELD_WEIGHT = 0.1
+#: What the levels learn is clipped to CLIP_SIGMA root-mean-square errors (see ``_clip``).
+CLIP_SIGMA = 6.0
+CLIP_AFTER = 10.0
 
 
 def new_forecast_state(d: int) -> NDArray[np.float64]:
@@ -55,6 +58,18 @@ def new_forecast_state(d: int) -> NDArray[np.float64]:
     st = np.zeros((d, _WIDTH), dtype=np.float64)
     st[:, 1] = -1.0
     return st
+
+
+@strict_kernel
+def _clip(e: float, sse: float, n: float) -> float:
+    """A forecast error as learned: clipped to CLIP_SIGMA of the errors so far (from
+    CLIP_AFTER of them on), so one wild value cannot throw the level, or the choice of the
+    weight, off for hundreds of values. ``sse`` sums the learned errors (clipped) over the
+    ``n`` values, so the bound is their root mean square."""
+    if n < CLIP_AFTER or sse <= 0.0:
+        return e
+    reach = CLIP_SIGMA * math.sqrt(sse / n)
+    return min(max(e, -reach), reach)
 
 
 @strict_kernel
@@ -69,20 +84,23 @@ def _kernel(x: NDArray[np.float64], learn: NDArray[np.bool_], st: NDArray[np.flo
                 out[i, j] = np.nan
                 continue
             out[i, j] = v - st[j, 2 + chosen] if chosen >= 0 else np.nan
+            n = st[j, 0]
             if not learn[i]:
                 if chosen >= 0:
                     # Paused: the forecast follows at a tenth of its weight (see above).
-                    st[j, 2 + chosen] += HELD_WEIGHT * grid[chosen] * (v - st[j, 2 + chosen])
+                    st[j, 2 + chosen] += HELD_WEIGHT * grid[chosen] * _clip(
+                        v - st[j, 2 + chosen], st[j, 2 + g_n + chosen], n)
                 continue
-            n = st[j, 0]
             if chosen >= 0:
-                st[j, 2 + chosen] += grid[chosen] * (v - st[j, 2 + chosen])
+                e = _clip(v - st[j, 2 + chosen], st[j, 2 + g_n + chosen], n)
+                st[j, 2 + g_n + chosen] += e * e  # keeps the clipping bound a mean square
+                st[j, 2 + chosen] += grid[chosen] * e
             elif n == 0.0:
                 for g in range(g_n):
                     st[j, 2 + g] = v
             else:
                 for g in range(g_n):
-                    e = v - st[j, 2 + g]
+                    e = _clip(v - st[j, 2 + g], st[j, 2 + g_n + g], n)
                     st[j, 2 + g_n + g] += e * e
                     st[j, 2 + g] += grid[g] * e
             st[j, 0] = n + 1.0
