@@ -476,3 +476,37 @@ def test_sparkplug_message_types_are_not_labels() -> None:
     ingest.on_message("spBv1.0/line1/DBIRTH/edge1/robot-1", birth, T0)
     [queued] = drain(worker.queue)
     assert dict(queued.labels) == {"group": "line1", "edge": "edge1"}
+
+
+def test_a_long_batch_keeps_the_heartbeat_going_and_scores_as_one_call() -> None:
+    # 1,000-value JSON batches with an alarm active (the per-sample path) left 34.7 s between
+    # watchdog pings: the worker now beats after every CHUNK_SAMPLES of pipeline work.
+    from shopfloor.worker import CHUNK_SAMPLES
+
+    ingest, worker, changes, _ = run()
+    beats: list[int] = []
+    worker.heartbeat = lambda: beats.append(1)
+    rng = np.random.default_rng(2)
+    n = 5 * CHUNK_SAMPLES // 1000
+    values = 20.0 + rng.standard_normal(1000 * n)
+    values[3000:9000] += 9.0  # an alarm: the chain steps sample by sample through it
+    for k in range(n):
+        part = values[1000 * k : 1000 * (k + 1)]
+        payload = json.dumps({"ts": T0 + 1000 * k, "rate": 1.0, "values": part.tolist()})
+        ingest.on_message("plant/s/l/press-2/force", payload.encode(), T0)
+    assert work(worker) == 1  # one batch of every message
+    assert len(beats) >= len(values) // CHUNK_SAMPLES
+    got = worker.plant.signals["press-2/force"].get_state()
+    reference = Plant(worker.config.pipeline).add_signal(
+        worker.config.subscriptions[1].signal_spec("press-2", "force"))
+    reference.process(values, T0 + np.arange(len(values), dtype=float))
+    assert got["scored"] == reference.get_state()["scored"] == len(values)
+    np.testing.assert_array_equal(got["monitor"]["detector"]["stats"],
+                                  reference.get_state()["monitor"]["detector"]["stats"])
+    assert any(c.kind == "raised" for c in changes)
+
+
+def test_the_batch_duration_histogram_reaches_a_minute() -> None:
+    from shopfloor.metrics import DURATION_BUCKETS
+
+    assert DURATION_BUCKETS[-1] >= 60.0  # WatchdogSec=30: slow batches must show

@@ -94,6 +94,8 @@ class Agent:
         self._worker_thread: threading.Thread | None = None
         self._stop_worker = threading.Event()
         self.on_progress: Callable[[], None] = lambda: None  # the systemd watchdog hooks here
+        # Inside a long batch too: every chunk of pipeline work is a sign of life.
+        self.worker.heartbeat = lambda: self.on_progress()
 
     def start(self) -> None:
         """Restore checkpoints, start the worker and the connection (a broker that is down is

@@ -22,7 +22,7 @@ from shopfloor.detect.alarm import AlarmState
 from shopfloor.diagnosis import DEFECTS, ZONES
 from shopfloor.ingest import BoundedQueue, Item
 from shopfloor.monitor import MonitorBatch
-from shopfloor.pipeline import Plant, SignalBatch, SignalPipeline
+from shopfloor.pipeline import AssetPipeline, Plant, SignalBatch, SignalPipeline
 
 __all__ = ["AlarmChange", "AssetStatus", "SignalStatus", "Worker"]
 
@@ -110,6 +110,10 @@ class Worker:
         # Called once per batch with its duration and the lags (now - sample timestamp) of up
         # to 64 samples per signal: the metrics layer's histograms.
         self.on_batch: Callable[[float, list[float]], None] = lambda duration, lags: None
+        # Called after every chunk of pipeline work inside a batch (see CHUNK_SAMPLES): the
+        # agent pings the systemd watchdog from it, so a long batch that is making progress
+        # is not taken for a hung worker.
+        self.heartbeat: Callable[[], None] = lambda: None
 
     def run_once(self, timeout: float = 0.2) -> int:
         """Process one batch (waiting up to ``timeout`` for it); returns the items handled."""
@@ -140,24 +144,31 @@ class Worker:
             if wrong:  # a static scalar signal fed frames on some topic, or the reverse
                 pipe.rejected["kind_mismatch"] += wrong
             if pipe.frames is None and samples:
-                times = np.concatenate([s.timestamps for s in samples])
-                values = np.concatenate([s.values for s in samples])
-                batch = pipe.process(values, times)
-                self._report(pipe, status, batch, times, None)
-                ok = batch.reason == 0
-                accepted.setdefault(sid, []).append((times[ok], values[ok]))
+                all_times = np.concatenate([s.timestamps for s in samples])
+                all_values = np.concatenate([s.values for s in samples])
+                for part in _chunks(len(all_values), CHUNK_SAMPLES):
+                    times, values = all_times[part], all_values[part]
+                    batch = pipe.process(values, times)
+                    self._report(pipe, status, batch, times, None)
+                    ok = batch.reason == 0
+                    accepted.setdefault(sid, []).append((times[ok], values[ok]))
+                    self.heartbeat()
             elif pipe.frames is not None:
                 rate = pipe.frames.sample_rate
-                for run in _frame_runs(frames):
-                    if any(f.sample_rate != rate for f in run):
-                        pipe.rejected["sample_rate_mismatch"] += len(run)
+                for whole in _frame_runs(frames):
+                    if any(f.sample_rate != rate for f in whole):
+                        pipe.rejected["sample_rate_mismatch"] += len(whole)
                         continue
-                    times = np.array([f.timestamp for f in run])
-                    batch = pipe.process(np.vstack([f.samples for f in run]), times)
-                    self._report(pipe, status, batch, times, pipe.feature_names)
-                    ok = batch.reason == 0
-                    column = batch.features[ok, self._asset_column(pipe)]
-                    accepted.setdefault(sid, []).append((times[ok], column))
+                    per_chunk = max(1, CHUNK_SAMPLES // len(whole[0].samples))
+                    for part in _chunks(len(whole), per_chunk):
+                        run = whole[part]
+                        times = np.array([f.timestamp for f in run])
+                        batch = pipe.process(np.vstack([f.samples for f in run]), times)
+                        self._report(pipe, status, batch, times, pipe.feature_names)
+                        ok = batch.reason == 0
+                        column = batch.features[ok, self._asset_column(pipe)]
+                        accepted.setdefault(sid, []).append((times[ok], column))
+                        self.heartbeat()
             status.last_arrival = group[-1].arrival
             now = time.time()
             lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
@@ -276,41 +287,47 @@ class Worker:
                 if m in parts:
                     t, v = parts[m]
                     rows[np.searchsorted(stamps, t), j] = v
-            batch = pipe.process(rows, stamps)
-            r, rows = batch.result, batch.rows  # rows as scored, held values filled in
-            status = self.asset_status.setdefault(name, AssetStatus())
-            scored = np.flatnonzero(np.isfinite(r.score))
-            if scored.size:
-                status.score = float(r.score[scored[-1]])
-                status.likelihood = float(r.likelihood[scored[-1]])
-            if len(r.state):
-                status.state = AlarmState(int(r.state[-1]))
-            for i in np.flatnonzero(r.raised | r.cleared | r.adopted):
-                top = int(r.top[i])
-                kind = _kind(r, int(i))
-                if kind == "raised":
-                    status.alarms += 1
-                    status.top = pipe.spec.signals[top] if top >= 0 else None
-                status.adopted += kind == "baseline_adopted"
-                self.on_change(
-                    AlarmChange(
-                        kind=kind,
-                        scope="asset",
-                        asset=name,
-                        signal=None,
-                        labels={},
-                        ts=float(stamps[i]),
-                        score=float(r.score[i]),
-                        threshold=float(r.threshold[i]),
-                        value=None,
-                        features=dict(zip(pipe.spec.signals, map(float, rows[i]), strict=True)),
-                        top=pipe.spec.signals[top] if top >= 0 else None,
-                        rules=0,
-                        likelihood=float(r.likelihood[i]),
-                        onset=_onset(r.onset, int(i), status.onset),
-                    )
+            for part in _chunks(len(stamps), CHUNK_SAMPLES // len(members) or 1):
+                self._asset_rows(name, pipe, rows[part], stamps[part])
+                self.heartbeat()
+
+    def _asset_rows(self, name: str, pipe: AssetPipeline, rows: np.ndarray, stamps: np.ndarray
+                    ) -> None:
+        batch = pipe.process(rows, stamps)
+        r, rows = batch.result, batch.rows  # rows as scored, held values filled in
+        status = self.asset_status.setdefault(name, AssetStatus())
+        scored = np.flatnonzero(np.isfinite(r.score))
+        if scored.size:
+            status.score = float(r.score[scored[-1]])
+            status.likelihood = float(r.likelihood[scored[-1]])
+        if len(r.state):
+            status.state = AlarmState(int(r.state[-1]))
+        for i in np.flatnonzero(r.raised | r.cleared | r.adopted):
+            top = int(r.top[i])
+            kind = _kind(r, int(i))
+            if kind == "raised":
+                status.alarms += 1
+                status.top = pipe.spec.signals[top] if top >= 0 else None
+            status.adopted += kind == "baseline_adopted"
+            self.on_change(
+                AlarmChange(
+                    kind=kind,
+                    scope="asset",
+                    asset=name,
+                    signal=None,
+                    labels={},
+                    ts=float(stamps[i]),
+                    score=float(r.score[i]),
+                    threshold=float(r.threshold[i]),
+                    value=None,
+                    features=dict(zip(pipe.spec.signals, map(float, rows[i]), strict=True)),
+                    top=pipe.spec.signals[top] if top >= 0 else None,
+                    rules=0,
+                    likelihood=float(r.likelihood[i]),
+                    onset=_onset(r.onset, int(i), status.onset),
                 )
-            status.onset = _onset(r.onset, len(r.onset) - 1, status.onset)
+            )
+        status.onset = _onset(r.onset, len(r.onset) - 1, status.onset)
 
 
 def _kind(r: MonitorBatch, i: int) -> str:
@@ -327,6 +344,16 @@ def _onset(onsets: np.ndarray, i: int, before: float) -> float:
     and rejected samples report none - else ``before``, carried over from earlier batches."""
     known = np.flatnonzero(np.isfinite(onsets[: i + 1]))
     return float(onsets[known[-1]]) if known.size else before
+
+
+#: Pipeline work between two heartbeats: a few thousand samples (or frames' worth of them)
+#: take milliseconds on the batch path and well under a second on the per-sample path of an
+#: active alarm. Results do not depend on it: pipelines give the same scores for any split.
+CHUNK_SAMPLES = 4096
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _stamp(item: Item) -> float:
