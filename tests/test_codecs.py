@@ -553,3 +553,22 @@ def test_docstring_examples() -> None:
 def test_iso_timestamp_is_utc() -> None:
     s = samples(b'{"ts": "2026-06-01T12:00:00", "value": 1}')
     assert s.timestamps[0] == datetime(2026, 6, 1, 12, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(("ts", "seconds"), [
+    (1_750_000_000, 1_750_000_000.0),  # seconds
+    (1_750_000_000_123, 1_750_000_000.123),  # milliseconds
+    (1_750_000_000_123_456, 1_750_000_000.123456),  # microseconds (were read as ms: year 57429)
+    (1_750_000_000_123_456_789, 1_750_000_000.123456789),  # nanoseconds
+])
+def test_epoch_timestamps_in_any_unit_gateways_send(ts: int, seconds: float) -> None:
+    s = samples(f'{{"ts": {ts}, "value": 1.5}}'.encode())
+    assert s.timestamps[0] == pytest.approx(seconds, abs=1e-6)
+
+
+def test_a_batch_rate_that_makes_times_infinite_is_refused() -> None:
+    out = decode("json", b'{"ts": 1750000000, "rate": 5e-324, "values": [1, 2]}', ARRIVAL,
+                 LIMITS)
+    assert isinstance(out, Rejected)
+    assert out.reason == "wrong_type"
+    assert "rate" in out.detail

@@ -16,8 +16,8 @@ JSON (codec ``"json"``, UTF-8)
 ``[{"ts": T0, "value": v0}, {"ts": T1, "value": v1}, ...]``
     A list of records, kept in the order given.
 
-``T`` is epoch seconds (a number above 1e11 is read as milliseconds) or an ISO 8601 string
-(without a zone it is UTC); times before 1970 are ``wrong_type``. Values are JSON numbers:
+``T`` is epoch seconds (above 1e11 read as milliseconds, 1e14 microseconds, 1e17 nanoseconds)
+or an ISO 8601 string (without a zone it is UTC); times before 1970 are ``wrong_type``. Values are JSON numbers:
 ``true``/``false``, strings and ``null`` are ``wrong_type``; ``NaN``, ``Infinity`` and
 numbers that overflow a float64 are ``non_finite``. Other keys (a unit, a quality flag) are
 ignored; an object with both ``value`` and ``values`` is ``wrong_type``.
@@ -97,6 +97,8 @@ FRAME_HEADER = struct.Struct("<4sBBHfdfI")
 _MAGIC = b"SFVF"
 _SAMPLE_TYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<f4"), 2: np.dtype("<i2")}
 _MS_THRESHOLD = 1e11  # epoch seconds reach 1e11 in the year 5138; anything above is ms
+#: The slowest batch rate taken: one sample a day (a batch is samples of one burst).
+MIN_BATCH_RATE = 1.0 / 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +314,8 @@ def _number(value: object, what: str) -> float:
 
 
 def _timestamp(ts: object) -> float:
-    """Epoch seconds from seconds, milliseconds (> 1e11) or an ISO 8601 string."""
+    """Epoch seconds from seconds, milliseconds (> 1e11), microseconds (> 1e14), nanoseconds
+    (> 1e17) or an ISO 8601 string."""
     if type(ts) is str:
         if len(ts) > 64:
             raise _RejectError("wrong_type", "ts string longer than 64 characters")
@@ -325,7 +328,14 @@ def _timestamp(ts: object) -> float:
         seconds = when.timestamp()
     else:
         seconds = _number(ts, "ts")
-        if seconds > _MS_THRESHOLD:
+        # The unit from the magnitude: seconds stay below 1e11 until the year 5138, and
+        # milliseconds, microseconds and nanoseconds of any time since 1973 are above 1e11,
+        # 1e14 and 1e17 (gateways send all four; microseconds were read as milliseconds).
+        if seconds > 1e17:
+            seconds /= 1e9
+        elif seconds > 1e14:
+            seconds /= 1e6
+        elif seconds > _MS_THRESHOLD:
             seconds /= 1000.0
     if seconds < 0.0:
         raise _RejectError("wrong_type", f"ts {ts!r} is before 1970")
@@ -359,8 +369,9 @@ def _batch(doc: dict[str, Any], arrival: float, limits: Limits) -> Samples:
     if "rate" not in doc:
         raise _RejectError("wrong_type", 'a "values" batch needs "rate" (Hz)')
     rate = _number(doc["rate"], "rate")
-    if rate <= 0.0:
-        raise _RejectError("wrong_type", f"rate {rate!r} must be > 0")
+    if not rate >= MIN_BATCH_RATE:
+        # A rate of 5e-324 made the second sample's time infinite.
+        raise _RejectError("wrong_type", f"rate {rate!r} must be >= {MIN_BATCH_RATE:g} Hz")
     start = _timestamp(doc["ts"]) if "ts" in doc else arrival
     timestamps = start + np.arange(array.size, dtype=np.float64) / rate
     return Samples(timestamps, array)
