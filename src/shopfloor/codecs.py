@@ -19,8 +19,8 @@ JSON (codec ``"json"``, UTF-8)
 ``T`` is epoch seconds (above 1e11 read as milliseconds, 1e14 microseconds, 1e17 nanoseconds)
 or an ISO 8601 string (without a zone it is UTC); times before 1970 are ``wrong_type``. Values
 are JSON numbers: ``true``/``false``, strings and ``null`` are ``wrong_type``; ``NaN``,
-``Infinity`` and numbers that overflow a float64 are ``non_finite``. Other keys (a unit, a quality flag) are
-ignored; an object with both ``value`` and ``values`` is ``wrong_type``.
+``Infinity`` and numbers that overflow a float64 are ``non_finite``. Other keys (a unit, a
+quality flag) are ignored; an object with both ``value`` and ``values`` is ``wrong_type``.
 
 Binary vibration frame (codec ``"frame"``, little-endian)
 ---------------------------------------------------------
