@@ -198,3 +198,13 @@ def test_signal_cap_bounds_the_series(agent: Agent) -> None:
     assert len({line.split('signal="')[1].split('"')[0] + line.split('asset="')[1].split('"')[0]
                 for line in text.splitlines()
                 if line.startswith("shopfloor_signal_score{")}) <= 20
+
+
+def test_mqtt_fault_counters_are_exported() -> None:
+    registry = CollectorRegistry()
+    agent = Agent(parse_agent_config(ADOPTING), registry)
+    agent.link.connect_failures, agent.link.subscribe_failed, agent.link.callback_errors = 3, 2, 1
+    get = registry.get_sample_value
+    assert get("shopfloor_mqtt_connect_failures_total") == 3.0
+    assert get("shopfloor_mqtt_subscribe_failures_total") == 2.0
+    assert get("shopfloor_mqtt_callback_errors_total") == 1.0

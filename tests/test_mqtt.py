@@ -297,3 +297,20 @@ def test_bad_subscription_filters_are_refused_before_connecting(bad: str) -> Non
     settings = MqttSettings(host="127.0.0.1", client_id="f")
     with pytest.raises(ValueError, match="filter"):
         MqttLink(settings, [(bad, 1)])
+
+
+@pytest.mark.integration
+def test_a_refused_broker_certificate_is_logged_as_such(
+    mosquitto_factory: BrokerFactory, make_link: LinkFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # TLS refusals were logged only as "cannot reach broker", even at debug: the cause now
+    # shows, as Mosquitto and Telegraf log it.
+    broker = mosquitto_factory(tls=True)
+    files = broker.tls_files
+    assert files is not None
+    untrusting = TlsSettings(cert_file=str(files.client_cert), key_file=str(files.client_key))
+    with caplog.at_level(logging.WARNING, logger="shopfloor.mqtt"):
+        link = make_link(link_settings(broker, "untrusting", tls=untrusting))
+        assert wait_until(lambda: link.connect_failures >= 1)
+        assert wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text), caplog.text
+    assert not link.connected

@@ -132,6 +132,17 @@ class AgentCollector(Collector):
         )
         reconnects.add_metric([], a.link.reconnects)
         yield reconnects
+        for name, help_text, value in (
+            ("shopfloor_mqtt_connect_failures", "Connection attempts that failed (TCP, TLS, "
+             "refused CONNACK); the log names the cause.", a.link.connect_failures),
+            ("shopfloor_mqtt_subscribe_failures", "Subscriptions the broker refused.",
+             a.link.subscribe_failed),
+            ("shopfloor_mqtt_callback_errors", "Messages whose handler raised (logged).",
+             a.link.callback_errors),
+        ):
+            counter = CounterMetricFamily(name, help_text)
+            counter.add_metric([], value)
+            yield counter
         events = CounterMetricFamily("shopfloor_events_published", "Anomaly events published.")
         events.add_metric([], a.events.published)
         yield events

@@ -222,6 +222,21 @@ class _PahoLog:
         self._logger.debug(message, *args)
 
 
+class _Client(paho.Client):
+    """paho's client, remembering why the last connection attempt failed: paho calls
+    ``on_connect_fail`` without the exception (a TLS refusal looked like a broker that is
+    down, even at debug level)."""
+
+    last_error: BaseException | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except Exception as exc:
+            self.last_error = exc
+            raise
+
+
 class MqttLink:
     """A paho client that reconnects, resubscribes and never lets a callback kill its thread.
 
@@ -278,7 +293,7 @@ class MqttLink:
     def _build_client(self) -> paho.Client:
         s = self.settings
         v5 = s.protocol == "5"
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             # We acknowledge QoS 1 messages ourselves, after the handler has taken them: what it
             # refuses stays unacknowledged and so stays with the broker.
@@ -435,8 +450,12 @@ class MqttLink:
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self.connect_failures += 1
         s = self.settings
+        cause = getattr(client, "last_error", None)
+        # The cause, as Mosquitto and Telegraf log it: a refused certificate is not a down
+        # broker ("[SSL: CERTIFICATE_VERIFY_FAILED] ... self-signed certificate").
         self._errors.log(logging.WARNING, "connect_fail",
-                         "mqtt cannot reach broker %s:%d; retrying with backoff", s.host, s.port)
+                         "mqtt cannot reach broker %s:%d: %s; retrying with backoff", s.host,
+                         s.port, cause if cause is not None else "no cause given")
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,
