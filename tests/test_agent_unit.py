@@ -510,3 +510,35 @@ def test_the_batch_duration_histogram_reaches_a_minute() -> None:
     from shopfloor.metrics import DURATION_BUCKETS
 
     assert DURATION_BUCKETS[-1] >= 60.0  # WatchdogSec=30: slow batches must show
+
+
+def test_a_redelivered_sample_is_counted_once_and_an_older_one_is_dropped() -> None:
+    # A QoS 1 duplicate after a clean broker restart was scored twice.
+    ingest, worker, _, _ = run()
+    topic = "plant/s/l/press-3/force"
+    for t, v in ((1, 10.0), (2, 11.0), (3, 12.0)):
+        ingest.on_message(topic, encode_json_scalar(T0 + t, v), T0)
+    work(worker)
+    ingest.on_message(topic, encode_json_scalar(T0 + 3, 12.0), T0)  # redelivered
+    ingest.on_message(topic, encode_json_scalar(T0 + 2, 11.5), T0)  # older than scored
+    ingest.on_message(topic, encode_json_scalar(T0 + 3, 12.5), T0)  # same time, new value
+    ingest.on_message(topic, encode_json_scalar(T0 + 4, 13.0), T0)
+    work(worker)
+    pipe = worker.plant.signals["press-3/force"]
+    assert pipe.scored == 5
+    assert pipe.rejected["duplicate"] == 1
+    assert pipe.rejected["out_of_order"] == 1
+
+
+def test_a_redelivered_frame_is_counted_once() -> None:
+    ingest, worker, _, _ = run()
+    rng = np.random.default_rng(6)
+    frames = [encode_frame(T0 + k, RATE, rng.standard_normal(1024), "float32")
+              for k in range(3)]
+    for payload in (*frames, frames[2], frames[0]):
+        ingest.on_message("vib/motor-9/accel", payload, T0)
+        work(worker)
+    pipe = worker.plant.signals["motor-9/accel"]
+    assert pipe.scored == 3
+    assert pipe.rejected["duplicate"] == 1
+    assert pipe.rejected["out_of_order"] == 1

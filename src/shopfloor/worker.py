@@ -144,8 +144,9 @@ class Worker:
             if wrong:  # a static scalar signal fed frames on some topic, or the reverse
                 pipe.rejected["kind_mismatch"] += wrong
             if pipe.frames is None and samples:
-                all_times = np.concatenate([s.timestamps for s in samples])
-                all_values = np.concatenate([s.values for s in samples])
+                all_times, all_values = self._in_order(
+                    pipe, status, np.concatenate([s.timestamps for s in samples]),
+                    np.concatenate([s.values for s in samples]))
                 for part in _chunks(len(all_values), CHUNK_SAMPLES):
                     times, values = all_times[part], all_values[part]
                     batch = pipe.process(values, times)
@@ -155,6 +156,10 @@ class Worker:
                     self.heartbeat()
             elif pipe.frames is not None:
                 rate = pipe.frames.sample_rate
+                stamps = np.array([f.timestamp for f in frames])
+                # A frame is its own identity: the same time twice is a redelivery.
+                keep = self._in_order(pipe, status, stamps, np.arange(len(frames)))[1]
+                frames = [frames[int(i)] for i in keep]
                 for whole in _frame_runs(frames):
                     if any(f.sample_rate != rate for f in whole):
                         pipe.rejected["sample_rate_mismatch"] += len(whole)
@@ -176,6 +181,34 @@ class Worker:
         self.processed += len(items)
         self.batches += 1
         self.on_batch(time.perf_counter() - started, lags)
+
+    @staticmethod
+    def _in_order(pipe: SignalPipeline, status: SignalStatus, times: np.ndarray,
+                  values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The samples that move the signal's time on; the others are counted and dropped.
+
+        A sample older than one already scored cannot be scored in order (``out_of_order``);
+        one at the same time with the same value is a redelivery - a QoS 1 duplicate after a
+        broker restart was scored twice (``duplicate``). The reference is the monitor's latest
+        time, which checkpoints keep.
+        """
+        if not len(times):
+            return times, values
+        latest = pipe.monitor.alarm.last_time
+        before = np.maximum.accumulate(np.r_[latest if np.isfinite(latest) else -np.inf,
+                                             times])[:-1]
+        if pipe.frames is None:
+            previous = np.r_[status.value, values[:-1]]
+            duplicate = (times == before) & (values == previous)
+        else:
+            duplicate = times == before
+        late = times < before
+        if not (duplicate.any() or late.any()):
+            return times, values
+        pipe.rejected["duplicate"] += int(duplicate.sum())
+        pipe.rejected["out_of_order"] += int(late.sum())
+        keep = ~(duplicate | late)
+        return times[keep], values[keep]
 
     def _pipeline(self, sid: str, first: Item) -> SignalPipeline:
         pipe = self.plant.signals.get(sid)
