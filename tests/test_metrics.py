@@ -208,3 +208,4 @@ def test_mqtt_fault_counters_are_exported() -> None:
     assert get("shopfloor_mqtt_connect_failures_total") == 3.0
     assert get("shopfloor_mqtt_subscribe_failures_total") == 2.0
     assert get("shopfloor_mqtt_callback_errors_total") == 1.0
+    assert get("shopfloor_sparkplug_births_evicted_total") == 0.0

@@ -435,20 +435,42 @@ def test_birth_without_metrics_is_valid_and_empty() -> None:
 # --- bounds of the alias table ----------------------------------------------------------------
 
 
-def test_alias_table_entries_are_bounded() -> None:
+def test_alias_table_entries_are_bounded_by_evicting_the_least_used() -> None:
     aliases = SparkplugAliases(max_entries=2)
     dbirth = encode_dbirth(TS_MS, 0, [("x", 1, DataType.FLOAT, 1.0)])
+    ddata = encode_data(TS_MS, 1, [(1, DataType.FLOAT, 2.0)])
     for device in ("a", "b"):
         readings(dbirth, f"spBv1.0/g/DBIRTH/e/{device}", aliases)
-    out = run(dbirth, "spBv1.0/g/DBIRTH/e/c", aliases)
+    readings(ddata, "spBv1.0/g/DDATA/e/a", aliases)  # a carries data, b never did
+    readings(dbirth, "spBv1.0/g/DBIRTH/e/c", aliases)  # the table is full: b goes
+    assert len(aliases) == 2
+    assert aliases.evicted == 1
+    out = run(ddata, "spBv1.0/g/DDATA/e/b", aliases)
     assert isinstance(out, Rejected)
-    assert out.reason == "bad_sparkplug"
-    assert "max_entries=2" in out.detail
-    assert len(aliases) == 2
-    readings(dbirth, "spBv1.0/g/DBIRTH/e/a", aliases)  # a rebirth still fits
-    run(b"", "spBv1.0/g/DDEATH/e/a", aliases)
-    readings(dbirth, "spBv1.0/g/DBIRTH/e/c", aliases)  # room again after a death
-    assert len(aliases) == 2
+    assert out.reason == "unknown_alias"
+    readings(ddata, "spBv1.0/g/DDATA/e/a", aliases)  # a kept its aliases
+    readings(dbirth, "spBv1.0/g/DBIRTH/e/a", aliases)  # a rebirth replaces, evicts nothing
+    assert aliases.evicted == 1
+
+
+def test_fake_births_cannot_lock_a_real_device_out() -> None:
+    # 1,000 fake DBIRTHs used to fill the table for good: a real device's DBIRTH was then
+    # refused and its DDATA never scored.
+    aliases = SparkplugAliases(max_entries=100, max_node_devices=20)
+    dbirth = encode_dbirth(TS_MS, 0, [("x", 1, DataType.FLOAT, 1.0)])
+    for i in range(1000):
+        readings(dbirth, f"spBv1.0/g/DBIRTH/attacker-{i % 7}/fake-{i}", aliases)
+    assert len(aliases) <= 100
+    assert aliases.evicted >= 900
+    readings(encode_dbirth(TS_MS, 0, [("rms_g", 5, DataType.FLOAT, 0.1)]),
+             "spBv1.0/plant/DBIRTH/press-7/accel-1", aliases)
+    got = readings(encode_data(TS_MS, 1, [(5, DataType.FLOAT, 0.4)]),
+                   "spBv1.0/plant/DDATA/press-7/accel-1", aliases)
+    assert list(got) == ["rms_g"]
+    # One node's flood displaces its own entries first: another node's device stays.
+    for i in range(100):
+        readings(dbirth, f"spBv1.0/g/DBIRTH/attacker-0/more-{i}", aliases)
+    assert aliases.lookup("plant", "press-7", "accel-1") is not None
 
 
 def test_metrics_per_entry_and_in_total_are_bounded() -> None:
@@ -461,10 +483,11 @@ def test_metrics_per_entry_and_in_total_are_bounded() -> None:
     readings(encode_dbirth(TS_MS, 0, three), "spBv1.0/g/DBIRTH/e/a", aliases)
     readings(encode_dbirth(TS_MS, 0, three), "spBv1.0/g/DBIRTH/e/a", aliases)  # replaces
     assert aliases.alias_count == 3
-    out = run(encode_dbirth(TS_MS, 0, three), "spBv1.0/g/DBIRTH/e/b", aliases)
-    assert isinstance(out, Rejected)
-    assert "max_aliases=5" in out.detail
+    # Three more would make 6 > 5: the older entry makes room.
+    readings(encode_dbirth(TS_MS, 0, three), "spBv1.0/g/DBIRTH/e/b", aliases)
     assert aliases.alias_count == 3
+    assert aliases.lookup("g", "e", "a") is None
+    assert aliases.evicted == 1
 
 
 def test_device_churn_leaves_nothing_behind() -> None:

@@ -139,6 +139,9 @@ class AgentCollector(Collector):
              a.link.subscribe_failed),
             ("shopfloor_mqtt_callback_errors", "Messages whose handler raised (logged).",
              a.link.callback_errors),
+            ("shopfloor_sparkplug_births_evicted", "Sparkplug BIRTH entries evicted from the "
+             "full alias table (never used first, then least recently used).",
+             a.ingest.aliases.evicted),
         ):
             counter = CounterMetricFamily(name, help_text)
             counter.add_metric([], value)

@@ -148,6 +148,15 @@ class SparkplugAliases:
         Most metrics one BIRTH may register.
     max_aliases
         Most metrics over all entries, so that many full entries still fit in memory.
+    max_node_devices
+        Most entries of one edge node: a node that floods BIRTHs displaces its own entries,
+        not the other nodes'.
+
+    A BIRTH that finds the table (or its node) full evicts entries instead of being refused:
+    those that never carried data first (oldest BIRTH first), then the least recently used.
+    1,000 fake DBIRTHs used to fill the table for good, after which a real device's DBIRTH
+    was refused and its DDATA never scored. Evictions are counted (``evicted``); an evicted
+    device's DATA is ``unknown_alias`` until it is born again.
 
     Updated by :func:`decode_sparkplug` in the network thread only, so it needs no lock.
 
@@ -168,20 +177,28 @@ class SparkplugAliases:
     """
 
     def __init__(
-        self, max_entries: int = 1000, max_metrics: int = 10_000, max_aliases: int = 100_000
+        self, max_entries: int = 1000, max_metrics: int = 10_000, max_aliases: int = 100_000,
+        max_node_devices: int = 256,
     ) -> None:
         for name, value in (
             ("max_entries", max_entries),
             ("max_metrics", max_metrics),
             ("max_aliases", max_aliases),
+            ("max_node_devices", max_node_devices),
         ):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.max_entries = max_entries
         self.max_metrics = max_metrics
         self.max_aliases = max_aliases
+        self.max_node_devices = max_node_devices
+        self.evicted = 0
         # (group, edge) -> device ("" for the node itself) -> (alias -> (name, type), name -> type)
         self._nodes: dict[tuple[str, str], dict[str, _Entry]] = {}
+        # Per entry: the tick of its BIRTH and of its latest DATA (0: none yet).
+        self._tick = 0
+        self._born: dict[tuple[str, str, str], int] = {}
+        self._used: dict[tuple[str, str, str], int] = {}
 
     def __len__(self) -> int:
         return sum(len(devices) for devices in self._nodes.values())
@@ -212,33 +229,51 @@ class SparkplugAliases:
                 entry.aliases[alias] = (name, datatype)
             if len(entry.types) > self.max_metrics:
                 raise ValueError(f"BIRTH registers more than max_metrics={self.max_metrics}")
-        devices = self._nodes.get((group, edge), {})
+        if len(entry.types) > self.max_aliases:
+            raise ValueError(f"BIRTH registers more than max_aliases={self.max_aliases}")
         key = device or ""
-        old = devices.get(key)
-        if old is None and len(self) >= self.max_entries:
-            raise ValueError(
-                f"alias table full: max_entries={self.max_entries} (group, edge, device) entries"
-            )
-        growth = len(entry.types) - (len(old.types) if old is not None else 0)
-        if self.alias_count + growth > self.max_aliases:
-            raise ValueError(f"alias table full: max_aliases={self.max_aliases} metrics")
-        devices[key] = entry
-        self._nodes[(group, edge)] = devices
+        self.clear(group, edge, key)  # a re-birth replaces its entry
+        while len(self._nodes.get((group, edge), {})) >= self.max_node_devices:
+            self._evict((group, edge))
+        while len(self) >= self.max_entries or (
+                self.alias_count + len(entry.types) > self.max_aliases):
+            self._evict(None)
+        self._nodes.setdefault((group, edge), {})[key] = entry
+        self._tick += 1
+        self._born[(group, edge, key)] = self._tick
+        self._used[(group, edge, key)] = 0
+
+    def _evict(self, node: tuple[str, str] | None) -> None:
+        """Drop the least valuable entry (of ``node``, or of the whole table)."""
+        keys = [k for k in self._born if node is None or k[:2] == node]
+        # Never used before used; then the oldest BIRTH, or the least recent DATA.
+        victim = min(keys, key=lambda k: (self._used[k] > 0, self._used[k] or self._born[k]))
+        self.clear(*victim)
+        self.evicted += 1
 
     def clear(self, group: str, edge: str, device: str | None = None) -> None:
         """Forget a device, or (device None) a node and all its devices."""
         if device is None:
-            self._nodes.pop((group, edge), None)
+            for key in self._nodes.pop((group, edge), {}):
+                self._born.pop((group, edge, key), None)
+                self._used.pop((group, edge, key), None)
         else:
             devices = self._nodes.get((group, edge))
             if devices is not None:
                 devices.pop(device, None)
+                self._born.pop((group, edge, device), None)
+                self._used.pop((group, edge, device), None)
                 if not devices:  # no empty dicts left behind by device churn
                     del self._nodes[(group, edge)]
 
     def lookup(self, group: str, edge: str, device: str | None) -> _Entry | None:
-        """The entry of a (group, edge, device), if it was born."""
-        return self._nodes.get((group, edge), {}).get(device or "")
+        """The entry of a (group, edge, device), if it was born (a DATA message: it counts
+        as use, which keeps the entry from eviction)."""
+        entry = self._nodes.get((group, edge), {}).get(device or "")
+        if entry is not None:
+            self._tick += 1
+            self._used[(group, edge, device or "")] = self._tick
+        return entry
 
 
 class _Entry(NamedTuple):
