@@ -9,21 +9,22 @@ closes, the queue drains, events are flushed, the connection closes - all within
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
-from shopfloor.agent_config import AgentConfig
+from shopfloor.agent_config import AgentConfig, metrics_listen_error
 from shopfloor.checkpoints import Checkpointer
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.events import EventSink
 from shopfloor.ingest import BoundedQueue, Ingest
 from shopfloor.logs import RateLimitedLog
 from shopfloor.metrics import AgentMetrics
+from shopfloor.metrics_server import MetricsServer, ServerSettings, TlsFileError
 from shopfloor.mqtt import MqttLink, MqttSettings, TlsSettings, read_password
 from shopfloor.pipeline import Plant
 from shopfloor.systemd import Notifier
@@ -44,7 +45,8 @@ class Agent:
         self.config = config
         self.start_time = time.time()
         self.last_checkpoint: float | None = None
-        self.queue = BoundedQueue(config.agent.queue_size, config.agent.drop_policy)
+        self.queue = BoundedQueue(config.agent.queue_size, config.agent.drop_policy,
+                                  config.agent.queue_bytes, config.agent.queue_samples)
         self.plant = Plant(config.pipeline)
         self.ingest = Ingest(config, self.queue)
         m = config.mqtt
@@ -90,7 +92,7 @@ class Agent:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = AgentMetrics(self, self.registry, stale_after=config.metrics.stale_after)
         self.worker.on_batch = self.metrics.observe_batch
-        self.metrics_server: Any = None
+        self.metrics_server: MetricsServer | None = None
         self._errors = RateLimitedLog(log)
         # Alarm lines per signal at most every ALARM_LOG_INTERVAL s (the events all go out): a
         # flapping signal wrote 2,330 lines in 3.5 minutes from 4 signals. Keys are signal ids,
@@ -111,18 +113,23 @@ class Agent:
         else:
             log.warning("no state directory ([state] directory or $STATE_DIRECTORY): what the "
                         "pipelines learn is lost on restart")
+        m = self.config.metrics
+        # Listen before the worker starts: a port taken since the preflight check ends the
+        # start as a config error (exit 2, the key to change) with nothing left running.
+        try:
+            self.metrics_server = MetricsServer(self.registry, _server_settings(self.config))
+        except OSError as exc:
+            raise metrics_listen_error(self.config, exc) from None
+        except TlsFileError as exc:  # a file changed since the config was checked
+            raise self.config.error(f"metrics.{exc.key}", str(exc)) from None
+        self.metrics_server.start()
+        if m.basic_auth_user and not m.cert_file:
+            log.warning("metrics: basic auth without TLS sends the password in clear text; "
+                        "set cert_file and key_file unless the network is yours alone")
         self._worker_thread = threading.Thread(
             target=self._work, name="shopfloor-worker", daemon=True
         )
         self._worker_thread.start()
-        m = self.config.metrics
-        self.metrics_server, _ = start_http_server(
-            m.port,
-            m.host,
-            registry=self.registry,
-            certfile=m.cert_file or None,
-            keyfile=m.key_file or None,
-        )
         log.info(
             "metrics at %s://%s:%d/metrics",
             "https" if m.cert_file else "http",
@@ -160,7 +167,7 @@ class Agent:
     @property
     def metrics_port(self) -> int:
         """The port /metrics is served on (the real one when the config says 0)."""
-        return int(self.metrics_server.server_port) if self.metrics_server else 0
+        return self.metrics_server.port if self.metrics_server else 0
 
     def stop(self) -> bool:
         """Stop intake, drain the queue, flush events, disconnect; True if all within time."""
@@ -177,8 +184,7 @@ class Agent:
             self._checkpoint()  # the worker is done: the plant is ours alone
         flushed = self.link.stop(max(0.1, deadline - time.monotonic()))
         if self.metrics_server is not None:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
+            self.metrics_server.close()  # within a second, whatever its connections do
         log.info(
             "agent stopped: drained=%s flushed=%s processed=%d",
             drained,
@@ -235,3 +241,9 @@ class Agent:
             status.labels,
             status.likelihood,
         )
+
+
+def _server_settings(config: AgentConfig) -> ServerSettings:
+    # [metrics] holds every field of the server's settings (and stale_after, which is ours).
+    return ServerSettings(**{f.name: getattr(config.metrics, f.name)
+                             for f in dataclasses.fields(ServerSettings)})

@@ -8,9 +8,13 @@ reconnect at 3 a.m.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import socket
-from dataclasses import dataclass, fields, replace
+import ssl
+import stat
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +25,13 @@ from shopfloor.config import (
     PipelineConfig,
     SignalSpec,
     StageSpec,
+    file_kind,
     read_config_file,
     read_toml,
 )
+from shopfloor.errors import ConfigError
+from shopfloor.events import check_topic_template
+from shopfloor.metrics_server import PasswordHash, TlsFileError, server_tls_context
 from shopfloor.tomlkeys import KeyLines
 from shopfloor.topics import TopicTemplate
 
@@ -31,12 +39,15 @@ __all__ = [
     "AgentConfig",
     "AgentSettings",
     "EventSettings",
+    "MetricsPortInUseError",
     "MetricsSettings",
     "MqttConfig",
     "StateSettings",
     "Subscription",
     "load_agent_config",
+    "metrics_listen_error",
     "parse_agent_config",
+    "preflight",
 ]
 
 CODECS = ("json", "frame", "sparkplug")
@@ -80,6 +91,13 @@ class AgentSettings:
     # Signals discovered on subscriptions join their asset's multivariate detector, up to this
     # many per asset (its covariance grows with the square); 0: no asset detector for them.
     asset_signals: int = 16
+    # The queue is bounded in memory and work too, not only in messages: one JSON message can
+    # carry tens of thousands of values (see agent.example.toml for how these were sized).
+    queue_bytes: int = 64 << 20
+    queue_samples: int = 8 << 20
+    # Refused before decoding (payload) and before queuing (values), counted as too_large.
+    max_payload_bytes: int = 512 << 10
+    max_batch_values: int = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +119,19 @@ class MetricsSettings:
     cert_file: str = ""  # serve /metrics over TLS when set (with key_file)
     key_file: str = ""
     stale_after: float = 3600.0  # seconds of silence before a signal's series are dropped
+    # The server's bounds (node_exporter's --web.max-requests is the model; see
+    # shopfloor.metrics_server): renders at once (more get 503), open connections (a new one
+    # pushes out the oldest without a full request), seconds from accept to a full request,
+    # seconds for the client to take the answer.
+    max_requests: int = 4
+    max_connections: int = 64
+    read_timeout: float = 5.0
+    write_timeout: float = 10.0
+    # Who may scrape: basic auth (the password's salted PBKDF2 hash, from `shopfloor
+    # hash-password`) and TLS client certificates signed by a CA of client_ca_file.
+    basic_auth_user: str = ""
+    basic_auth_hash: str = ""
+    client_ca_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +189,17 @@ class AgentConfig:
     source: str
     # The asset detector's stage for assets made of discovered signals ([defaults.asset_*]).
     asset_stage: StageSpec | None = None
+    # Where each key is in the file: errors found after the load (a busy metrics port at
+    # start) still name their line.
+    lines: KeyLines = field(default_factory=lambda: KeyLines(""), compare=False, repr=False)
 
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"shopfloor-{socket.gethostname()}"
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A :class:`ConfigError` at ``key`` of this config's file."""
+        return ConfigError(message, file=self.source, line=self.lines.line(key), key=key)
 
 
 _SUB_KEYS = {
@@ -193,6 +231,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "qos": (0, 1),
     "stale_after": (1, 10 * 365 * 86400),
     "checkpoint_interval": (1, 7 * 86400),
+    "metrics.max_requests": (1, 1024),
+    "metrics.max_connections": (1, 65536),
+    "metrics.read_timeout": (0.1, 3600),
+    "metrics.write_timeout": (0.1, 3600),
+    "queue_bytes": (1 << 20, 1 << 40),
+    "queue_samples": (1_000, 1 << 40),
+    "max_payload_bytes": (1024, 256 << 20),  # MQTT's own limit is 256 MB
+    "max_batch_values": (2, 100_000_000),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("5", "3.1.1"),
@@ -242,8 +288,16 @@ def parse_agent_config(
             ) from None
         if "+" in template or "#" in template:
             raise parser.error(f"events.{key}", "may not contain MQTT wildcards")
-    if not NAME_PATTERN.match(events.prefix.replace("/", "-")):
+        # What the event sink refuses when the agent starts (a state topic without {signal}),
+        # refused here with the line, by the same code.
+        try:
+            check_topic_template(template, per_signal=key == "state_topic")
+        except ValueError as exc:
+            raise parser.error(f"events.{key}", str(exc)) from None
+    # Level by level: "a//b" or "a/" would pass as one name and give invalid topics.
+    if not all(NAME_PATTERN.match(level) for level in events.prefix.split("/")):
         raise parser.error("events.prefix", "must be topic levels of letters, digits, _ . -")
+    _no_feedback(parser, raw, events, subscriptions)
     metrics = _readable_files(
         parser,
         "metrics",
@@ -251,6 +305,7 @@ def parse_agent_config(
         base_dir,
         ("cert_file", "key_file"),
     )
+    metrics = _metrics_access(parser, metrics, base_dir)
     state = _section(parser, raw, "state", StateSettings)
     if state.directory and not os.path.isabs(state.directory):
         state = replace(state, directory=str(base_dir / state.directory))
@@ -258,29 +313,277 @@ def parse_agent_config(
         pipeline=pipeline,
         mqtt=mqtt,
         subscriptions=subscriptions,
-        agent=_section(parser, raw, "agent", AgentSettings),
+        agent=_agent_settings(parser, raw),
         events=events,
         metrics=metrics,
         state=state,
         source=source,
         asset_stage=parser.stage({}, "defaults", base, "asset_detector"),
+        lines=parser.lines,
     )
+
+
+def _metrics_access(parser: Parser, metrics: MetricsSettings, base_dir: Path) -> MetricsSettings:
+    """Who may scrape /metrics - basic auth, TLS client certificates - checked as the server
+    will use them, so a bad hash or CA file fails here with its line, not at start."""
+    metrics = _readable_files(parser, "metrics", metrics, base_dir, ("client_ca_file",))
+    if metrics.client_ca_file and not metrics.cert_file:
+        raise parser.error(
+            "metrics.client_ca_file", "client certificates need TLS: set cert_file and key_file"
+        )
+    if metrics.client_ca_file:
+        try:
+            server_tls_context(metrics.cert_file, metrics.key_file, metrics.client_ca_file)
+        except TlsFileError as exc:
+            raise parser.error(f"metrics.{exc.key}", str(exc)) from None
+    user, hashed = metrics.basic_auth_user, metrics.basic_auth_hash
+    if bool(user) != bool(hashed):
+        raise parser.error(
+            f"metrics.basic_auth_{'hash' if user else 'user'}",
+            "basic auth needs both basic_auth_user and basic_auth_hash",
+        )
+    if ":" in user:  # RFC 7617: the colon ends the user name
+        raise parser.error("metrics.basic_auth_user", "may not contain ':'")
+    if hashed:
+        try:
+            PasswordHash.parse(hashed)
+        except ValueError as exc:
+            raise parser.error("metrics.basic_auth_hash", str(exc)) from None
+    return metrics
 
 
 def _readable_files(
     parser: Parser, section: str, settings: Any, base_dir: Path, keys: tuple[str, ...]
 ) -> Any:
-    """Resolve file settings against the config's folder; each must be readable now."""
+    """Resolve file settings against the config's folder; each must be a regular file,
+    readable now, holding what it is for (a certificate, a key, a UTF-8 password)."""
     for key in keys:
         value = getattr(settings, key)
         if value:
             path = Path(value) if os.path.isabs(value) else base_dir / value
+            # stat before anything opens it: a FIFO would hang the load, a directory passes
+            # os.access and fails only at the first connect.
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as exc:
+                raise parser.error(
+                    f"{section}.{key}", f"cannot read {str(path)!r}: {exc.strerror or exc}"
+                ) from None
+            if not stat.S_ISREG(mode):
+                raise parser.error(
+                    f"{section}.{key}", f"{str(path)!r} is {file_kind(mode)}, not a file"
+                )
             if not os.access(path, os.R_OK):
                 raise parser.error(f"{section}.{key}", f"cannot read {str(path)!r}")
             settings = replace(settings, **{key: str(path)})
     if bool(getattr(settings, "cert_file", "")) != bool(getattr(settings, "key_file", "")):
         raise parser.error(f"{section}.cert_file", "a certificate needs key_file too, and back")
+    _file_contents(parser, section, settings)
     return settings
+
+
+class _EncryptedKeyError(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    # Called by ssl only for an encrypted key: nobody is there to type its passphrase.
+    raise _EncryptedKeyError
+
+
+def _ssl_reason(exc: OSError) -> str:
+    # "[SSL] PEM lib (_ssl.c:3900)": the source position helps nobody who edits a config.
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc))
+
+
+def _file_contents(parser: Parser, section: str, settings: Any) -> None:
+    """Load each named file as what it is for, as the connection would at 3 a.m."""
+    password = getattr(settings, "password_file", "")
+    if password:
+        try:
+            Path(password).read_bytes().decode("utf-8")  # never shown: it is the password
+        except OSError as exc:
+            raise parser.error(
+                f"{section}.password_file", f"cannot read {password!r}: {exc.strerror or exc}"
+            ) from None
+        except UnicodeDecodeError:
+            raise parser.error(
+                f"{section}.password_file",
+                f"{password!r} is not UTF-8 text: it must hold the password on one line",
+            ) from None
+    ca = getattr(settings, "ca_file", "")
+    if ca:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=ca)
+        except OSError as exc:  # ssl.SSLError is one
+            raise parser.error(
+                f"{section}.ca_file",
+                f"{ca!r} holds no CA certificate (PEM) that can be loaded: {_ssl_reason(exc)}",
+            ) from None
+    cert, key = getattr(settings, "cert_file", ""), getattr(settings, "key_file", "")
+    if cert and key:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # First the certificate alone, so a file of the wrong kind is blamed on its own key.
+        try:
+            context.load_verify_locations(cafile=cert)
+        except OSError as exc:
+            raise parser.error(
+                f"{section}.cert_file",
+                f"{cert!r} holds no certificate (PEM) that can be loaded: {_ssl_reason(exc)}",
+            ) from None
+        try:
+            context.load_cert_chain(cert, key, password=_no_passphrase)
+        except _EncryptedKeyError:
+            raise parser.error(
+                f"{section}.key_file",
+                f"{key!r} is encrypted: give an unencrypted key (the agent starts unattended)",
+            ) from None
+        except OSError as exc:
+            raise parser.error(
+                f"{section}.key_file",
+                f"{key!r} is not the private key (PEM) of {cert!r}: {_ssl_reason(exc)}",
+            ) from None
+
+
+def _no_feedback(
+    parser: Parser, raw: dict[str, Any], events: EventSettings,
+    subscriptions: tuple[Subscription, ...],
+) -> None:
+    """Refuse event topics that a subscription would deliver back to the agent.
+
+    Each event topic template is a pattern (the prefix fixed, {asset} and {signal} any one
+    level); it overlaps a subscription when some topic fits both. That topic is built level
+    by level - a level of the subscription's own text where the pattern can take it, any name
+    elsewhere - and the subscription's matcher, the one that routes messages, decides.
+    """
+    mark = "\x01"  # stands for a field's value; no topic level holds it
+    table = raw.get("events", {})
+    for key in ("topic", "state_topic"):
+        template = getattr(events, key)
+        levels = template.format(prefix=events.prefix, asset=mark, signal=mark).split("/")
+        for i, sub in enumerate(subscriptions):
+            wanted = sub.template.levels
+            witness = []
+            for n, level in enumerate(levels):
+                fixed = wanted[n] if n < len(wanted) else None
+                pattern = ".+".join(re.escape(part) for part in level.split(mark))
+                if mark in level and fixed is not None and re.fullmatch(pattern, fixed):
+                    witness.append(fixed)
+                else:
+                    witness.append(level.replace(mark, "x"))
+            if sub.template.match("/".join(witness)) is None:
+                continue
+            # Blame what the file set and what would fix it: the prefix, unless the file set
+            # this template itself and left the prefix alone or out of it.
+            own = key in table and ("prefix" not in table or "{prefix}" not in template)
+            blame = key if own else "prefix"
+            shown = template.format(prefix=events.prefix, asset="{asset}", signal="{signal}")
+            what = "anomaly events" if key == "topic" else "retained states"
+            raise parser.error(
+                f"events.{blame}",
+                f"the agent would receive its own {what}: {shown!r} matches "
+                f"subscriptions[{i}].topic {sub.template.template!r}; choose "
+                f"{'a topic' if own else 'a prefix'} outside the subscribed topics",
+            )
+
+
+class MetricsPortInUseError(ConfigError):
+    """/metrics cannot listen: its port is taken. ``run`` stops; ``check`` only warns, since
+    the agent that is running holds its own port while its config is checked."""
+
+
+def preflight(config: AgentConfig, *, create: bool) -> None:
+    """What the config asks of this machine, before anything starts; ``check`` and ``run``
+    both call it, after :func:`load_agent_config`.
+
+    The state directory must exist or be creatable (``create``: ``run`` makes it, ``check``
+    looks only), and /metrics must be able to listen on its host and port: a socket is bound
+    there and closed again. Raises :class:`ConfigError` (:class:`MetricsPortInUseError` for
+    a busy port) naming the key.
+    """
+    directory = config.state.resolved()
+    if directory is not None:
+        problem = _state_directory_problem(directory, create=create)
+        if problem is not None:
+            origin = "" if config.state.directory else "$STATE_DIRECTORY: "
+            raise config.error("state.directory", origin + problem)
+    m = config.metrics
+    try:
+        # What the HTTP server does: the first address getaddrinfo gives, SO_REUSEADDR on.
+        family, _, _, _, address = socket.getaddrinfo(
+            m.host, m.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise metrics_listen_error(config, exc) from None
+
+
+def metrics_listen_error(config: AgentConfig, exc: OSError) -> ConfigError:
+    """The :class:`ConfigError` for /metrics failing to listen with ``exc``, naming the key
+    to change."""
+    m = config.metrics
+    if isinstance(exc, socket.gaierror):
+        return config.error(
+            "metrics.host",
+            f"{m.host!r} is no address or host name this machine can resolve "
+            f"({exc.strerror}); use an address such as 127.0.0.1, 0.0.0.0 or ::",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return config.error("metrics.cert_file", f"cannot serve TLS: {_ssl_reason(exc)}")
+    if exc.errno == errno.EADDRINUSE:
+        return MetricsPortInUseError(
+            f"port {m.port} on {m.host} is already in use: stop what listens there, or set "
+            "[metrics] port to a free port",
+            file=config.source,
+            line=config.lines.line("metrics.port"),
+            key="metrics.port",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return config.error(
+            "metrics.host",
+            f"{m.host!r} is not an address of this machine: use one of its addresses, "
+            "127.0.0.1, or 0.0.0.0 for all",
+        )
+    if exc.errno == errno.EACCES:
+        return config.error(
+            "metrics.port",
+            f"may not listen on port {m.port} (below 1024 needs privileges the agent does not "
+            "have): use a port from 1024 up",
+        )
+    return config.error("metrics.host", f"cannot listen on {m.host} port {m.port}: "
+                        f"{exc.strerror or exc}")
+
+
+def _state_directory_problem(path: Path, *, create: bool) -> str | None:
+    """Why checkpoints cannot be written under ``path``, or None."""
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # "Not a directory" alone does not say which part of the path is the file.
+            return _state_path_problem(path) or f"cannot create {str(path)!r}: {exc.strerror}"
+    return _state_path_problem(path)
+
+
+def _state_path_problem(path: Path) -> str | None:
+    # Without creating it: the nearest part of the path that exists must be a directory we
+    # can write in (os.access also says no on a read-only file system).
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path:
+        if not path.is_dir():
+            return f"{str(path)!r} is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"cannot write in {str(path)!r}"
+        return None
+    if not existing.is_dir():
+        return f"cannot create {str(path)!r}: {str(existing)!r} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot create {str(path)!r}: no write access to {str(existing)!r}"
+    return None
 
 
 def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) -> Subscription:
@@ -329,6 +632,22 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
         features=features,
         stage=parser.stage(t, key, base, "detector", frame=kind == "frame"),
     )
+
+
+def _agent_settings(parser: Parser, raw: dict[str, Any]) -> AgentSettings:
+    """[agent], with the queue able to hold one message of the largest size allowed: else
+    every such message would be dropped, counted, yet never scored."""
+    agent: AgentSettings = _section(parser, raw, "agent", AgentSettings)
+    if agent.queue_samples < agent.max_batch_values:
+        raise parser.error("agent.queue_samples", f"must hold one message of max_batch_values = "
+                           f"{agent.max_batch_values} values; got {agent.queue_samples}")
+    # A queued JSON value holds 16 bytes (its time and value); 64 KiB covers the objects.
+    need = 16 * agent.max_batch_values + (64 << 10)
+    if agent.queue_bytes < need:
+        raise parser.error("agent.queue_bytes", f"must hold one message of max_batch_values = "
+                           f"{agent.max_batch_values} values, {need} bytes; got "
+                           f"{agent.queue_bytes}")
+    return agent
 
 
 def _section(parser: Parser, raw: dict[str, Any], name: str, cls: type[Any]) -> Any:

@@ -82,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="run the edge agent (what systemd starts)")
     rn.add_argument("--config", required=True, help="agent config (TOML)")
 
+    hp = sub.add_parser(
+        "hash-password",
+        help="print the [metrics] basic_auth_hash of a password",
+        description="Read a password (asked twice on a terminal, else one line of standard "
+        "input) and print its salted PBKDF2-SHA256 hash for [metrics] basic_auth_hash.",
+    )
+    hp.add_argument("--iterations", type=int, default=None,
+                    help="PBKDF2 iterations (default: 600000; fewer make a first scrape "
+                    "cheaper on a slow device and a guessed password cheaper too)")
+
     dm = sub.add_parser("demo", help="the whole path on one machine with a simulated plant")
     from shopfloor import demo, simulate
 
@@ -101,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "hash-password":
+            return _hash_password(args)
         if args.command == "demo":
             from shopfloor.demo import run_demo
 
@@ -195,7 +207,7 @@ _MAX_ROWS = 2**62
 
 
 def _check(args: argparse.Namespace) -> int:
-    from shopfloor.agent_config import load_agent_config
+    from shopfloor.agent_config import MetricsPortInUseError, load_agent_config, preflight
     from shopfloor.pipeline import Plant
 
     config = load_agent_config(args.config)
@@ -203,19 +215,49 @@ def _check(args: argparse.Namespace) -> int:
         Plant(config.pipeline)
     except ValueError as exc:
         raise UserError(str(exc), file=config.source) from None
+    try:
+        preflight(config, create=False)
+    except MetricsPortInUseError as exc:
+        # A config is checked while its agent runs (after an edit, on an upgrade by
+        # install.sh), and that agent holds the port: say so, do not fail.
+        print(f"shopfloor check: warning: {exc} (fine if it is this agent, running)",
+              file=sys.stderr)
     print(f"{args.config}: ok ({len(config.pipeline.signals)} signals, "
           f"{len(config.pipeline.assets)} assets, {len(config.subscriptions)} subscriptions)")
     return 0
 
 
+def _hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from shopfloor.metrics_server import DEFAULT_ITERATIONS, hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise UserError("the two passwords differ")
+    else:  # a pipe: one line, its newline not part of the password
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise UserError("the password is empty")
+    try:
+        print(hash_password(password, args.iterations or DEFAULT_ITERATIONS))
+    except ValueError as exc:
+        raise UserError(f"--iterations: {exc}") from None
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from shopfloor.agent import Agent
-    from shopfloor.agent_config import load_agent_config
+    from shopfloor.agent_config import load_agent_config, preflight
     from shopfloor.systemd import Notifier
 
     notifier = Notifier()  # systemd's Type=notify; a no-op outside systemd
     notifier.status(f"loading {args.config}")
     config = load_agent_config(args.config)
+    # Before the kernels compile (tens of seconds on a Pi): a busy port or a state directory
+    # that cannot be made fails now, with its key, not after the warm-up.
+    preflight(config, create=True)
     try:
         agent = Agent(config)
     except ValueError as exc:  # a password file that vanished since the check, and the like

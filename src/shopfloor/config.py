@@ -20,7 +20,10 @@ a signal that picks another detector ``kind`` starts from that kind's own defaul
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -146,11 +149,54 @@ def load_config(
 
 
 def read_config_file(path: str | Path) -> str:
-    """A config file's text; an unreadable file is a :class:`ConfigError` naming it."""
+    """A config file's text; an unreadable file is a :class:`ConfigError` naming it.
+
+    Only a regular file is read: a FIFO would block the reader until someone writes to it (a
+    ``check`` that hangs, a unit that never gets READY), a device may never end. Opened without
+    blocking and refused by what the open file is, so a file swapped for a FIFO between a look
+    and the read cannot hang us either. Text that is not UTF-8 is refused with its line.
+    """
+    where = str(path)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=where) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ConfigError(
+            f"is {file_kind(mode)}, not a regular file: give the path of a TOML file", file=where
+        )
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", file=where) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {column}; "
+            "save the file as UTF-8",
+            file=where,
+            line=line,
+        ) from None
+    # As text-mode reading did before: CRLF and lone CR line ends become LF.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a directory", "a FIFO (named pipe)"..."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str) -> PipelineConfig:
@@ -286,13 +332,21 @@ class Parser:
     def valid_range(self, value: Any, key: str) -> tuple[float, float] | None:
         if value is None:
             return None
-        ok = (
+        numbers = (
             isinstance(value, list)
             and len(value) == 2
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-            and value[0] <= value[1]
         )
-        if not ok:
+        # TOML can write inf and nan: [-inf, inf] would pass the load and then fail every batch
+        # the signal is in. "No limits" is said by leaving valid_range out (non-finite values
+        # are refused either way).
+        if numbers and not all(math.isfinite(v) for v in value):
+            raise self.error(
+                key,
+                f"must be finite numbers [low, high]; got {value!r} "
+                "(leave valid_range out for no limits)",
+            )
+        if not numbers or value[0] > value[1]:
             raise self.error(key, f"must be [low, high] numbers with low <= high; got {value!r}")
         return (float(value[0]), float(value[1]))
 

@@ -47,6 +47,7 @@ __all__ = [
     "AnomalyEvent",
     "EventSink",
     "Publisher",
+    "check_topic_template",
     "event_document",
     "load_schema",
     "severity",
@@ -264,6 +265,13 @@ class _Topic:
             if name != "prefix" and (not value or "/" in value or _bad_topic(value)):
                 raise ValueError(f"{name}={value!r} is not a single topic level")
         return self.template.format_map(values)
+
+
+def check_topic_template(template: str, *, per_signal: bool) -> None:
+    """Raise ValueError if :class:`EventSink` would refuse ``template`` (``per_signal``: a
+    retained state topic): the agent's config check calls this, so a file that passes the
+    check cannot fail when the sink is built."""
+    _Topic(template, "template", per_signal=per_signal)
 
 
 def _bad_topic(topic: str) -> bool:

@@ -13,13 +13,13 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from shopfloor.agent_config import AgentConfig, Subscription
+from shopfloor.agent_config import AgentConfig, AgentSettings, Subscription
 from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
 from shopfloor.config import NAME_PATTERN
 from shopfloor.logs import RateLimitedLog
 from shopfloor.sparkplug import MESSAGE_TYPES, SparkplugAliases
 
-__all__ = ["BoundedQueue", "Ingest", "Item"]
+__all__ = ["DROP_REASONS", "BoundedQueue", "Ingest", "Item", "item_cost"]
 
 log = logging.getLogger("shopfloor.ingest")
 
@@ -35,39 +35,130 @@ class Item:
     arrival: float
 
 
-class BoundedQueue:
-    """A bounded FIFO whose overflow policy is explicit: drop the oldest or the newest item.
+_DEFAULTS = AgentSettings()
 
-    ``put`` never blocks (the network thread must not stall); every drop is counted.
+#: Why a queue overflowed, the ``reason`` label of ``shopfloor_messages_dropped_total``.
+DROP_REASONS = ("items", "bytes", "samples")
+
+# What a queued item holds besides its arrays' data, measured with tracemalloc on items made by
+# Ingest from real payloads (JSON scalars and batches, frames, Sparkplug; CPython 3.11, NumPy
+# 2): about 370 bytes for a frame item and 425 for a JSON one without topic labels, each label
+# about 85 bytes more (its (name, value) tuple), the signal's name a byte a character. These
+# constants round that up, so the accounting errs on the side of memory (by <= 15 %).
+_ITEM_BYTES = 320  # the Item, its Samples/Frame, the arrival float, the deque slot
+_ARRAY_BYTES = 64  # per ndarray header, beyond its data
+_LABEL_BYTES = 88  # per topic label
+
+
+def item_cost(item: Item) -> tuple[int, int]:
+    """What ``item`` costs the queue: (bytes of memory it holds, samples it carries)."""
+    data = item.data
+    held = _ITEM_BYTES + len(item.signal) + _LABEL_BYTES * len(item.labels)
+    if isinstance(data, Frame):
+        return held + _ARRAY_BYTES + data.samples.nbytes, data.samples.size
+    return (held + 2 * _ARRAY_BYTES + data.timestamps.nbytes + data.values.nbytes,
+            data.values.size)
+
+
+class BoundedQueue:
+    """A FIFO bounded in items, bytes and samples, whose overflow policy is explicit: drop the
+    oldest or the newest items.
+
+    Items alone bound nothing useful once one message can carry 100,000 values: 2,636 such
+    items held 4.4 GB. So the queue also counts the memory each item holds (:func:`item_cost`:
+    its arrays plus measured object overhead) and the samples it carries (the worker's work),
+    and keeps all three under their bounds. ``put`` never blocks (the network thread must not
+    stall); every drop is counted under the bound that forced it (:data:`DROP_REASONS`). An
+    item that alone exceeds the byte or sample bound is dropped without evicting anything: it
+    could never fit.
     """
 
-    def __init__(self, capacity: int, policy: str = "drop_oldest") -> None:
+    def __init__(
+        self,
+        capacity: int,
+        policy: str = "drop_oldest",
+        max_bytes: int = _DEFAULTS.queue_bytes,
+        max_samples: int = _DEFAULTS.queue_samples,
+    ) -> None:
         if policy not in ("drop_oldest", "drop_newest"):
             raise ValueError(f"policy must be drop_oldest or drop_newest; got {policy!r}")
+        for name, bound in (("capacity", capacity), ("max_bytes", max_bytes),
+                            ("max_samples", max_samples)):
+            if bound < 1:
+                raise ValueError(f"{name} must be >= 1, got {bound!r}")
         self.capacity = capacity
         self.policy = policy
-        self.dropped = 0
-        self._items: deque[Item] = deque()
+        self.max_bytes = max_bytes
+        self.max_samples = max_samples
+        # Memory peaks when the queue is full and the worker holds a batch: the batch's items,
+        # their concatenation and the accepted samples for the asset detectors are three
+        # copies of it (measured: a 64 MiB queue of one signal's 65,536-value batches, taken
+        # whole, added 263 MiB to RSS). An eighth per get, and the worker gets twice per turn
+        # (batch_linger), keeps that peak near 1.75 x max_bytes (the same flood: +112 MiB).
+        # Batches stay large enough: 8 MiB at the default bound amortises any per-batch cost.
+        self.batch_bytes = max(1, max_bytes // 8)
+        self.batch_samples = max(1, max_samples // 8)
+        self.bytes = 0  # held by the queued items, by item_cost
+        self.samples = 0
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        # Each item with its cost as counted when it came in, so a get subtracts exactly that.
+        self._items: deque[tuple[Item, int, int]] = deque()
         self._ready = threading.Condition(threading.Lock())
 
+    @property
+    def dropped(self) -> int:
+        """Items dropped for any reason."""
+        return sum(self.drops.values())
+
     def put(self, item: Item) -> None:
+        size, samples = item_cost(item)
         with self._ready:
-            if len(self._items) >= self.capacity:
-                self.dropped += 1
+            if size > self.max_bytes or samples > self.max_samples:
+                self.drops["bytes" if size > self.max_bytes else "samples"] += 1
+                return
+            while True:
+                if len(self._items) >= self.capacity:
+                    reason = "items"
+                elif self.bytes + size > self.max_bytes:
+                    reason = "bytes"
+                elif self.samples + samples > self.max_samples:
+                    reason = "samples"
+                else:
+                    break
+                self.drops[reason] += 1
                 if self.policy == "drop_newest":
                     return
-                self._items.popleft()
-            self._items.append(item)
+                _, old_size, old_samples = self._items.popleft()
+                self.bytes -= old_size
+                self.samples -= old_samples
+            self._items.append((item, size, samples))
+            self.bytes += size
+            self.samples += samples
             if len(self._items) == 1:  # only an empty queue has a waiting worker to wake
                 self._ready.notify()
 
     def get_batch(self, max_items: int, timeout: float) -> list[Item]:
-        """Up to ``max_items`` items, waiting at most ``timeout`` seconds for the first."""
+        """Up to ``max_items`` items, waiting at most ``timeout`` seconds for the first.
+
+        A batch also holds at most ``batch_bytes`` and ``batch_samples`` (but always one item):
+        the worker keeps a batch, and copies of its arrays, while the queue fills up again.
+        """
         with self._ready:
             if not self._items:
                 self._ready.wait(timeout)
-            n = min(max_items, len(self._items))
-            return [self._items.popleft() for _ in range(n)]
+            batch: list[Item] = []
+            size_left, samples_left = self.batch_bytes, self.batch_samples
+            while self._items and len(batch) < max_items:
+                item, size, samples = self._items[0]
+                if batch and (size > size_left or samples > samples_left):
+                    break
+                self._items.popleft()
+                self.bytes -= size
+                self.samples -= samples
+                size_left -= size
+                samples_left -= samples
+                batch.append(item)
+            return batch
 
     def __len__(self) -> int:
         return len(self._items)
@@ -81,7 +172,10 @@ class Ingest:
     ) -> None:
         self.config = config
         self.queue = queue
-        self.limits = limits or Limits()
+        # The payload cap is checked before any parsing, the values cap before any array is
+        # built: an oversized message costs a length check, not a decode.
+        self.limits = limits or Limits(max_payload_bytes=config.agent.max_payload_bytes,
+                                       max_batch_values=config.agent.max_batch_values)
         self.aliases = SparkplugAliases()
         self.received = 0
         self.rejected: Counter[str] = Counter()

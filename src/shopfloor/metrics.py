@@ -116,12 +116,23 @@ class AgentCollector(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         dropped = CounterMetricFamily(
-            "shopfloor_messages_dropped", "Decoded messages dropped because the queue was full."
+            "shopfloor_messages_dropped",
+            "Decoded messages dropped because the queue was full, by the bound it reached "
+            "(items, bytes or samples).",
+            labels=["reason"],
         )
-        dropped.add_metric([], a.queue.dropped)
+        for reason, count in a.queue.drops.items():  # a fixed set: DROP_REASONS
+            dropped.add_metric([reason], count)
         yield dropped
         yield _gauge("shopfloor_queue_depth", "Items waiting for the worker.", len(a.queue))
         yield _gauge("shopfloor_queue_capacity", "The queue's bound.", a.queue.capacity)
+        yield _gauge("shopfloor_queue_bytes", "Memory held by the queued items.", a.queue.bytes)
+        yield _gauge("shopfloor_queue_capacity_bytes", "The queue's bound in bytes.",
+                     a.queue.max_bytes)
+        yield _gauge("shopfloor_queue_samples", "Samples waiting for the worker.",
+                     a.queue.samples)
+        yield _gauge("shopfloor_queue_capacity_samples", "The queue's bound in samples.",
+                     a.queue.max_samples)
         yield _gauge("shopfloor_signals", "Signals with a pipeline.", len(a.plant.signals))
         yield _gauge("shopfloor_signals_max", "The signal cap.", a.config.agent.max_signals)
         yield _gauge(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -227,14 +228,31 @@ class _Client(paho.Client):
     ``on_connect_fail`` without the exception (a TLS refusal looked like a broker that is
     down, even at debug level)."""
 
-    last_error: BaseException | None = None
+    # Kept as text: the exception's traceback would keep the failed socket alive (and
+    # unclosed) for as long as the client lives.
+    last_error: str | None = None
 
     def reconnect(self) -> MQTTErrorCode:
         try:
             return super().reconnect()
         except Exception as exc:
-            self.last_error = exc
+            self.last_error = f"{type(exc).__name__}: {exc}"
             raise
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        # paho's own leaves the socket of a failed handshake (a refused certificate) open
+        # until the collector finds it, once per retry: close it here. Our contexts check the
+        # host name themselves (tls_context), so paho's second check is not needed.
+        assert self._ssl_context is not None
+        ssl_sock = self._ssl_context.wrap_socket(
+            tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
 
 
 class MqttLink:
