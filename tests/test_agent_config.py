@@ -118,3 +118,11 @@ def test_check_command_reads_agent_configs(tmp_path: Path,
     assert main(["check", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "agent.toml:4: mqtt.port: must be between 1 and 65535" in err
+
+
+def test_the_default_reconnect_is_back_within_a_second_of_the_broker() -> None:
+    # With a 60 s ceiling a broker restart cost ~5 s of backoff after the broker was back.
+    from shopfloor.agent_config import MqttConfig
+
+    assert MqttConfig().reconnect_max_delay <= 1.0
+    assert MqttConfig().reconnect_min_delay <= MqttConfig().reconnect_max_delay
