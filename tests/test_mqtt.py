@@ -314,3 +314,19 @@ def test_a_refused_broker_certificate_is_logged_as_such(
         assert wait_until(lambda: link.connect_failures >= 1)
         assert wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text), caplog.text
     assert not link.connected
+
+
+def test_a_world_readable_password_file_is_accepted_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="shopfloor.mqtt"):
+        assert read_password(str(secret), None) == "s3cret"
+    assert "readable by every user" not in caplog.text
+    secret.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="shopfloor.mqtt"):
+        assert read_password(str(secret), None) == "s3cret"
+    assert "readable by every user (mode 644)" in caplog.text
+    assert "s3cret" not in caplog.text

@@ -159,9 +159,14 @@ def read_password(password_file: str | None, password_credential: str | None) ->
         return None
     try:
         text = Path(password_file).read_text(encoding="utf-8")
+        mode = os.stat(password_file).st_mode
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ValueError(f"cannot read the MQTT password from {password_file}: {reason}") from None
+    if mode & 0o004:
+        # Accepted (the agent must start), but said: any account on the device can read it.
+        log.warning("the MQTT password file %s is readable by every user (mode %o): "
+                    "chmod 600 it, or use a systemd credential", password_file, mode & 0o777)
     return text.removesuffix("\n").removesuffix("\r")
 
 
