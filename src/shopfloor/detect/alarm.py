@@ -199,7 +199,8 @@ class Alarm:
     def sample_clock(self, n: int) -> NDArray[np.float64]:
         """Times for ``n`` samples that carry none: one second apart after the last time."""
         last = self.last_time
-        start = (float(self.get_state()["counters"][0]) if math.isnan(last) else last) + 1.0
+        seen = 0.0 if self._counters is None else float(self._counters[0])
+        start = (seen if math.isnan(last) else last) + 1.0
         return start + np.arange(n, dtype=np.float64)
 
     def step(self, exceed: bool, time: float | None = None) -> tuple[AlarmState, bool, bool, bool]:

@@ -125,13 +125,13 @@ class TailThreshold(Threshold):
 
     @property
     def value(self) -> float:
-        value = math.inf if self._state is None else float(self._state[6])
+        value = math.inf if self._state is None else float(self._state[_tail.THRESHOLD_AT])
         value = self.initial if math.isinf(value) and self.initial is not None else value
         return value if self.floor is None else max(value, self.floor)
 
     @property
     def calibrated(self) -> bool:
-        return self._state is not None and bool(self._state[10])
+        return self._state is not None and bool(self._state[_tail.CALIBRATED_AT])
 
     def get_state(self) -> State:
         st = self._state if self._state is not None else _tail.new_tail_state(self.calibration)

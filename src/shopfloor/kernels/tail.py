@@ -39,7 +39,8 @@ from numpy.typing import NDArray
 
 from shopfloor.kernels._jit import strict_kernel
 
-__all__ = ["MIN_EXCESSES", "N_HEAD", "gpd_pwm", "new_tail_state", "tail_threshold"]
+__all__ = ["CALIBRATED_AT", "MIN_EXCESSES", "N_HEAD", "THRESHOLD_AT", "gpd_pwm",
+           "new_tail_state", "tail_threshold"]
 
 #: Fewer excesses than this at the end of calibration (a score that is nearly constant):
 #: calibration starts again instead of fitting noise.
@@ -55,6 +56,8 @@ _SHRINK = 20.0
 # random state, excesses kept, skipped scores, calibrated (0/1).
 _COLLECTED, _T, _N, _NT, _SIGMA, _GAMMA, _Z, _RNG, _COUNT, _SKIPPED, _READY = range(11)
 N_HEAD = 11
+#: Where the threshold in force and the calibrated flag sit in the state.
+THRESHOLD_AT, CALIBRATED_AT = _Z, _READY
 
 
 def new_tail_state(calibration: int) -> NDArray[np.float64]:
