@@ -137,20 +137,15 @@ def read_table(path: str | Path, options: ReplayOptions, handle: IO[str]) -> _Ta
             file=name,
             line=1,
         )
-    for col in options.exclude:
-        if col not in header:
-            raise InputError(
-                f"excluded column {col!r} not found; the header has: {', '.join(header)}",
-                file=name,
-                line=1,
-            )
+    for what, named in (("excluded", options.exclude), ("signal", options.signal_columns)):
+        for col in named:
+            if col not in header:
+                raise InputError(
+                    f"{what} column {col!r} not found; the header has: {', '.join(header)}",
+                    file=name,
+                    line=1,
+                )
     for col in options.signal_columns:
-        if col not in header:
-            raise InputError(
-                f"signal column {col!r} not found; the header has: {', '.join(header)}",
-                file=name,
-                line=1,
-            )
         if col in options.exclude or header.index(col) == time_index:
             what = "excluded" if col in options.exclude else "the time column"
             raise InputError(f"column {col!r} cannot be a signal: it is {what}", file=name, line=1)
