@@ -21,7 +21,7 @@ from shopfloor.broker import (
     free_port,
     make_tls_files,
 )
-from shopfloor.mqtt import MqttLink, MqttSettings
+from shopfloor.mqtt import MqttLink, MqttSettings, Receipt
 
 __all__ = [
     "BrokerError",
@@ -54,7 +54,8 @@ class Inbox:
         self.messages: list[tuple[str, bytes, float]] = []
         self._cond = threading.Condition()
 
-    def __call__(self, topic: str, payload: bytes, arrival: float) -> None:
+    def __call__(self, topic: str, payload: bytes, arrival: float,
+                 receipt: Receipt | None = None) -> None:
         with self._cond:
             self.messages.append((topic, payload, arrival))
             self._cond.notify_all()

@@ -648,8 +648,9 @@ def test_a_signal_drains_the_queue_and_exits_0_within_the_shutdown_timeout(
     drained, flushed, processed = agent.stopped_line()
     assert drained
     assert flushed
-    assert agent.log().splitlines()[-1].endswith(f"drained=True flushed=True "
-                                                 f"processed={processed}")
+    assert agent.log().splitlines()[-1].endswith(
+        f"drained=True flushed=True processed={processed} left_with_broker=0 lost=0 "
+        f"checkpoint=none")
     assert processed >= 1  # the probe; the burst's share depends on when the signal came
 
 

@@ -175,7 +175,7 @@ def test_handler_errors_are_contained(
 ) -> None:
     calls: list[bytes] = []
 
-    def handler(topic: str, payload: bytes, arrival: float) -> None:
+    def handler(topic: str, payload: bytes, arrival: float, receipt: object) -> None:
         calls.append(payload)
         if payload == b"boom":
             raise RuntimeError("decoder bug")

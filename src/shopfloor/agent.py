@@ -70,6 +70,7 @@ class Agent:
                 session_expiry=m.session_expiry,
                 reconnect_min_delay=m.reconnect_min_delay,
                 reconnect_max_delay=m.reconnect_max_delay,
+                receive_maximum=m.receive_maximum,
             ),
             subscriptions=[(s.template.filter, s.qos) for s in config.subscriptions],
             on_message=self.ingest.on_message,
@@ -159,10 +160,12 @@ class Agent:
             # worker stuck inside a batch or a checkpoint stops turning, and so stops the pings.
             self.on_progress()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> bool:
         assert self.checkpoints is not None
-        if self.checkpoints.write():
-            self.last_checkpoint = self.checkpoints.last_written
+        if not self.checkpoints.write():
+            return False
+        self.last_checkpoint = self.checkpoints.last_written
+        return True
 
     @property
     def metrics_port(self) -> int:
@@ -170,28 +173,62 @@ class Agent:
         return self.metrics_server.port if self.metrics_server else 0
 
     def stop(self) -> bool:
-        """Stop intake, drain the queue, flush events, disconnect; True if all within time."""
+        """Stop intake, drain, write the final checkpoint, flush events, disconnect.
+
+        True - exit status 0 - only if nothing taken was lost: every message was scored or
+        is still the broker's (QoS 1/2 messages are acknowledged only once scored), the final
+        checkpoint is written and every event was acknowledged. Intake closes at once (new
+        messages stay with the broker); the queue drains until ``agent.shutdown_timeout``;
+        then a batch in progress is abandoned at its next chunk, so the checkpoint always
+        follows, with the worker stopped.
+        """
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
         self.ingest.closed = True
-        while len(self.queue) and time.monotonic() < deadline:
+        while ((len(self.queue) or self.queue.in_hand) and self._worker_alive()
+               and time.monotonic() < deadline):
             time.sleep(0.01)
-        drained = not len(self.queue)
+        self.worker.stopping.set()
         self._stop_worker.set()
         if self._worker_thread is not None:
-            self._worker_thread.join(max(0.0, deadline - time.monotonic()))
-        worker_done = self._worker_thread is None or not self._worker_thread.is_alive()
-        if self.checkpoints is not None and worker_done:
-            self._checkpoint()  # the worker is done: the plant is ours alone
-        flushed = self.link.stop(max(0.1, deadline - time.monotonic()))
+            # Abandoning takes one chunk of work (milliseconds): wait a little past the
+            # deadline rather than lose the checkpoint.
+            self._worker_thread.join(max(1.0, deadline - time.monotonic()))
+        worker_done = not self._worker_alive()
+        left = self.queue.take_all()  # never scored
+        lost = sum(1 for item in left if item.receipt is None)  # QoS 0: nobody has them now
+        checkpointed = True
+        if self.checkpoints is not None:
+            if worker_done:
+                checkpointed = self._checkpoint()  # the worker is done: the plant is ours
+            else:
+                checkpointed = False
+                log.error("the worker did not stop within the shutdown timeout: no final "
+                          "checkpoint (what it learned since %s is lost)",
+                          "the last one" if self.last_checkpoint else "the start")
+        flushed = bool(self.link.stop(max(0.5, deadline - time.monotonic())))
         if self.metrics_server is not None:
             self.metrics_server.close()  # within a second, whatever its connections do
+        # Drained: nothing taken was left unscored - not a message in the queue, not a batch
+        # abandoned half-way (the queue alone being empty said drained=True for those).
+        drained = worker_done and not left and not self.worker.abandoned
         log.info(
-            "agent stopped: drained=%s flushed=%s processed=%d",
+            "agent stopped: drained=%s flushed=%s processed=%d left_with_broker=%d lost=%d "
+            "checkpoint=%s",
             drained,
             flushed,
             self.worker.processed,
+            # Taken but not scored (unacknowledged), and refused since intake closed.
+            self.link.owed + self.ingest.deferred,
+            lost,
+            "none" if self.checkpoints is None else "written" if checkpointed else "FAILED",
         )
-        return drained and bool(flushed)
+        if lost:
+            log.warning("%d QoS 0 message(s) were still queued at the stop and are lost "
+                        "(use QoS 1 subscriptions to leave them with the broker)", lost)
+        return worker_done and checkpointed and flushed and not lost
+
+    def _worker_alive(self) -> bool:
+        return self._worker_thread is not None and self._worker_thread.is_alive()
 
     def run(self, stop: threading.Event, notifier: Notifier | None = None) -> int:
         """Warm up, start, run until ``stop`` is set (by a signal handler), stop; exit code 0

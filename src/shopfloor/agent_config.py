@@ -75,6 +75,10 @@ class MqttConfig:
     # of lost scoring); retrying once a second costs a refused TCP connect a second.
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 1.0
+    # MQTT 5: QoS 1 messages the broker may have sent us unacknowledged. We acknowledge a
+    # message once it is scored, so this bounds what a stop or a crash can leave undone (the
+    # broker keeps it). 1000 is a few batches: enough to keep the worker busy.
+    receive_maximum: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "metrics.port": (0, 65535),  # 0: any free port (tests)
     "keepalive": (5, 65535),
     "session_expiry": (0, 2**32 - 1),
+    "receive_maximum": (1, 65535),
     "reconnect_min_delay": (0.1, 3600),
     "reconnect_max_delay": (0.1, 86400),
     "queue_size": (10, 10_000_000),

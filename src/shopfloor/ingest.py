@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shopfloor.agent_config import AgentConfig, AgentSettings, Subscription
 from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
 from shopfloor.config import NAME_PATTERN
 from shopfloor.logs import RateLimitedLog
+from shopfloor.mqtt import Receipt
 from shopfloor.sparkplug import MESSAGE_TYPES, SparkplugAliases
 
-__all__ = ["DROP_REASONS", "BoundedQueue", "Ingest", "Item", "item_cost"]
+__all__ = ["DROP_REASONS", "BoundedQueue", "Ingest", "Item", "finish", "item_cost"]
 
 log = logging.getLogger("shopfloor.ingest")
 
@@ -33,6 +35,17 @@ class Item:
     labels: tuple[tuple[str, str], ...]  # the topic's other named levels (site, line, ...)
     data: Samples | Frame
     arrival: float
+    # The QoS 1/2 message's acknowledgement, held until this item is done (scored or dropped);
+    # None for QoS 0.
+    receipt: Receipt | None = None
+
+
+def finish(items: Iterable[Item]) -> None:
+    """The items are done with (scored, or dropped and counted): release their messages'
+    receipts, which acknowledges every message whose items are all done."""
+    receipts = [i.receipt for i in items if i.receipt is not None]
+    if receipts:
+        receipts[0].link.release(receipts)
 
 
 _DEFAULTS = AgentSettings()
@@ -100,6 +113,9 @@ class BoundedQueue:
         self.batch_samples = max(1, max_samples // 8)
         self.bytes = 0  # held by the queued items, by item_cost
         self.samples = 0
+        # Items handed out by get_batch and not yet reported done: the queue is drained when
+        # it is empty and nothing is in hand (the agent's stop waits for both).
+        self.in_hand = 0
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         # Each item with its cost as counted when it came in, so a get subtracts exactly that.
         self._items: deque[tuple[Item, int, int]] = deque()
@@ -111,11 +127,18 @@ class BoundedQueue:
         return sum(self.drops.values())
 
     def put(self, item: Item) -> None:
+        dropped = self._put(item)
+        if dropped:
+            finish(dropped)  # outside the lock: acknowledging takes the link's lock
+
+    def _put(self, item: Item) -> list[Item]:
+        """Queue ``item``; the items dropped for it (it may be one of them)."""
         size, samples = item_cost(item)
         with self._ready:
             if size > self.max_bytes or samples > self.max_samples:
                 self.drops["bytes" if size > self.max_bytes else "samples"] += 1
-                return
+                return [item]
+            dropped: list[Item] = []
             while True:
                 if len(self._items) >= self.capacity:
                     reason = "items"
@@ -127,8 +150,10 @@ class BoundedQueue:
                     break
                 self.drops[reason] += 1
                 if self.policy == "drop_newest":
-                    return
-                _, old_size, old_samples = self._items.popleft()
+                    dropped.append(item)
+                    return dropped
+                old, old_size, old_samples = self._items.popleft()
+                dropped.append(old)
                 self.bytes -= old_size
                 self.samples -= old_samples
             self._items.append((item, size, samples))
@@ -136,6 +161,7 @@ class BoundedQueue:
             self.samples += samples
             if len(self._items) == 1:  # only an empty queue has a waiting worker to wake
                 self._ready.notify()
+            return dropped
 
     def get_batch(self, max_items: int, timeout: float) -> list[Item]:
         """Up to ``max_items`` items, waiting at most ``timeout`` seconds for the first.
@@ -158,7 +184,21 @@ class BoundedQueue:
                 size_left -= size
                 samples_left -= samples
                 batch.append(item)
+            self.in_hand += len(batch)
             return batch
+
+    def done(self, count: int) -> None:
+        """``count`` items handed out are done with (scored, failed or abandoned)."""
+        with self._ready:
+            self.in_hand -= count
+
+    def take_all(self) -> list[Item]:
+        """Empty the queue (at stop, once the worker is gone): what was never scored."""
+        with self._ready:
+            items = [item for item, _, _ in self._items]
+            self._items.clear()
+            self.bytes = self.samples = 0
+            return items
 
     def __len__(self) -> int:
         return len(self._items)
@@ -186,8 +226,12 @@ class Ingest:
         self._routes: dict[str, tuple[int, dict[str, str]]] = {}  # topic -> (subscription, fields)
         self._errors = RateLimitedLog(log)
 
-    def on_message(self, topic: str, payload: bytes, arrival: float) -> bool:
-        """Take one message; False refuses it (not acknowledged: the broker keeps it)."""
+    def on_message(self, topic: str, payload: bytes, arrival: float,
+                   receipt: Receipt | None = None) -> bool:
+        """Take one message; False refuses it (not acknowledged: the broker keeps it).
+
+        ``receipt`` is held once for every item queued; the worker releases it once the item
+        is scored, so the message is acknowledged only then."""
         if self.closed:
             # Shutting down: leave it with the broker, which delivers it to the next run.
             self.deferred += 1
@@ -201,7 +245,7 @@ class Ingest:
         else:
             index, fields = route
             self._accept(index, self.config.subscriptions[index], fields, topic, payload,
-                         arrival)
+                         arrival, receipt)
         return True
 
     def _route(self, topic: str) -> tuple[int, dict[str, str]]:
@@ -233,6 +277,7 @@ class Ingest:
         topic: str,
         payload: bytes,
         arrival: float,
+        receipt: Receipt | None,
     ) -> None:
         decoded = decode(
             sub.codec,
@@ -263,4 +308,6 @@ class Ingest:
                                  f"{self.config.agent.max_signals} signals are known already")
                     continue
                 self.admitted.add(signal)
-            self.queue.put(Item(signal, index, labels, reading.data, arrival))
+            if receipt is not None:
+                receipt.hold()
+            self.queue.put(Item(signal, index, labels, reading.data, arrival, receipt))

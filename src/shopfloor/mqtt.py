@@ -31,7 +31,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -48,6 +48,7 @@ __all__ = [
     "MessageHandler",
     "MqttLink",
     "MqttSettings",
+    "Receipt",
     "TlsSettings",
     "read_password",
     "tls_context",
@@ -55,10 +56,12 @@ __all__ = [
 
 log = logging.getLogger("shopfloor.mqtt")
 
-#: ``on_message(topic, payload, arrival)``: arrival is the epoch time the message was read.
+#: ``on_message(topic, payload, arrival, receipt)``: arrival is the epoch time the message was
+# read; receipt is the QoS 1/2 message's acknowledgement (None for QoS 0), which the handler
+# holds for as long as the message's content is not done with (see :class:`Receipt`).
 # Returns False to refuse a message: it is then not acknowledged, so the broker keeps it in the
 # session and delivers it again after the next connect (used while the agent shuts down).
-MessageHandler = Callable[[str, bytes, float], bool | None]
+MessageHandler = Callable[[str, bytes, float, "Receipt | None"], bool | None]
 
 _MAX_SESSION_EXPIRY = 0xFFFFFFFF  # MQTT 5: this value means "never expires"
 
@@ -103,6 +106,10 @@ class MqttSettings:
     reconnect_min_delay: float = 1.0
     reconnect_max_delay: float = 60.0
     max_queued_messages: int = 1000  # unacknowledged QoS>0 publishes paho may hold
+    # MQTT 5: QoS 1/2 messages the broker may send us before we acknowledge any; we acknowledge
+    # only what is scored, so this bounds what is taken but not yet done with. (MQTT 3.1.1 has
+    # no such property: the broker's own bound applies, Mosquitto's max_inflight_messages.)
+    receive_maximum: int = 1000
 
     def __post_init__(self) -> None:
         checks = [
@@ -121,6 +128,8 @@ class MqttSettings:
              "reconnect_max_delay must be >= reconnect_min_delay"),
             (self.max_queued_messages >= 1,
              "max_queued_messages must be >= 1 (the queue is bounded)"),
+            (1 <= self.receive_maximum <= 65535,
+             f"receive_maximum must be in [1, 65535]; got {self.receive_maximum}"),
             # MQTT 3.1.1 forbids a password without a user name (MQTT 5 allows it).
             (self.protocol == "5" or self.password is None or self.username is not None,
              "a password needs a username with protocol '3.1.1'"),
@@ -236,8 +245,13 @@ class _Client(paho.Client):
     # Kept as text: the exception's traceback would keep the failed socket alive (and
     # unclosed) for as long as the client lives.
     last_error: str | None = None
+    # Called before every connection attempt, first one included (MqttLink forgets what it
+    # owes the old connection: paho drops queued packets here and the broker redelivers).
+    on_reconnecting: Callable[[], None] | None = None
 
     def reconnect(self) -> MQTTErrorCode:
+        if self.on_reconnecting is not None:
+            self.on_reconnecting()
         try:
             return super().reconnect()
         except Exception as exc:
@@ -258,6 +272,34 @@ class _Client(paho.Client):
             ssl_sock.close()
             raise
         return ssl_sock
+
+
+class Receipt:
+    """The acknowledgement a QoS 1/2 message owes the broker, sent once all it carried is done.
+
+    An acknowledged message is gone from the broker: acknowledging on arrival lost up to 9,000
+    messages taken into the queue but never scored when the agent stopped under load. So the
+    handler holds the receipt once for every item it queues, and whoever finishes an
+    item - the worker once it is scored, the queue when it drops it (counted) - releases it. The
+    link holds it too while the handler runs, so an item finished at once cannot acknowledge a
+    message whose other items are still being queued. Receipts are acknowledged in arrival
+    order (MQTT asks for PUBACKs in the order of the PUBLISHes).
+    """
+
+    __slots__ = ("holds", "link", "mid", "qos")
+
+    def __init__(self, link: MqttLink, mid: int, qos: int) -> None:
+        self.link = link
+        self.mid = mid
+        self.qos = qos
+        self.holds = 1  # the link's own, while the handler runs
+
+    def hold(self) -> None:
+        with self.link._acks:
+            self.holds += 1
+
+    def release(self) -> None:
+        self.link.release((self,))
 
 
 class MqttLink:
@@ -304,6 +346,11 @@ class MqttLink:
         self.messages_received = 0
         self.callback_errors = 0
         self.refused = 0  # messages the handler refused, left unacknowledged for the broker
+        self.acknowledged = 0  # QoS 1/2 messages acknowledged once done with
+        # Receipts of this connection's messages in arrival order, until acknowledged. Bounded
+        # by the Receive Maximum we announce (MQTT 5) or the broker's in-flight bound.
+        self._owed: deque[Receipt] = deque()
+        self._acks = threading.Lock()
         self.subscribe_failed = 0
         self.published = 0
         self.publish_failed = 0
@@ -332,6 +379,7 @@ class MqttLink:
         # paho's arithmetic takes float delays although its hints say int.
         client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
         client.max_queued_messages_set(s.max_queued_messages)
+        client.on_reconnecting = self._forget_receipts
         paho_log = _PahoLog(logging.getLogger("shopfloor.mqtt.paho"))
         client.enable_logger(cast(logging.Logger, paho_log))
         client.on_connect = self._on_connect
@@ -351,6 +399,7 @@ class MqttLink:
         if s.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = s.session_expiry
+            properties.ReceiveMaximum = s.receive_maximum
         # connect_async defers the first connect to the loop thread, which retries it on
         # failure (loop_forever(retry_first_connection=True)): no crash when the broker is down.
         self._client.connect_async(
@@ -429,6 +478,12 @@ class MqttLink:
         left = self.unacknowledged
         if left:
             log.warning("mqtt stopping with %d message(s) unacknowledged by the broker", left)
+        # Our acknowledgements of scored messages are packets paho has queued, with nothing to
+        # wait on: wait (bounded) until its queue is written, or the broker would deliver what
+        # was scored once more. paho stops its thread without writing what is left.
+        while (self.connected and self._client._out_packet
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
         self._client.disconnect()
         self._client.loop_stop()
         self._set_ready(False)
@@ -518,12 +573,13 @@ class MqttLink:
         arrival = time.time()
         self.messages_received += 1
         taken: bool | None = True
+        receipt = Receipt(self, message.mid, message.qos) if message.qos > 0 else None
         if self._on_message_cb is not None:
             try:
                 payload = message.payload
                 if not isinstance(payload, bytes):
                     payload = bytes(payload)
-                taken = self._on_message_cb(message.topic, payload, arrival)
+                taken = self._on_message_cb(message.topic, payload, arrival, receipt)
             except Exception:
                 # A handler bug must not make the broker redeliver the message forever.
                 self.callback_errors += 1
@@ -531,5 +587,34 @@ class MqttLink:
                                  exc_info=True)
         if taken is False:
             self.refused += 1
-        elif message.qos > 0:
-            client.ack(message.mid, message.qos)
+        elif receipt is not None:
+            with self._acks:
+                self._owed.append(receipt)
+            self.release((receipt,))  # the link's own hold: acknowledged now if nothing queued
+
+    def release(self, receipts: Iterable[Receipt]) -> None:
+        """Release one hold of each receipt; acknowledge, in arrival order, every message whose
+        receipts are all released. Thread safe (the worker calls it after a batch)."""
+        with self._acks:
+            for receipt in receipts:
+                receipt.holds -= 1
+            owed = self._owed
+            while owed and owed[0].holds <= 0:
+                done = owed.popleft()
+                self._client.ack(done.mid, done.qos)
+                self.acknowledged += 1
+
+    def _forget_receipts(self) -> None:
+        # A new connection: paho drops what it had queued for the old one (acknowledgements
+        # included) and the broker redelivers every message we had not acknowledged, under
+        # mids of the new connection. An old receipt released later must not acknowledge one
+        # of those by its mid: it is no longer owed. Under the lock, so no acknowledgement of
+        # the old connection can be queued after paho's clear.
+        with self._acks:
+            self._owed.clear()
+
+    @property
+    def owed(self) -> int:
+        """QoS 1/2 messages taken but not yet acknowledged (their content is not done with)."""
+        with self._acks:
+            return len(self._owed)

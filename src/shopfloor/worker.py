@@ -10,6 +10,7 @@ signals' accepted samples (signals missing at that time hold their last value).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +21,15 @@ from shopfloor.agent_config import AgentConfig
 from shopfloor.codecs import Frame, Samples
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.diagnosis import DEFECTS, ZONES
-from shopfloor.ingest import BoundedQueue, Item
+from shopfloor.ingest import BoundedQueue, Item, finish
 from shopfloor.monitor import MonitorBatch
 from shopfloor.pipeline import AssetPipeline, Plant, SignalBatch, SignalPipeline
 
-__all__ = ["AlarmChange", "AssetStatus", "SignalStatus", "Worker"]
+__all__ = ["Abandoned", "AlarmChange", "AssetStatus", "SignalStatus", "Worker"]
+
+
+class Abandoned(Exception):
+    """The agent is stopping: the batch in progress is left unfinished."""
 
 
 @dataclass(slots=True)
@@ -114,6 +119,10 @@ class Worker:
         # agent pings the systemd watchdog from it, so a long batch that is making progress
         # is not taken for a hung worker.
         self.heartbeat: Callable[[], None] = lambda: None
+        # Set by the agent's stop once its drain deadline has passed: the batch in progress is
+        # abandoned at its next chunk (the final checkpoint waits for the worker).
+        self.stopping = threading.Event()
+        self.abandoned = 0  # items of abandoned batches (left with the broker if QoS 1/2)
 
     def run_once(self, timeout: float = 0.2) -> int:
         """Process one batch (waiting up to ``timeout`` for it); returns the items handled."""
@@ -123,9 +132,29 @@ class Worker:
         if items and linger > 0 and len(items) < limit:
             time.sleep(linger)  # let the batch fill (this also frees the GIL for the network)
             items += self.queue.get_batch(limit - len(items), 0.0)
-        if items:
+        if not items:
+            return 0
+        try:
             self.process(items)
+        except Abandoned:
+            # Stopping: the batch's messages stay unacknowledged, so the broker delivers them
+            # again; the samples scored before the stop come back as duplicates and are dropped.
+            self.abandoned += len(items)
+        except BaseException:
+            finish(items)  # counted as a worker error; never redelivered forever
+            raise
+        else:
+            finish(items)
+        finally:
+            self.queue.done(len(items))
         return len(items)
+
+    def _beat(self) -> None:
+        """Between two chunks of pipeline work: a sign of life, and the point where a stop
+        abandons the batch (a batch may take seconds; the stop has a deadline)."""
+        self.heartbeat()
+        if self.stopping.is_set():
+            raise Abandoned
 
     def process(self, items: list[Item]) -> None:
         started = time.perf_counter()
@@ -153,7 +182,7 @@ class Worker:
                     self._report(pipe, status, batch, times, None)
                     ok = batch.reason == 0
                     accepted.setdefault(sid, []).append((times[ok], values[ok]))
-                    self.heartbeat()
+                    self._beat()
             elif pipe.frames is not None:
                 rate = pipe.frames.sample_rate
                 stamps = np.array([f.timestamp for f in frames])
@@ -173,7 +202,7 @@ class Worker:
                         ok = batch.reason == 0
                         column = batch.features[ok, self._asset_column(pipe)]
                         accepted.setdefault(sid, []).append((times[ok], column))
-                        self.heartbeat()
+                        self._beat()
             status.last_arrival = group[-1].arrival
             now = time.time()
             lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
@@ -322,7 +351,7 @@ class Worker:
                     rows[np.searchsorted(stamps, t), j] = v
             for part in _chunks(len(stamps), CHUNK_SAMPLES // len(members) or 1):
                 self._asset_rows(name, pipe, rows[part], stamps[part])
-                self.heartbeat()
+                self._beat()
 
     def _asset_rows(self, name: str, pipe: AssetPipeline, rows: np.ndarray, stamps: np.ndarray
                     ) -> None:
