@@ -555,7 +555,7 @@ def test_a_topic_flood_stops_at_the_signal_cap(
     publish_paced(mosquitto, flood("plant"), lambda: agent.ingest.received)
     assert wait_until(lambda: agent.worker.processed >= CAP, 10)
     admitted = {f"flood-{i // 50:03d}/s{i % 50:02d}" for i in range(CAP)}  # the first to come
-    assert agent.ingest.admitted == admitted
+    assert set(agent.ingest.admitted) == admitted
     assert dict(agent.ingest.rejected) == {"signal_cap": FLOOD - CAP}
     assert set(agent.plant.signals) == admitted
     assert set(agent.worker.status) == admitted
@@ -648,9 +648,9 @@ def test_a_signal_drains_the_queue_and_exits_0_within_the_shutdown_timeout(
     drained, flushed, processed = agent.stopped_line()
     assert drained
     assert flushed
-    assert agent.log().splitlines()[-1].endswith(
-        f"drained=True flushed=True processed={processed} left_with_broker=0 lost=0 "
-        f"checkpoint=none")
+    # The last line; what came after the signal stays with the broker (left_with_broker).
+    assert re.search(rf"drained=True flushed=True processed={processed} left_with_broker=\d+ "
+                     r"lost=0 checkpoint=none$", agent.log().splitlines()[-1])
     assert processed >= 1  # the probe; the burst's share depends on when the signal came
 
 

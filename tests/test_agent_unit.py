@@ -134,7 +134,7 @@ def test_topics_route_to_their_subscription_with_labels_and_fixed_names() -> Non
     assert accel.signal == "motor-1/accel"
     assert isinstance(accel.data, Frame)
     assert accel.data.sample_rate == RATE
-    assert ingest.admitted == {"press-4/force", "press-4/temperature", "oven-1/temp",
+    assert set(ingest.admitted) == {"press-4/force", "press-4/temperature", "oven-1/temp",
                                "motor-1/accel"}
     assert ingest.received == 4
     assert not ingest.rejected
@@ -149,7 +149,7 @@ def test_topics_no_template_matches_are_counted_and_not_learned() -> None:
         ingest.on_message(topic, b"1", T0)
     assert dict(ingest.rejected) == {"unknown_topic": 5}
     assert len(queue) == 0
-    assert not ingest.admitted
+    assert not len(ingest.admitted)
 
 
 def test_names_that_are_not_signal_names_are_counted() -> None:
@@ -163,13 +163,13 @@ def test_names_that_are_not_signal_names_are_counted() -> None:
     ingest.on_message("spBv1.0/line1/DBIRTH/edge1/robot-1", birth, T0)
     assert dict(ingest.rejected) == {"bad_name": 6}
     assert [i.signal for i in drain(queue)] == ["robot-1/speed"]
-    assert ingest.admitted == {"robot-1/speed"}
+    assert set(ingest.admitted) == {"robot-1/speed"}
 
 
 def test_the_signal_cap_counts_configured_signals_and_refuses_the_rest() -> None:
     static = '[[signals]]\nasset = "press-1"\nname = "force"\n'
     ingest, queue = make_ingest(static, max_signals=5, queue_size=100_000)
-    assert ingest.admitted == {"press-1/force"}
+    assert set(ingest.admitted) == {"press-1/force"}
     for n in range(5000):
         ingest.on_message(f"plant/s/l/asset-{n // 100}/s{n % 100}", b"1", T0)
     assert len(ingest.admitted) == 5

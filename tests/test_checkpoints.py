@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig, parse_agent_config
 from shopfloor.checkpoints import Checkpointer
 from shopfloor.pipeline import Plant
@@ -67,9 +68,9 @@ def test_restore_then_continue_equals_an_uninterrupted_run(tmp_path: Path) -> No
     head = run(first, {k: v[:cut] for k, v in data.items()})
     Checkpointer(config, first, tmp_path, 60).write()
     config, second = build()
-    admitted: set[str] = set()
+    admitted = Admission((), 1000, 3600)
     assert Checkpointer(config, second, tmp_path, 60).restore(admitted) == 4
-    assert admitted == {"press-1/force", "press-1/stroke", "oven-2/temp"}
+    assert set(admitted) == {"press-1/force", "press-1/stroke", "oven-2/temp"}
     assert second.signals["oven-2/temp"].subscription == 0
     tail = run(second, {k: v[cut:] for k, v in data.items()})
     for key, value in expected.items():
@@ -85,7 +86,7 @@ def test_a_changed_signal_starts_cold_and_the_others_keep_their_state(
     changed = CONFIG.replace('detector = { kind = "cusum" }', 'detector = { kind = "ewma" }')
     config, second = build(changed)
     with caplog.at_level(logging.INFO):
-        restored = Checkpointer(config, second, tmp_path, 60).restore(set())
+        restored = Checkpointer(config, second, tmp_path, 60).restore()
     # stroke and the asset: the asset's inputs are the signals' values, which force's new
     # detector does not change.
     assert restored == 2
@@ -107,7 +108,7 @@ def test_a_damaged_checkpoint_means_a_cold_start_with_a_log_line(
     (tmp_path / ".pipelines.ckpt.999.tmp").write_bytes(b"half a write")
     config, second = build()
     with caplog.at_level(logging.INFO):
-        assert Checkpointer(config, second, tmp_path, 60).restore(set()) == 0
+        assert Checkpointer(config, second, tmp_path, 60).restore() == 0
     assert "checksum mismatch" in caplog.text
     assert "starting cold" in caplog.text
     assert not ck.path.exists()
@@ -121,7 +122,7 @@ def test_a_changed_input_of_the_asset_starts_the_asset_cold(tmp_path: Path) -> N
     Checkpointer(config, first, tmp_path, 60).write()
     changed = CONFIG.replace('name = "stroke"', 'name = "stroke"\nvalid_range = [-100.0, 100.0]')
     config, second = build(changed)
-    assert Checkpointer(config, second, tmp_path, 60).restore(set()) == 1  # force alone
+    assert Checkpointer(config, second, tmp_path, 60).restore() == 1  # force alone
     assert second.assets["press-1"].scored == 0
 
 
@@ -144,7 +145,7 @@ def test_a_checkpoint_with_a_valid_checksum_and_a_wrong_structure_is_moved_aside
     ck = Checkpointer(config, plant, tmp_path, 60)
     write_checkpoint(ck.path, tree, ck.config_hash)
     with caplog.at_level(logging.INFO):
-        assert Checkpointer(config, plant, tmp_path, 60).restore(set()) == 0, name
+        assert Checkpointer(config, plant, tmp_path, 60).restore() == 0, name
     assert why in caplog.text
     assert "starting cold" in caplog.text
     assert not ck.path.exists()
@@ -164,7 +165,7 @@ def test_a_state_that_breaks_half_way_leaves_that_signal_fresh_and_the_others_re
     write_checkpoint(ck.path, tree, ck.config_hash)
     config, second = build()
     with caplog.at_level(logging.INFO):
-        restored = Checkpointer(config, second, tmp_path, 60).restore(set())
+        restored = Checkpointer(config, second, tmp_path, 60).restore()
     assert restored == 2  # stroke and the asset
     assert "press-1/force: saved state refused" in caplog.text
     fresh = Plant(config.pipeline).signals["press-1/force"].get_state()
@@ -184,5 +185,5 @@ def test_a_checkpoint_that_inflates_past_the_bound_is_refused_without_inflating_
                                "pad": np.zeros(8 * 1024 * 1024)}, ck.config_hash)
     assert ck.path.stat().st_size < 500_000
     monkeypatch.setattr(state_module, "MAX_BLOB_INFLATED", 1024 * 1024)
-    assert Checkpointer(config, plant, tmp_path, 60).restore(set()) == 0
+    assert Checkpointer(config, plant, tmp_path, 60).restore() == 0
     assert len(list(tmp_path.glob("pipelines.ckpt.*.bad"))) == 1

@@ -132,7 +132,7 @@ def test_kill_9_then_restart_continues_exactly_from_the_checkpoint(
     (tmp_path / "ref").mkdir()
     (tmp_path / "ref" / FILE_NAME).write_bytes(saved)
     # The three signals, and press-1's asset detector (its two signals were discovered).
-    assert Checkpointer(cfg, reference, tmp_path / "ref", 60).restore(set()) == len(SIGNALS) + 1
+    assert Checkpointer(cfg, reference, tmp_path / "ref", 60).restore() == len(SIGNALS) + 1
     second_part = part(2)
     for sid, x in second_part.items():
         reference.signals[sid].process(x)
@@ -202,5 +202,5 @@ def test_fifty_kills_during_checkpoint_writes_never_leave_a_broken_checkpoint(
     # What a kill leaves behind is a temporary, which the next start removes.
     cfg = parse_agent_config(agent_config(1883, path.parent))
     plant = Plant(cfg.pipeline)
-    Checkpointer(cfg, plant, path.parent, 60).restore(set())
+    Checkpointer(cfg, plant, path.parent, 60).restore()
     assert not [p for p in os.listdir(path.parent) if p.endswith(".tmp")]

@@ -85,6 +85,7 @@ class Agent:
             self.queue,
             on_change=self._alarm_changed,
             on_state=self._state_changed,
+            admission=self.ingest.admitted,
         )
         directory = config.state.resolved()
         self.checkpoints = (Checkpointer(config, self.plant, directory,

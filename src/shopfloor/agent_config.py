@@ -88,6 +88,9 @@ class AgentSettings:
     queue_size: int = 10_000
     drop_policy: str = "drop_oldest"  # or "drop_newest"
     max_signals: int = 1_000
+    # A full signal table evicts a signal silent this long (seconds) to admit a new one; one
+    # that never produced a valid sample goes first (see shopfloor.admission).
+    evict_idle_after: float = 3600.0
     batch_max: int = 5_000
     # After the first message of a batch, wait this long for more: a batch then holds many
     # samples per signal, and the fixed cost of a pipeline call (tens of µs) is paid per batch,
@@ -231,6 +234,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "reconnect_max_delay": (0.1, 86400),
     "queue_size": (10, 10_000_000),
     "max_signals": (1, 1_000_000),
+    "evict_idle_after": (1, 365 * 86400),
     "batch_max": (1, 10_000_000),
     "asset_signals": (0, 256),
     "shutdown_timeout": (0.1, 3600),

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig
 from shopfloor.config import SignalSpec
 from shopfloor.pipeline import AssetPipeline, Plant, SignalPipeline
@@ -85,7 +86,7 @@ class Checkpointer:
         ).hexdigest()[:16]
         self._next = time.monotonic() + interval
 
-    def restore(self, admit: set[str]) -> int:
+    def restore(self, admit: Admission | None = None) -> int:
         """Load the checkpoint if there is a usable one; returns the pipelines restored.
 
         ``admit`` (the ingest's admitted signals) gains the restored run-time signals.
@@ -126,14 +127,22 @@ class Checkpointer:
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.header["created"])))
         return restored
 
-    def _restore_signal(self, sid: str, saved: dict[str, Any], admit: set[str]) -> int:
+    def _restore_signal(self, sid: str, saved: dict[str, Any], admit: Admission | None
+                        ) -> int:
         pipe = self.plant.signals.get(sid)
         if pipe is None:
             index = saved.get("subscription", -1)
             if not 0 <= index < len(self.config.subscriptions):
                 log.info("signal %s: no longer configured; its state is dropped", sid)
                 return 0
-            if len(admit) >= self.config.agent.max_signals:
+            state = saved.get("state")
+            if not (isinstance(state, dict) and isinstance(state.get("scored"), int)
+                    and state["scored"] > 0):
+                # Junk from a topic flood: it never produced a valid sample, and restoring it
+                # would fill the signal table again at every start.
+                log.info("signal %s: never produced a valid sample; not restored", sid)
+                return 0
+            if admit is not None and len(admit) >= self.config.agent.max_signals:
                 log.warning("signal %s: over agent.max_signals; its state is dropped", sid)
                 return 0
             asset, name = sid.split("/", 1)
@@ -154,7 +163,8 @@ class Checkpointer:
             # A refusal half-way leaves a half-restored pipeline: replace it with a fresh one.
             self.plant.signals[sid] = SignalPipeline(pipe.spec, pipe.subscription)
             return 0
-        admit.add(sid)
+        if admit is not None and sid not in admit:
+            admit.add(sid, proven=True)
         return 1
 
     def _asset_hash(self, name: str) -> str:

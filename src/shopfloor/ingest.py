@@ -14,6 +14,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig, AgentSettings, Subscription
 from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
 from shopfloor.config import NAME_PATTERN
@@ -219,8 +220,11 @@ class Ingest:
         self.aliases = SparkplugAliases()
         self.received = 0
         self.rejected: Counter[str] = Counter()
-        # Signals admitted so far (bounded by max_signals): only this thread adds to it.
-        self.admitted: set[str] = {s.id for s in config.pipeline.signals}
+        # Signals with a pipeline (bounded by max_signals; a full table evicts the unproven
+        # and the long silent): only this thread admits.
+        a = config.agent
+        self.admitted = Admission((s.id for s in config.pipeline.signals), a.max_signals,
+                                  a.evict_idle_after)
         self.closed = False
         self.deferred = 0  # messages left with the broker while shutting down
         self._routes: dict[str, tuple[int, dict[str, str]]] = {}  # topic -> (subscription, fields)
@@ -302,12 +306,10 @@ class Ingest:
                              "digits, '_', '.' or '-'")
                 continue
             signal = f"{asset}/{name}"
-            if signal not in self.admitted:
-                if len(self.admitted) >= self.config.agent.max_signals:
-                    self._reject("signal_cap", topic, f"agent.max_signals = "
-                                 f"{self.config.agent.max_signals} signals are known already")
-                    continue
-                self.admitted.add(signal)
+            if not self.admitted.admit(signal):
+                self._reject("signal_cap", topic, f"agent.max_signals = "
+                             f"{self.config.agent.max_signals} signals are known, all active")
+                continue
             if receipt is not None:
                 receipt.hold()
             self.queue.put(Item(signal, index, labels, reading.data, arrival, receipt))

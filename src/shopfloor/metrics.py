@@ -112,9 +112,21 @@ class AgentCollector(Collector):
             "Messages refused before any pipeline, by reason.",
             labels=["reason"],
         )
-        for reason, count in sorted(a.ingest.rejected.items()):
+        reasons = dict(a.ingest.rejected)
+        if a.worker.evicted_items:  # queued, then its signal was evicted before scoring
+            reasons["evicted"] = a.worker.evicted_items
+        for reason, count in sorted(reasons.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        evicted = CounterMetricFamily(
+            "shopfloor_signals_evicted",
+            "Signals evicted from the full signal table to admit a new one, by reason "
+            "(never_valid: no valid sample yet; idle: silent for agent.evict_idle_after).",
+            labels=["reason"],
+        )
+        for reason, count in a.ingest.admitted.evictions.items():
+            evicted.add_metric([reason], count)
+        yield evicted
         dropped = CounterMetricFamily(
             "shopfloor_messages_dropped",
             "Decoded messages dropped because the queue was full, by the bound it reached "

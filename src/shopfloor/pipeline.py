@@ -205,17 +205,31 @@ class Plant:
             raise ValueError(f"signal {spec.id} exists already")
         pipe = SignalPipeline(spec, subscription)
         self.signals[spec.id] = pipe
-        if asset_stage is not None and spec.asset not in self._configured_assets:
-            members = [p for p in self.signals.values()
-                       if p.spec.asset == spec.asset and p.subscription >= 0][:asset_signals]
-            names = tuple(p.spec.name for p in members)
-            current = self.assets.get(spec.asset)
-            if len(members) >= 2 and (current is None or current.spec.signals != names):
-                asset = AssetSpec(spec.asset, names, asset_stage)
-                self.assets[spec.asset] = AssetPipeline(asset, tuple(
-                    p.feature_names.index(asset.frame_feature) if p.frames else 0
-                    for p in members))
+        self._regroup(spec.asset, asset_stage, asset_signals)
         return pipe
+
+    def remove_signal(self, sid: str, asset_stage: StageSpec | None = None,
+                      asset_signals: int = 0) -> None:
+        """Drop the pipeline of a signal discovered at run time (evicted from a full table);
+        its asset's detector is rebuilt without it, or dropped below two members."""
+        pipe = self.signals.pop(sid)
+        self._regroup(pipe.spec.asset, asset_stage, asset_signals)
+
+    def _regroup(self, name: str, asset_stage: StageSpec | None, asset_signals: int) -> None:
+        # The asset detector of discovered signals: its first asset_signals members.
+        if asset_stage is None or name in self._configured_assets:
+            return
+        members = [p for p in self.signals.values()
+                   if p.spec.asset == name and p.subscription >= 0][:asset_signals]
+        names = tuple(p.spec.name for p in members)
+        current = self.assets.get(name)
+        if len(members) < 2:
+            self.assets.pop(name, None)
+        elif current is None or current.spec.signals != names:
+            asset = AssetSpec(name, names, asset_stage)
+            self.assets[name] = AssetPipeline(asset, tuple(
+                p.feature_names.index(asset.frame_feature) if p.frames else 0
+                for p in members))
 
     def asset_row(self, asset: str, batches: dict[str, SignalBatch]) -> NDArray[np.float64]:
         """The asset detector's input rows from its signals' batches of equal length.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig
 from shopfloor.codecs import Frame, Samples
 from shopfloor.detect.alarm import AlarmState
@@ -102,10 +103,14 @@ class Worker:
         queue: BoundedQueue,
         on_change: Callable[[AlarmChange], None] | None = None,
         on_state: Callable[[SignalStatus], None] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.config = config
         self.plant = plant
         self.queue = queue
+        # The ingest's signal table: which signals may have a pipeline (None: all).
+        self.admission = admission
+        self.evicted_items = 0  # items of signals evicted between their arrival and scoring
         self.on_change = on_change or (lambda change: None)
         self.on_state = on_state or (lambda status: None)
         self.status: dict[str, SignalStatus] = {}
@@ -162,9 +167,13 @@ class Worker:
         groups: dict[str, list[Item]] = {}
         for item in items:
             groups.setdefault(item.signal, []).append(item)
+        self._drop_evicted()
         accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for sid, group in groups.items():
             pipe = self._pipeline(sid, group[0])
+            if pipe is None:
+                self.evicted_items += len(group)
+                continue
             status = self.status[sid]
             status.messages += len(group)
             samples = [i.data for i in group if isinstance(i.data, Samples)]
@@ -203,6 +212,8 @@ class Worker:
                         column = batch.features[ok, self._asset_column(pipe)]
                         accepted.setdefault(sid, []).append((times[ok], column))
                         self._beat()
+            if self.admission is not None and any(len(t) for t, _ in accepted.get(sid, ())):
+                self.admission.prove(sid)  # a valid sample: no longer first to be evicted
             status.last_arrival = group[-1].arrival
             now = time.time()
             lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
@@ -239,9 +250,20 @@ class Worker:
         keep = ~(duplicate | late)
         return times[keep], values[keep]
 
-    def _pipeline(self, sid: str, first: Item) -> SignalPipeline:
+    def _drop_evicted(self) -> None:
+        if self.admission is None:
+            return
+        for sid in self.admission.take_evicted():
+            if sid in self.plant.signals:
+                self.plant.remove_signal(sid, self.config.asset_stage,
+                                         self.config.agent.asset_signals)
+            self.status.pop(sid, None)
+
+    def _pipeline(self, sid: str, first: Item) -> SignalPipeline | None:
         pipe = self.plant.signals.get(sid)
         if pipe is None:
+            if self.admission is not None and sid not in self.admission:
+                return None  # evicted after it was queued: a pipeline now would pass the cap
             asset, name = sid.split("/", 1)
             spec = self.config.subscriptions[first.subscription].signal_spec(asset, name)
             pipe = self.plant.add_signal(spec, first.subscription, self.config.asset_stage,
