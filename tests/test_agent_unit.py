@@ -542,3 +542,27 @@ def test_a_redelivered_frame_is_counted_once() -> None:
     assert pipe.scored == 3
     assert pipe.rejected["duplicate"] == 1
     assert pipe.rejected["out_of_order"] == 1
+
+
+def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ingest, worker, _, _ = run()
+    for t in range(3):
+        ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
+    work(worker)
+    broken = worker.plant.signals["press-5/force"]
+
+    def fail(*args: object) -> None:
+        raise FloatingPointError("a value no check foresaw")
+
+    monkeypatch.setattr(broken, "process", fail)
+    for t in range(3, 6):  # one batch: the broken signal's messages between the others'
+        ingest.on_message("plant/s/l/press-6/force", encode_json_scalar(T0 + t, 1.0), T0)
+        ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
+        ingest.on_message("plant/s/l/press-7/force", encode_json_scalar(T0 + t, 1.0), T0)
+    assert work(worker) == 1
+    assert worker.signal_errors == 1
+    assert worker.plant.signals["press-6/force"].scored == 3
+    assert worker.plant.signals["press-7/force"].scored == 3
+    assert worker.processed == 12

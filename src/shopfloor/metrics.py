@@ -183,9 +183,10 @@ class AgentCollector(Collector):
             ckfail.add_metric([], a.checkpoints.failed)
             yield ckfail
         errors = CounterMetricFamily(
-            "shopfloor_worker_errors", "Batches the worker failed on (logged)."
+            "shopfloor_worker_errors", "Batches, or one signal's part of one, the worker failed on "
+            "(logged; the rest goes on)."
         )
-        errors.add_metric([], a.worker_errors)
+        errors.add_metric([], a.worker_errors + a.worker.signal_errors)
         yield errors
         checkpoint = a.last_checkpoint
         if checkpoint is not None:

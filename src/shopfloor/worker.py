@@ -9,6 +9,7 @@ signals' accepted samples (signals missing at that time hold their last value).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -23,10 +24,14 @@ from shopfloor.codecs import Frame, Samples
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.diagnosis import DEFECTS, ZONES
 from shopfloor.ingest import BoundedQueue, Item, finish
+from shopfloor.logs import RateLimitedLog
 from shopfloor.monitor import MonitorBatch
 from shopfloor.pipeline import AssetPipeline, Plant, SignalBatch, SignalPipeline
 
 __all__ = ["Abandoned", "AlarmChange", "AssetStatus", "SignalStatus", "Worker"]
+
+
+log = logging.getLogger("shopfloor.worker")
 
 
 class Abandoned(Exception):
@@ -111,6 +116,8 @@ class Worker:
         # The ingest's signal table: which signals may have a pipeline (None: all).
         self.admission = admission
         self.evicted_items = 0  # items of signals evicted between their arrival and scoring
+        self.signal_errors = 0  # signal groups whose scoring raised (logged; the batch goes on)
+        self._errors = RateLimitedLog(log)
         self.on_change = on_change or (lambda change: None)
         self.on_state = on_state or (lambda status: None)
         self.status: dict[str, SignalStatus] = {}
@@ -170,57 +177,74 @@ class Worker:
         self._drop_evicted()
         accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for sid, group in groups.items():
-            pipe = self._pipeline(sid, group[0])
-            if pipe is None:
-                self.evicted_items += len(group)
-                continue
-            status = self.status[sid]
-            status.messages += len(group)
-            samples = [i.data for i in group if isinstance(i.data, Samples)]
-            frames = [i.data for i in group if isinstance(i.data, Frame)]
-            wrong = len(frames) if pipe.frames is None else len(samples)
-            if wrong:  # a static scalar signal fed frames on some topic, or the reverse
-                pipe.rejected["kind_mismatch"] += wrong
-            if pipe.frames is None and samples:
-                all_times, all_values = self._in_order(
-                    pipe, status, np.concatenate([s.timestamps for s in samples]),
-                    np.concatenate([s.values for s in samples]))
-                for part in _chunks(len(all_values), CHUNK_SAMPLES):
-                    times, values = all_times[part], all_values[part]
-                    batch = pipe.process(values, times)
-                    self._report(pipe, status, batch, times, None)
-                    ok = batch.reason == 0
-                    accepted.setdefault(sid, []).append((times[ok], values[ok]))
-                    self._beat()
-            elif pipe.frames is not None:
-                rate = pipe.frames.sample_rate
-                stamps = np.array([f.timestamp for f in frames])
-                # A frame is its own identity: the same time twice is a redelivery.
-                keep = self._in_order(pipe, status, stamps, np.arange(len(frames)))[1]
-                frames = [frames[int(i)] for i in keep]
-                for whole in _frame_runs(frames):
-                    if any(f.sample_rate != rate for f in whole):
-                        pipe.rejected["sample_rate_mismatch"] += len(whole)
-                        continue
-                    per_chunk = max(1, CHUNK_SAMPLES // len(whole[0].samples))
-                    for part in _chunks(len(whole), per_chunk):
-                        run = whole[part]
-                        times = np.array([f.timestamp for f in run])
-                        batch = pipe.process(np.vstack([f.samples for f in run]), times)
-                        self._report(pipe, status, batch, times, pipe.feature_names)
-                        ok = batch.reason == 0
-                        column = batch.features[ok, self._asset_column(pipe)]
-                        accepted.setdefault(sid, []).append((times[ok], column))
-                        self._beat()
-            if self.admission is not None and any(len(t) for t, _ in accepted.get(sid, ())):
-                self.admission.prove(sid)  # a valid sample: no longer first to be evicted
-            status.last_arrival = group[-1].arrival
-            now = time.time()
-            lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
+            try:
+                self._signal(sid, group, accepted, lags)
+            except Abandoned:
+                raise
+            except Exception:
+                # One signal's failure (a bug, a value no check foresaw) must not cost the
+                # other signals of the batch: a bad valid_range once lost 116 of 200 frames.
+                self.signal_errors += 1
+                accepted.pop(sid, None)
+                self._errors.log(logging.ERROR, sid, "signal %s: scoring failed; its %d "
+                                 "message(s) of this batch are skipped", sid, len(group),
+                                 exc_info=True)
         self._assets(accepted)
         self.processed += len(items)
         self.batches += 1
         self.on_batch(time.perf_counter() - started, lags)
+
+    def _signal(self, sid: str, group: list[Item],
+                accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]], lags: list[float]
+                ) -> None:
+        """Score one signal's items of the batch; its accepted samples go to ``accepted``."""
+        pipe = self._pipeline(sid, group[0])
+        if pipe is None:
+            self.evicted_items += len(group)
+            return
+        status = self.status[sid]
+        status.messages += len(group)
+        samples = [i.data for i in group if isinstance(i.data, Samples)]
+        frames = [i.data for i in group if isinstance(i.data, Frame)]
+        wrong = len(frames) if pipe.frames is None else len(samples)
+        if wrong:  # a static scalar signal fed frames on some topic, or the reverse
+            pipe.rejected["kind_mismatch"] += wrong
+        if pipe.frames is None and samples:
+            all_times, all_values = self._in_order(
+                pipe, status, np.concatenate([s.timestamps for s in samples]),
+                np.concatenate([s.values for s in samples]))
+            for part in _chunks(len(all_values), CHUNK_SAMPLES):
+                times, values = all_times[part], all_values[part]
+                batch = pipe.process(values, times)
+                self._report(pipe, status, batch, times, None)
+                ok = batch.reason == 0
+                accepted.setdefault(sid, []).append((times[ok], values[ok]))
+                self._beat()
+        elif pipe.frames is not None:
+            rate = pipe.frames.sample_rate
+            stamps = np.array([f.timestamp for f in frames])
+            # A frame is its own identity: the same time twice is a redelivery.
+            keep = self._in_order(pipe, status, stamps, np.arange(len(frames)))[1]
+            frames = [frames[int(i)] for i in keep]
+            for whole in _frame_runs(frames):
+                if any(f.sample_rate != rate for f in whole):
+                    pipe.rejected["sample_rate_mismatch"] += len(whole)
+                    continue
+                per_chunk = max(1, CHUNK_SAMPLES // len(whole[0].samples))
+                for part in _chunks(len(whole), per_chunk):
+                    run = whole[part]
+                    times = np.array([f.timestamp for f in run])
+                    batch = pipe.process(np.vstack([f.samples for f in run]), times)
+                    self._report(pipe, status, batch, times, pipe.feature_names)
+                    ok = batch.reason == 0
+                    column = batch.features[ok, self._asset_column(pipe)]
+                    accepted.setdefault(sid, []).append((times[ok], column))
+                    self._beat()
+        if self.admission is not None and any(len(t) for t, _ in accepted.get(sid, ())):
+            self.admission.prove(sid)  # a valid sample: no longer first to be evicted
+        status.last_arrival = group[-1].arrival
+        now = time.time()
+        lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
 
     @staticmethod
     def _in_order(pipe: SignalPipeline, status: SignalStatus, times: np.ndarray,
