@@ -16,7 +16,7 @@ from shopfloor.codecs import Limits, Rejected, decode, encode_json_scalar
 from shopfloor.pipeline import Plant
 from shopfloor.sparkplug import DataType, SparkplugAliases, encode_data, encode_dbirth
 from shopfloor.worker import Worker
-from test_agent_unit import T0, make_config, make_ingest
+from test_agent_unit import SL, T0, make_config, make_ingest
 
 
 class Clock:
@@ -86,15 +86,15 @@ def test_junk_topics_cannot_keep_a_real_signal_out_and_are_not_restored(tmp_path
     assert ingest.rejected["signal_cap"] == 981
     clock.now += GRACE
     publish("plant/s/l/press-1/force", 100.0, n=30)
-    assert "press-1/force" in plant.signals
-    assert plant.signals["press-1/force"].scored == 30
+    assert "press-1/force" + SL in plant.signals
+    assert plant.signals["press-1/force" + SL].scored == 30
     assert len(plant.signals) <= 20
     assert ingest.admitted.evictions["never_valid"] == 1
     # An hour later press-1 has been silent as long as the junk, but junk leaves first.
     clock.now += 3600
     publish("plant/s/l/press-2/force", 5.0, n=3)
-    assert "press-2/force" in plant.signals
-    assert "press-1/force" in plant.signals
+    assert "press-2/force" + SL in plant.signals
+    assert "press-1/force" + SL in plant.signals
     assert ingest.admitted.evictions == {"never_valid": 2, "idle": 0}
     # A checkpoint of this table: a restart restores the real signals, not the junk.
     checkpoints = Checkpointer(config, plant, tmp_path, 60)
@@ -102,8 +102,8 @@ def test_junk_topics_cannot_keep_a_real_signal_out_and_are_not_restored(tmp_path
     table = Admission((), 20, 3600)
     fresh = Plant(config.pipeline)
     Checkpointer(config, fresh, tmp_path, 60).restore(table)
-    assert set(table) == {"press-1/force", "press-2/force"}
-    assert set(fresh.signals) == {"press-1/force", "press-2/force"}
+    assert set(table) == {"press-1/force" + SL, "press-2/force" + SL}
+    assert set(fresh.signals) == {"press-1/force" + SL, "press-2/force" + SL}
 
 
 def test_a_restored_table_still_bounds_and_evicts() -> None:

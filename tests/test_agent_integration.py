@@ -531,8 +531,9 @@ def test_malformed_payloads_are_counted_by_reason_and_scoring_goes_on(
     force = agent.plant.signals["press-1/force"]
     assert force.scored == 45
     assert agent.worker.status["press-1/force"].alarms == 1
-    assert agent.plant.signals["robot-1/temperature"].scored == 2
-    assert set(agent.plant.signals) == {"press-1/force", "robot-1/temperature"}
+    robot = "robot-1/temperature{group=line1,edge=edge1}"  # a Sparkplug device's identity
+    assert agent.plant.signals[robot].scored == 2
+    assert set(agent.plant.signals) == {"press-1/force", robot}
     assert_documents_valid(watcher)
 
 

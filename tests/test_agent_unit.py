@@ -23,6 +23,7 @@ from test_events import EVENTS, FakeLink  # the schema's validator, a recording 
 
 RATE = 12_000.0
 T0 = 1_750_000_000.0
+SL = "{site=s,line=l}"  # the labels of a signal on plant/s/l/{asset}/{signal}
 
 SUBSCRIPTIONS = f"""
 [[subscriptions]]  # more specific than the next one, and listed first: it wins
@@ -125,17 +126,20 @@ def test_topics_route_to_their_subscription_with_labels_and_fixed_names() -> Non
     ingest.on_message("oven/lyon/reading", b"200", T0)
     ingest.on_message("vib/motor-1/accel", encode_frame(T0, RATE, np.ones(64)), T0)
     force, temp, oven, accel = drain(queue)
-    assert (force.signal, force.subscription) == ("press-4/force", 1)
+    # Every named level is part of the identity: line L2's press-4 is not line L3's.
+    assert (force.signal, force.subscription) == ("press-4/force{site=lyon,line=L2}", 1)
     assert force.labels == (("site", "lyon"), ("line", "L2"))
     assert isinstance(force.data, Samples)
     assert force.data.timestamps.tolist() == [T0]  # a bare number is stamped on arrival
-    assert (temp.signal, temp.subscription) == ("press-4/temperature", 0)  # the first match
-    assert (oven.signal, oven.labels) == ("oven-1/temp", (("site", "lyon"),))
+    assert (temp.signal, temp.subscription) == (  # the first match
+        "press-4/temperature{site=lyon,line=L2}", 0)
+    assert (oven.signal, oven.labels) == ("oven-1/temp{site=lyon}", (("site", "lyon"),))
     assert accel.signal == "motor-1/accel"
     assert isinstance(accel.data, Frame)
     assert accel.data.sample_rate == RATE
-    assert set(ingest.admitted) == {"press-4/force", "press-4/temperature", "oven-1/temp",
-                               "motor-1/accel"}
+    assert set(ingest.admitted) == {"press-4/force{site=lyon,line=L2}",
+                                    "press-4/temperature{site=lyon,line=L2}",
+                                    "oven-1/temp{site=lyon}", "motor-1/accel"}
     assert ingest.received == 4
     assert not ingest.rejected
 
@@ -162,8 +166,9 @@ def test_names_that_are_not_signal_names_are_counted() -> None:
                                               ("speed", 2, DataType.DOUBLE, 2.0)])
     ingest.on_message("spBv1.0/line1/DBIRTH/edge1/robot-1", birth, T0)
     assert dict(ingest.rejected) == {"bad_name": 6}
-    assert [i.signal for i in drain(queue)] == ["robot-1/speed"]
-    assert set(ingest.admitted) == {"robot-1/speed"}
+    sid = "robot-1/speed{group=line1,edge=edge1}"  # a Sparkplug device is its group's, edge's
+    assert [i.signal for i in drain(queue)] == [sid]
+    assert set(ingest.admitted) == {sid}
 
 
 def test_the_signal_cap_counts_configured_signals_and_refuses_the_rest() -> None:
@@ -180,7 +185,7 @@ def test_the_signal_cap_counts_configured_signals_and_refuses_the_rest() -> None
     ingest.on_message("plant/s/l/press-1/force", b"2", T0)
     ingest.on_message("plant/s/l/asset-99/s99", b"2", T0)
     assert ingest.rejected == {"signal_cap": 4997}
-    assert [i.signal for i in drain(queue)][-2:] == ["asset-0/s0", "press-1/force"]
+    assert [i.signal for i in drain(queue)][-2:] == [f"asset-0/s0{SL}", "press-1/force"]
 
 
 def test_a_closed_ingest_refuses_and_counts() -> None:
@@ -223,7 +228,7 @@ def test_each_malformed_payload_is_counted_by_its_reason(reason: str) -> None:
     ingest.on_message(topic, payload, T0)
     ingest.on_message(_SCALAR, b"1.0", T0)  # the next good message is unaffected
     assert dict(ingest.rejected) == {reason: 1}
-    assert [i.signal for i in drain(queue)] == ["press-1/force"]
+    assert [i.signal for i in drain(queue)] == ["press-1/force" + SL]
 
 
 # --- the worker ---------------------------------------------------------------------------
@@ -267,10 +272,10 @@ def test_interleaved_signals_are_grouped_and_each_keeps_its_order() -> None:
     assert work(worker) == 1  # one batch of 120 items
     assert worker.processed == 120
     for sid, values in series.items():
-        status = worker.status[sid]
+        status = worker.status[sid + SL]
         assert status.messages == 40
         assert status.last_time == T0 + 39
-        assert worker.plant.signals[sid].scored == 40
+        assert worker.plant.signals[sid + SL].scored == 40
         # Grouped per signal in order: the same scores as the signal's values alone.
         assert status.score == reference_scores(worker.config, sid, values)[-1]
 
@@ -496,7 +501,7 @@ def test_a_long_batch_keeps_the_heartbeat_going_and_scores_as_one_call() -> None
         ingest.on_message("plant/s/l/press-2/force", payload.encode(), T0)
     assert work(worker) == 1  # one batch of every message
     assert len(beats) >= len(values) // CHUNK_SAMPLES
-    got = worker.plant.signals["press-2/force"].get_state()
+    got = worker.plant.signals["press-2/force" + SL].get_state()
     reference = Plant(worker.config.pipeline).add_signal(
         worker.config.subscriptions[1].signal_spec("press-2", "force"))
     reference.process(values, T0 + np.arange(len(values), dtype=float))
@@ -524,7 +529,7 @@ def test_a_redelivered_sample_is_counted_once_and_an_older_one_is_dropped() -> N
     ingest.on_message(topic, encode_json_scalar(T0 + 3, 12.5), T0)  # same time, new value
     ingest.on_message(topic, encode_json_scalar(T0 + 4, 13.0), T0)
     work(worker)
-    pipe = worker.plant.signals["press-3/force"]
+    pipe = worker.plant.signals["press-3/force" + SL]
     assert pipe.scored == 5
     assert pipe.rejected["duplicate"] == 1
     assert pipe.rejected["out_of_order"] == 1
@@ -551,7 +556,7 @@ def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
     for t in range(3):
         ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
     work(worker)
-    broken = worker.plant.signals["press-5/force"]
+    broken = worker.plant.signals["press-5/force" + SL]
 
     def fail(*args: object) -> None:
         raise FloatingPointError("a value no check foresaw")
@@ -563,6 +568,6 @@ def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
         ingest.on_message("plant/s/l/press-7/force", encode_json_scalar(T0 + t, 1.0), T0)
     assert work(worker) == 1
     assert worker.signal_errors == 1
-    assert worker.plant.signals["press-6/force"].scored == 3
-    assert worker.plant.signals["press-7/force"].scored == 3
+    assert worker.plant.signals["press-6/force" + SL].scored == 3
+    assert worker.plant.signals["press-7/force" + SL].scored == 3
     assert worker.processed == 12

@@ -58,7 +58,8 @@ def test_hostile_values_are_counted_and_a_later_step_still_alarms(source: str) -
     values[700:700 + len(HOSTILE)] = HOSTILE  # and after it
     values[1200:] += 8.0
     worker, changes = feed(config, values)  # a batch that raised would raise here
-    pipe = worker.plant.signals["press-4/force"]
+    pipe = next(p for p in worker.plant.signals.values()
+                if (p.spec.asset, p.spec.name) == ("press-4", "force"))
     rejected = sum(pipe.rejected.values())
     assert rejected >= 6  # 1e300, 1.7e308 and -1e305 twice: counted, never learned
     assert set(pipe.rejected) <= {"implausible", "out_of_range"}

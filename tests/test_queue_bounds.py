@@ -174,7 +174,8 @@ def test_a_flood_of_the_issues_messages_stays_under_the_byte_bound(policy: str) 
 
     held, accounted = held_by_queue(fill)
     assert not ingest.rejected
-    cost = 320 + len("press-4/force") + 2 * 88 + 2 * 64 + 100_000 * 16  # item_cost's terms
+    sid = "press-4/force{site=lyon,line=L2}"
+    cost = 320 + len(sid) + 2 * 88 + 2 * 64 + 100_000 * 16  # item_cost's terms
     fits = bound // cost  # 10 of these 1.6 MB items
     assert fits == 10
     assert accounted == fits * cost
@@ -366,7 +367,7 @@ def test_the_worker_scores_everything_a_bounded_queue_kept() -> None:
     assert worker.processed == kept
     assert turns >= 2  # a 4 MiB queue does not go to the worker in one piece
     assert (queue.bytes, queue.samples) == (0, 0)
-    assert worker.status["press-4/force"].messages == kept
+    assert worker.status["press-4/force{site=lyon,line=L2}"].messages == kept
 
 
 # --- options and metrics ---------------------------------------------------------------------

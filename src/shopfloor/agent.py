@@ -110,6 +110,14 @@ class Agent:
     def start(self) -> None:
         """Restore checkpoints, start the worker and the connection (a broker that is down is
         retried)."""
+        missing = [n for n in self.config.label_names
+                   if f"{{{n}}}" not in self.config.events.state_topic]
+        if missing:
+            log.warning("events.state_topic %r lacks %s: signals that differ only in those "
+                        "levels share one retained state topic (their events tell them apart "
+                        "by their labels); add them to the template",
+                        self.config.events.state_topic,
+                        ", ".join(f"{{{n}}}" for n in missing))
         if self.checkpoints is not None:
             self.checkpoints.restore(self.ingest.admitted)
         else:

@@ -172,8 +172,9 @@ class Subscription:
     features: dict[str, Any]
     stage: StageSpec
 
-    def signal_spec(self, asset: str, name: str) -> SignalSpec:
-        """The spec of a signal discovered on this subscription."""
+    def signal_spec(self, asset: str, name: str, labels: tuple[tuple[str, str], ...] = ()
+                    ) -> SignalSpec:
+        """The spec of a signal discovered on this subscription, with its topic labels."""
         return SignalSpec(
             asset=asset,
             name=name,
@@ -181,7 +182,17 @@ class Subscription:
             stage=self.stage,
             valid_range=self.valid_range,
             features=self.features,
+            labels=labels,
         )
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """The template's named levels that label its signals: all but asset and signal, and
+        a Sparkplug topic's message type (DDATA, DBIRTH, ...: not part of any identity)."""
+        fields = self.template.fields
+        sparkplug_type = 2 if self.codec == "sparkplug" else -1
+        return tuple(f for i, f in enumerate(fields)
+                     if f is not None and f not in ("asset", "signal") and i != sparkplug_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +217,22 @@ class AgentConfig:
     def client_id(self) -> str:
         return self.mqtt.client_id or f"shopfloor-{socket.gethostname()}"
 
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Every label a signal may carry, in order of first appearance: the per-signal
+        metrics' extra label names (bounded by the templates, whatever the topics say)."""
+        names: dict[str, None] = {}
+        for sub in self.subscriptions:
+            names.update(dict.fromkeys(sub.label_names))
+        return tuple(names)
+
     def error(self, key: str, message: str) -> ConfigError:
         """A :class:`ConfigError` at ``key`` of this config's file."""
         return ConfigError(message, file=self.source, line=self.lines.line(key), key=key)
 
+
+# Labels of the per-signal metrics besides the topic's levels, and Prometheus' own.
+_RESERVED_LABELS = {"feature", "reason", "defect", "job", "instance", "le", "quantile"}
 
 _SUB_KEYS = {
     "topic",
@@ -621,6 +644,11 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
         )
     except ValueError as exc:
         raise parser.error(f"{key}.topic", str(exc)) from None
+    reserved = sorted({f for f in template.fields if f is not None} & _RESERVED_LABELS)
+    if reserved:
+        raise parser.error(f"{key}.topic", f"{{{reserved[0]}}} cannot name a level: the "
+                           "topic's named levels label the signal's metrics, and that label "
+                           "is taken; rename it")
     kind = t.get("kind", "frame" if codec == "frame" else "scalar")
     if (codec == "frame") != (kind == "frame"):
         raise parser.error(f"{key}.kind", "the frame codec carries frame signals, and only it")

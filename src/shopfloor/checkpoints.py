@@ -58,12 +58,22 @@ def malformed(tree: Any) -> str | None:
             index = entry.get("subscription", -1)
             if isinstance(index, bool) or not isinstance(index, int):
                 return f"{where}: subscription is {index!r}, not an index"
+            labels = entry.get("labels", [])
+            if not (isinstance(labels, list) and all(
+                    isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                    for p in labels)):
+                return f"{where}: labels are not a list of [name, value] pairs"
     return None
 
 
 def spec_hash(spec: Any) -> str:
     """A stable hash of a (frozen dataclass) spec: what must match for state to be reused."""
-    text = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    fields = dataclasses.asdict(spec)
+    if not fields.get("labels", True):
+        # Specs without labels hash as they did before labels existed: checkpoints written
+        # before signals were told apart by their topic's levels stay usable.
+        del fields["labels"]
+    text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -85,6 +95,7 @@ class Checkpointer:
                        + [spec_hash(s) for s in config.subscriptions], sort_keys=True).encode()
         ).hexdigest()[:16]
         self._next = time.monotonic() + interval
+        self._legacy: dict[str, dict[str, Any]] = {}  # old unlabelled entries, by asset/name
 
     def restore(self, admit: Admission | None = None) -> int:
         """Load the checkpoint if there is a usable one; returns the pipelines restored.
@@ -135,6 +146,15 @@ class Checkpointer:
             if not 0 <= index < len(self.config.subscriptions):
                 log.info("signal %s: no longer configured; its state is dropped", sid)
                 return 0
+            labels = tuple((str(k), str(v)) for k, v in saved.get("labels", []))
+            if not labels and self.config.subscriptions[index].label_names:
+                # Written before a signal's identity had its topic's other levels: which line
+                # it was is unknown. The first signal of that asset and name to come takes it.
+                self._legacy[sid] = saved
+                self.plant.adopt = self._adopt_legacy
+                log.info("signal %s: saved without its topic labels; the first signal of "
+                         "that asset and name to arrive takes its state", sid)
+                return 0
             state = saved.get("state")
             if not (isinstance(state, dict) and isinstance(state.get("scored"), int)
                     and state["scored"] > 0):
@@ -145,8 +165,8 @@ class Checkpointer:
             if admit is not None and len(admit) >= self.config.agent.max_signals:
                 log.warning("signal %s: over agent.max_signals; its state is dropped", sid)
                 return 0
-            asset, name = sid.split("/", 1)
-            spec: SignalSpec = self.config.subscriptions[index].signal_spec(asset, name)
+            asset, name = sid.split("{", 1)[0].split("/", 1)
+            spec: SignalSpec = self.config.subscriptions[index].signal_spec(asset, name, labels)
             if saved.get("spec") != spec_hash(spec):
                 log.info("signal %s: configuration changed since the checkpoint; starting cold",
                          sid)
@@ -167,11 +187,26 @@ class Checkpointer:
             admit.add(sid, proven=True)
         return 1
 
+    def _adopt_legacy(self, pipe: SignalPipeline) -> SignalPipeline:
+        """A new labelled signal, with the state its asset and name had in an old checkpoint."""
+        saved = self._legacy.pop(f"{pipe.spec.asset}/{pipe.spec.name}", None)
+        if saved is None or saved.get("spec") != spec_hash(
+                dataclasses.replace(pipe.spec, labels=())):
+            return pipe
+        try:
+            pipe.set_state(saved["state"])
+        except Exception as exc:  # as a refused restore: cold, and the rest goes on
+            log.warning("signal %s: saved state refused (%s); starting cold", pipe.spec.id, exc)
+            return SignalPipeline(pipe.spec, pipe.subscription)
+        log.info("signal %s: took the state saved for %s/%s", pipe.spec.id, pipe.spec.asset,
+                 pipe.spec.name)
+        return pipe
+
     def _asset_hash(self, name: str) -> str:
         # The asset's inputs are its members' values (or one frame feature), so what matters is
         # its own spec and how those inputs are made - not the members' detectors.
         pipe = self.plant.assets[name]
-        members = [self.plant.signals[f"{name}/{s}"].spec for s in pipe.spec.signals]
+        members = [self.plant.signals[pipe.spec.member(s)].spec for s in pipe.spec.signals]
         inputs = [[m.kind, dict(m.features), m.valid_range] for m in members]
         return hashlib.sha256(f"{spec_hash(pipe.spec)}{json.dumps(inputs, default=str)}"
                               .encode()).hexdigest()[:16]
@@ -185,7 +220,7 @@ class Checkpointer:
         tree = {
             "signals": {
                 sid: {"spec": spec_hash(p.spec), "subscription": p.subscription,
-                      "state": p.get_state()}
+                      "state": p.get_state(), "labels": [list(kv) for kv in p.spec.labels]}
                 for sid, p in self.plant.signals.items()
             },
             "assets": {name: {"spec": self._asset_hash(name), "state": p.get_state()}

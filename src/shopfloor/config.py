@@ -51,9 +51,11 @@ __all__ = [
     "PipelineConfig",
     "SignalSpec",
     "StageSpec",
+    "asset_id",
     "config_from_dict",
     "load_config",
     "parse_config",
+    "signal_id",
 ]
 
 # Names end up in MQTT topics, metric labels and CSV headers: keep them to a safe alphabet.
@@ -115,11 +117,31 @@ class SignalSpec:
     column: str | None = None  # CSV column in replay; defaults to the name
     valid_range: tuple[float, float] | None = None
     features: Mapping[str, Any] = field(default_factory=dict)
+    # The topic's other named levels ((name, value), in template order): a signal discovered
+    # on plant/{site}/{line}/{asset}/{signal} is one per site and line. Empty for [[signals]].
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def id(self) -> str:
-        """``asset/name``: unique within a configuration."""
-        return f"{self.asset}/{self.name}"
+        """``asset/name``, with its labels if any: unique within an agent."""
+        return signal_id(self.asset, self.name, self.labels)
+
+
+def signal_id(asset: str, name: str, labels: tuple[tuple[str, str], ...] = ()) -> str:
+    """A signal's identity: ``asset/name``, or ``asset/name{site=s1,line=l2}`` when its topic
+    has other named levels. Keying on asset and name alone merged line 2's station-1/torque
+    into line 1's model without a word."""
+    return f"{asset}/{name}{_braced(labels)}"
+
+
+def asset_id(asset: str, labels: tuple[tuple[str, str], ...] = ()) -> str:
+    """An asset's identity, as :func:`signal_id` for its signals."""
+    return f"{asset}{_braced(labels)}"
+
+
+def _braced(labels: tuple[tuple[str, str], ...]) -> str:
+    # Label names are template field names; a value is one topic level (no '/').
+    return "{" + ",".join(f"{k}={v}" for k, v in labels) + "}" if labels else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +152,15 @@ class AssetSpec:
     signals: tuple[str, ...]  # signal names within the asset, in column order
     stage: StageSpec
     frame_feature: str = "rms"  # which feature of a frame signal enters the asset vector
+    labels: tuple[tuple[str, str], ...] = ()  # a discovered asset's topic labels
+
+    @property
+    def id(self) -> str:
+        return asset_id(self.name, self.labels)
+
+    def member(self, signal: str) -> str:
+        """The id of the member signal named ``signal``."""
+        return signal_id(self.name, signal, self.labels)
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,8 +318,9 @@ class EventSink:
         self.failed = 0
         self.states_published = 0
         self.states_failed = 0
-        self._raised: dict[tuple[str, str | None], str] = {}  # open alarm -> its severity
-        self._states: dict[tuple[str, str | None], str] = {}  # last state published
+        # Keyed by the signal's whole identity: asset, signal and its topic labels.
+        self._raised: dict[tuple[str, str | None, str], str] = {}  # open alarm -> severity
+        self._states: dict[tuple[str, str | None, str], str] = {}  # last state published
         self._errors = RateLimitedLog(log)
 
     def _values(self, asset: str, signal: str | None,
@@ -330,7 +331,7 @@ class EventSink:
     def alarm(self, event: AlarmLike) -> bool:
         """Publish one raised, cleared or adopted alarm; False (counted, logged) if it cannot
         be sent."""
-        key = (event.asset, event.signal)
+        key = (event.asset, event.signal, _label_key(event.labels))
         try:
             # An adoption ends the alarm as a clear does: it repeats the raise's severity.
             level = self._raised.get(key) if event.kind != "raised" else None
@@ -363,7 +364,7 @@ class EventSink:
         call, since the state is remembered only once published.
         """
         name = state_name.name.lower() if isinstance(state_name, Enum) else state_name
-        key = (asset, signal)
+        key = (asset, signal, _label_key(labels or {}))
         if self._states.get(key) == name:
             return False
         try:
@@ -383,3 +384,7 @@ class EventSink:
         self.states_published += 1
         return True
 
+
+
+def _label_key(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig, AgentSettings, Subscription
 from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
-from shopfloor.config import NAME_PATTERN
+from shopfloor.config import NAME_PATTERN, signal_id
 from shopfloor.logs import RateLimitedLog
 from shopfloor.mqtt import Receipt
 from shopfloor.sparkplug import MESSAGE_TYPES, SparkplugAliases
@@ -305,7 +305,11 @@ class Ingest:
                 self._reject("bad_name", topic, "asset and signal names are 1-64 letters, "
                              "digits, '_', '.' or '-'")
                 continue
+            # A configured signal is one machine's, whatever line it is heard on; a discovered
+            # one is known by every named level of its topic.
             signal = f"{asset}/{name}"
+            if signal not in self.admitted.configured:
+                signal = signal_id(asset, name, labels)
             if not self.admitted.admit(signal):
                 self._reject("signal_cap", topic, f"agent.max_signals = "
                              f"{self.config.agent.max_signals} signals are known, all active")

@@ -209,7 +209,10 @@ class AgentCollector(Collector):
         yield info
 
     def _signals(self, now: float) -> Iterator[object]:
-        labels = ["asset", "signal"]
+        # The topic's other named levels too (site, line, ...): two lines' station-1/torque
+        # are two signals. Bounded: the names come from the templates, not from the topics.
+        names = self.agent.config.label_names
+        labels = ["asset", "signal", *names]
         fam: dict[str, Any] = {
             "score": GaugeMetricFamily(
                 "shopfloor_signal_score",
@@ -283,7 +286,7 @@ class AgentCollector(Collector):
         for sid, status in list(self.agent.worker.status.items()):
             if now - status.last_arrival > self.stale_after:
                 continue  # silent: its series go away; the model stays for when it returns
-            lv = [status.asset, status.name]
+            lv = [status.asset, status.name, *(status.labels.get(n, "") for n in names)]
             if math.isfinite(status.score):
                 fam["score"].add_metric(lv, status.score)
             if not math.isnan(status.threshold):
@@ -313,42 +316,45 @@ class AgentCollector(Collector):
         yield from fam.values()
 
     def _assets(self) -> Iterator[object]:
+        names = self.agent.config.label_names
+        asset_labels = ["asset", *names]
         score = GaugeMetricFamily(
-            "shopfloor_asset_score", "Latest asset-level score.", labels=["asset"]
+            "shopfloor_asset_score", "Latest asset-level score.", labels=asset_labels
         )
         active = GaugeMetricFamily(
             "shopfloor_asset_alarm_active",
             "1 while the asset-level alarm is raised.",
-            labels=["asset"],
+            labels=asset_labels,
         )
         likelihood = GaugeMetricFamily(
             "shopfloor_asset_likelihood",
             "Anomaly likelihood of the latest asset-level score, 0 to 1.",
-            labels=["asset"],
+            labels=asset_labels,
         )
         raised = CounterMetricFamily(
-            "shopfloor_asset_alarms_raised", "Asset-level alarms raised.", labels=["asset"]
+            "shopfloor_asset_alarms_raised", "Asset-level alarms raised.", labels=asset_labels
         )
         adopted = CounterMetricFamily(
             "shopfloor_asset_baselines_adopted",
             "Asset-level alarms that ended by adopting the shifted level as the new baseline.",
-            labels=["asset"],
+            labels=asset_labels,
         )
         top = InfoMetricFamily(
             "shopfloor_asset_alarm_top_signal",
             "The signal that contributed most to the asset's last alarm.",
-            labels=["asset"],
+            labels=asset_labels,
         )
-        for name, status in list(self.agent.worker.asset_status.items()):
+        for status in list(self.agent.worker.asset_status.values()):
+            lv = [status.asset, *(status.labels.get(n, "") for n in names)]
             if math.isfinite(status.score):
-                score.add_metric([name], status.score)
+                score.add_metric(lv, status.score)
             if math.isfinite(status.likelihood):
-                likelihood.add_metric([name], status.likelihood)
-            active.add_metric([name], float(status.state == AlarmState.ACTIVE))
-            raised.add_metric([name], status.alarms)
-            adopted.add_metric([name], status.adopted)
+                likelihood.add_metric(lv, status.likelihood)
+            active.add_metric(lv, float(status.state == AlarmState.ACTIVE))
+            raised.add_metric(lv, status.alarms)
+            adopted.add_metric(lv, status.adopted)
             if status.top is not None:
-                top.add_metric([name], {"signal": status.top})
+                top.add_metric(lv, {"signal": status.top})
         yield from (score, likelihood, active, raised, adopted, top)
 
 

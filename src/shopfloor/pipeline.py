@@ -9,13 +9,13 @@ pipelines of one configuration, with one state for checkpoints.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec, StageSpec
+from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec, StageSpec, asset_id
 from shopfloor.detect.base import State
 from shopfloor.detect.gate import Reject, SampleGate
 from shopfloor.diagnosis import DiagnosisBatch, FrameDiagnosis, split_frame_options
@@ -176,18 +176,20 @@ class Plant:
         self.config = config
         self.signals = {s.id: SignalPipeline(s) for s in config.signals}
         self._configured_assets = {s.asset for s in config.signals}
+        # Gives a new run-time signal saved state (checkpoints of older versions set it).
+        self.adopt: Callable[[SignalPipeline], SignalPipeline] = lambda pipe: pipe
         self.assets: dict[str, AssetPipeline] = {}
         for a in config.assets:
             columns = []
             for name in a.signals:
-                sp = self.signals[f"{a.name}/{name}"]
+                sp = self.signals[a.member(name)]
                 if a.frame_feature not in sp.feature_names and sp.frames is not None:
                     raise ValueError(
                         f"asset {a.name}: frame_feature {a.frame_feature!r} is not a "
                         f"feature of {sp.spec.id}; it has {', '.join(sp.feature_names)}"
                     )
                 columns.append(sp.feature_names.index(a.frame_feature) if sp.frames else 0)
-            self.assets[a.name] = AssetPipeline(a, tuple(columns))
+            self.assets[a.id] = AssetPipeline(a, tuple(columns))
 
     def add_signal(self, spec: SignalSpec, subscription: int = -1,
                    asset_stage: StageSpec | None = None, asset_signals: int = 0
@@ -203,9 +205,9 @@ class Plant:
         """
         if spec.id in self.signals:
             raise ValueError(f"signal {spec.id} exists already")
-        pipe = SignalPipeline(spec, subscription)
+        pipe = self.adopt(SignalPipeline(spec, subscription))
         self.signals[spec.id] = pipe
-        self._regroup(spec.asset, asset_stage, asset_signals)
+        self._regroup(spec.asset, spec.labels, asset_stage, asset_signals)
         return pipe
 
     def remove_signal(self, sid: str, asset_stage: StageSpec | None = None,
@@ -213,21 +215,24 @@ class Plant:
         """Drop the pipeline of a signal discovered at run time (evicted from a full table);
         its asset's detector is rebuilt without it, or dropped below two members."""
         pipe = self.signals.pop(sid)
-        self._regroup(pipe.spec.asset, asset_stage, asset_signals)
+        self._regroup(pipe.spec.asset, pipe.spec.labels, asset_stage, asset_signals)
 
-    def _regroup(self, name: str, asset_stage: StageSpec | None, asset_signals: int) -> None:
-        # The asset detector of discovered signals: its first asset_signals members.
+    def _regroup(self, name: str, labels: tuple[tuple[str, str], ...],
+                 asset_stage: StageSpec | None, asset_signals: int) -> None:
+        # The asset detector of discovered signals: its first asset_signals members (of the
+        # same asset on the same line: labels are part of an asset's identity too).
         if asset_stage is None or name in self._configured_assets:
             return
-        members = [p for p in self.signals.values()
-                   if p.spec.asset == name and p.subscription >= 0][:asset_signals]
+        members = [p for p in self.signals.values() if p.spec.asset == name
+                   and p.spec.labels == labels and p.subscription >= 0][:asset_signals]
         names = tuple(p.spec.name for p in members)
-        current = self.assets.get(name)
+        key = asset_id(name, labels)
+        current = self.assets.get(key)
         if len(members) < 2:
-            self.assets.pop(name, None)
+            self.assets.pop(key, None)
         elif current is None or current.spec.signals != names:
-            asset = AssetSpec(name, names, asset_stage)
-            self.assets[name] = AssetPipeline(asset, tuple(
+            asset = AssetSpec(name, names, asset_stage, labels=labels)
+            self.assets[key] = AssetPipeline(asset, tuple(
                 p.feature_names.index(asset.frame_feature) if p.frames else 0
                 for p in members))
 
@@ -239,7 +244,7 @@ class Plant:
         pipe = self.assets[asset]
         parts = []
         for name, col in zip(pipe.spec.signals, pipe.columns, strict=True):
-            b = batches[f"{asset}/{name}"]
+            b = batches[pipe.spec.member(name)]
             values = b.features[:, col].copy()
             values[b.reason != 0] = np.nan
             parts.append(values)

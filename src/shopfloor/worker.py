@@ -67,6 +67,8 @@ class SignalStatus:
 class AssetStatus:
     """The asset-level detector's latest word."""
 
+    asset: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # a discovered asset's topic labels
     score: float = math.nan
     state: AlarmState = AlarmState.WARMING_UP
     alarms: int = 0
@@ -288,8 +290,9 @@ class Worker:
         if pipe is None:
             if self.admission is not None and sid not in self.admission:
                 return None  # evicted after it was queued: a pipeline now would pass the cap
-            asset, name = sid.split("/", 1)
-            spec = self.config.subscriptions[first.subscription].signal_spec(asset, name)
+            asset, name = sid.split("{", 1)[0].split("/", 1)  # names hold no '{' or '/'
+            spec = self.config.subscriptions[first.subscription].signal_spec(
+                asset, name, first.labels)
             pipe = self.plant.add_signal(spec, first.subscription, self.config.asset_stage,
                                          self.config.agent.asset_signals)
         if sid not in self.status:
@@ -298,7 +301,8 @@ class Worker:
 
     def _asset_column(self, pipe: SignalPipeline) -> int:
         for a in self.plant.assets.values():
-            if a.spec.name == pipe.spec.asset and pipe.spec.name in a.spec.signals:
+            if (a.spec.name, a.spec.labels) == (pipe.spec.asset, pipe.spec.labels) and \
+                    pipe.spec.name in a.spec.signals:
                 return a.columns[a.spec.signals.index(pipe.spec.name)]
         return 0
 
@@ -378,7 +382,7 @@ class Worker:
 
     def _assets(self, accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:
         for name, pipe in self.plant.assets.items():
-            members = [f"{name}/{s}" for s in pipe.spec.signals]
+            members = [pipe.spec.member(s) for s in pipe.spec.signals]
             parts = {
                 m: (
                     np.concatenate([t for t, _ in accepted[m]]),
@@ -403,7 +407,10 @@ class Worker:
                     ) -> None:
         batch = pipe.process(rows, stamps)
         r, rows = batch.result, batch.rows  # rows as scored, held values filled in
-        status = self.asset_status.setdefault(name, AssetStatus())
+        status = self.asset_status.get(name)
+        if status is None:
+            status = self.asset_status[name] = AssetStatus(pipe.spec.name,
+                                                           dict(pipe.spec.labels))
         scored = np.flatnonzero(np.isfinite(r.score))
         if scored.size:
             status.score = float(r.score[scored[-1]])
@@ -421,9 +428,9 @@ class Worker:
                 AlarmChange(
                     kind=kind,
                     scope="asset",
-                    asset=name,
+                    asset=pipe.spec.name,
                     signal=None,
-                    labels={},
+                    labels=status.labels,
                     ts=float(stamps[i]),
                     score=float(r.score[i]),
                     threshold=float(r.threshold[i]),
