@@ -117,7 +117,11 @@ def test_empty_cells_are_counted_not_fatal(tmp_path: Path) -> None:
         ("t,a\n1,2\n", ["--exclude", "label"], "d.csv:1: excluded column 'label' not found"),
         ("t,a\n1,2\n2,x\n", [], "d.csv:3: column 'a': 'x' is not a number"),
         ("t,a\n1,2\n2,3,4\n", [], "d.csv:3: expected 2 fields, found 3"),
-        ("t,a\n2,2\n1,3\n", [], "d.csv:3: t: time '1' is earlier than the row before"),
+        (
+            "t,a\n2,2\n1,3\n",
+            ["--time-order", "stop"],
+            "d.csv:3: t: time '1' is earlier than the row before",
+        ),
         ("t,a\nyesterday,2\n", [], "d.csv:2: t: cannot read time 'yesterday'"),
         ("", [], "d.csv:1: the file is empty"),
         ("t,a\n1,2\n", ["--signal-column", "label"], "d.csv:1: signal column 'label' not found"),

@@ -50,8 +50,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--out", required=True, help="scores CSV to write ('-' for standard output)")
     rp.add_argument("--plot", help="also draw signals, score, threshold and alarms to this PNG")
-    rp.add_argument("--separator", help="field separator (default: sniffed from the header)")
-    rp.add_argument("--time-column", help="name of the time column (default: the first column)")
+    rp.add_argument(
+        "--separator",
+        help="field separator, one character or 'tab' (default: sniffed from the header: "
+        "',', ';' or tab)",
+    )
+    rp.add_argument(
+        "--decimal",
+        choices=[".", ","],
+        default=".",
+        metavar="MARK",
+        help="decimal mark of the numbers: '.' (default) or ','; with ',' a '.' in a number is "
+        "an error",
+    )
+    rp.add_argument(
+        "--time-column",
+        help="name of the time column (default: the first column, after an unnamed row index)",
+    )
+    rp.add_argument(
+        "--time-format",
+        metavar="FORMAT",
+        help="how the time column is written: a strptime format such as '%%d/%%m/%%Y %%H:%%M:%%S' "
+        "(UTC unless it has %%z), or s, ms, us or ns for numbers in that unit (default: ISO 8601, "
+        "2004.02.12.10.32.39, 2004/02/12 10:32:39, or epoch numbers, the unit told by their size)",
+    )
+    rp.add_argument(
+        "--time-order",
+        choices=["reject", "sort", "stop"],
+        default="reject",
+        help="a row whose time is earlier than a row before it: reject skips it and counts it "
+        "(default), sort sorts all rows by time first (reads the whole file into memory), "
+        "stop ends the replay with an error naming its line",
+    )
     rp.add_argument(
         "--exclude",
         action="append",
@@ -141,6 +171,9 @@ def _replay(args: argparse.Namespace) -> int:
     options = ReplayOptions(
         separator=args.separator,
         time_column=args.time_column,
+        time_format=args.time_format,
+        decimal=args.decimal,
+        time_order=args.time_order,
         exclude=tuple(args.exclude),
         asset=args.asset,
         signal_columns=tuple(args.signal_column),

@@ -3,37 +3,29 @@
 The CSV has a time column and numeric columns. Without a config every numeric column becomes a
 signal of one asset, with the default detectors and the asset-level detector over all of them.
 Rows are processed in chunks through the same :class:`~shopfloor.pipeline.Plant` the agent runs,
-with the time column as the samples' signal times, so memory stays bounded and the scores are
-what the live agent would have produced.
+with the time column as the samples' signal times, so memory stays bounded (unless the rows
+must be sorted by time first: ``time_order="sort"``) and the scores are what the live agent
+would have produced.
 
-Label columns. Data sets that come with ground truth (SKAB's ``anomaly`` and ``changepoint``)
-carry it in columns beside the sensors; scored as signals they would leak the answer into the
-detection. Without a config, a column is *label-like*, and not a signal, when
-
-- its name is one of :data:`LABEL_NAMES` (ignoring case), or
-- every non-empty cell of it in the first chunk of rows (:data:`CHUNK_ROWS`, or the whole file
-  when shorter) is 0 or 1: the decision is made before the first row is scored, so a column
-  that holds only 0 and 1 in those rows is left out even if other values come later.
-
-``ReplayOptions.signal_columns`` (``--signal-column``) scores such a column as a signal all the
-same (a valve's open/closed state is a real 0/1 signal). With a config, the config's columns are
-the signals, whatever their names.
+Which columns are label-like (left out of the signals, with a notice), which one is the truth,
+and which signal columns deserve a warning is :mod:`shopfloor.csvcolumns`'s; reading the file
+(separator, decimal mark, time formats and time order, an unnamed index column) is
+:mod:`shopfloor.csvread`'s and :mod:`shopfloor.csvtime`'s.
 
 How well it did. The first column named like one of :data:`TRUTH_NAMES` whose first-chunk cells
-are all 0 or 1 is the truth: the replay's ``anomaly`` output is scored against it row by row
-(:mod:`shopfloor.scoring`: F1, FAR, MAR) over the rows after the warm-up. An empty truth cell
-leaves its row out of the count.
+are all 0 or 1 is the truth (:func:`~shopfloor.csvcolumns.truth_column`): the replay's
+``anomaly`` output is scored against it row by row (:mod:`shopfloor.scoring`: F1, FAR, MAR) over
+the rows after the warm-up. An empty truth cell leaves its row out of the count.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,6 +33,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shopfloor.config import PipelineConfig, config_from_dict
+from shopfloor.csvcolumns import (
+    LABEL_NAMES,
+    TRUTH_NAMES,
+    label_columns,
+    label_notice,
+    quote_names,
+    suspicious_columns,
+    truth_column,
+    truth_values,
+)
+from shopfloor.csvread import Table, open_table, row_chunks, values
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.errors import InputError
 from shopfloor.monitor import MonitorBatch
@@ -59,26 +62,23 @@ __all__ = [
 
 CHUNK_ROWS = 65_536
 
-#: Column names (compared in lower case) that hold labels, not measurements: SKAB's
-#: ``anomaly`` and ``changepoint``, and the usual names of a ground-truth column elsewhere.
-LABEL_NAMES: tuple[str, ...] = (
-    "anomaly", "anomalies", "is_anomaly", "label", "labels", "target", "fault",
-    "changepoint", "changepoints",
-)
-#: Label names that mark every anomalous row, in order of preference for the point-wise report.
-#: A changepoint column marks only the rows where a fault starts or ends, so it is no truth.
-TRUTH_NAMES: tuple[str, ...] = tuple(n for n in LABEL_NAMES if not n.startswith("changepoint"))
-
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
     """How to read the CSV."""
 
     separator: str | None = None  # None: sniff ',' ';' or tab from the header
-    time_column: str | None = None  # None: the first column
+    time_column: str | None = None  # None: the first column (after an unnamed row index)
+    # A strptime format, or a unit (s, ms, us, ns) for numbers; None: recognised formats and
+    # epoch numbers with the unit told by their size (shopfloor.csvtime).
+    time_format: str | None = None
+    decimal: str = "."  # the numbers' decimal mark: '.' or ','
+    # A row earlier than a row before it: "reject" skips and counts it, "sort" sorts the file
+    # by time first, "stop" is an error (shopfloor.csvread).
+    time_order: str = "reject"
     exclude: tuple[str, ...] = ()  # columns that are not signals (labels, ids)
     asset: str = "asset"  # asset name for the default config
-    # Label-like columns (see the module docstring) to score as signals all the same; only
+    # Label-like columns (shopfloor.csvcolumns) to score as signals all the same; only
     # without a config, which names its columns itself.
     signal_columns: tuple[str, ...] = ()
     # Training rows: the default config's alarm warm-up, and the first row the point-wise
@@ -100,58 +100,24 @@ class ReplaySummary:
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)
     anomaly_rows: int = 0
     label_columns: tuple[str, ...] = ()  # left out of the signals as label-like
+    suspicious_columns: tuple[str, ...] = ()  # scored, with a warning (see the module docstring)
+    out_of_order: int = 0  # rows earlier than a row before them: skipped, or sorted
     truth_column: str | None = None  # what ``points`` is scored against
     report_from: int = 0  # the first row (0-based, header not counted) ``points`` counts
     points: Confusion | None = None  # ``anomaly`` against ``truth_column``, None without one
 
 
-@dataclass(slots=True)
-class _Table:
-    path: str
-    header: list[str]
-    time_index: int
-    columns: dict[str, int]  # signal column name -> index
-    reader: Iterator[list[str]]
-    delimiter: str
-
-
-def read_table(path: str | Path, options: ReplayOptions, handle: IO[str]) -> _Table:
+def read_table(path: str | Path, options: ReplayOptions, handle: IO[str]) -> Table:
     """Open the CSV's header and decide which columns are signals."""
-    name = str(path)
-    first = handle.readline()
-    if not first:
-        raise InputError("the file is empty; expected a header row", file=name, line=1)
-    delimiter = options.separator or max((",", ";", "\t"), key=first.count)
-    header = next(csv.reader([first], delimiter=delimiter))
-    header = [h.strip() for h in header]
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
-        raise InputError(f"column {dup!r} appears twice in the header", file=name, line=1)
-    if options.time_column is None:
-        time_index = 0
-    elif options.time_column in header:
-        time_index = header.index(options.time_column)
-    else:
-        raise InputError(
-            f"time column {options.time_column!r} not found; the header has: {', '.join(header)}",
-            file=name,
-            line=1,
-        )
-    for what, named in (("excluded", options.exclude), ("signal", options.signal_columns)):
-        for col in named:
-            if col not in header:
-                raise InputError(
-                    f"{what} column {col!r} not found; the header has: {', '.join(header)}",
-                    file=name,
-                    line=1,
-                )
-    for col in options.signal_columns:
-        if col in options.exclude or header.index(col) == time_index:
-            what = "excluded" if col in options.exclude else "the time column"
-            raise InputError(f"column {col!r} cannot be a signal: it is {what}", file=name, line=1)
-    columns = {h: i for i, h in enumerate(header) if i != time_index and h not in options.exclude}
-    return _Table(
-        name, header, time_index, columns, csv.reader(handle, delimiter=delimiter), delimiter
+    return open_table(
+        str(path),
+        handle,
+        separator=options.separator,
+        decimal=options.decimal,
+        time_column=options.time_column,
+        time_format=options.time_format,
+        exclude=options.exclude,
+        signal_columns=options.signal_columns,
     )
 
 
@@ -186,11 +152,12 @@ def replay(
     plot_rows: list[Any] | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> ReplaySummary:
-    """Replay ``data`` through the pipeline, writing one scored row per input row to ``out``.
+    """Replay ``data`` through the pipeline, writing one scored row per input row to ``out``
+    (but for rows skipped as out of time order, ``options.time_order="reject"``).
 
     ``plot_rows``, when given, collects per-chunk arrays for :mod:`shopfloor.plot`. ``notify``
-    receives notices for the user (label-like columns left out, a truth column that cannot be
-    scored) before the first row is scored.
+    receives notices for the user (columns left out or suspicious, a truth column that cannot
+    be scored) before the first row is scored, and rows out of time order at the end.
     """
     options = options or ReplayOptions()
     if config is not None and options.signal_columns:
@@ -201,21 +168,27 @@ def replay(
         )
     path = Path(data)
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would
+        # otherwise become part of the first column's name.
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     with handle:
         table = read_table(path, options, handle)
-        chunks = _row_chunks(table)
+        chunks = row_chunks(table, CHUNK_ROWS, options.time_order)
         first = next(chunks, None)  # label columns are decided from it, before any scoring
         summary = ReplaySummary()
+        if notify is not None:
+            for notice in table.notices:
+                notify(f"warning: {notice}")
+        by_config = config is not None
         if config is None:
-            labels = _label_columns(table, first, options.signal_columns)
+            labels = label_columns(table, first, options.signal_columns)
             signal_columns = [c for c in table.columns if c not in labels]
             if not signal_columns:
                 raise InputError(
                     "no signal columns: "
-                    + (f"{_quote(labels)} look like labels; --signal-column NAME scores one"
+                    + (f"{quote_names(labels)} look like labels; --signal-column NAME scores one"
                        if labels else "every column but the time column is excluded"),
                     file=table.path,
                     line=1,
@@ -223,7 +196,12 @@ def replay(
             config = default_config(signal_columns, options.asset, options.warmup)
             summary.label_columns = tuple(labels)
             if labels and notify is not None:
-                notify(_label_notice(labels))
+                notify(label_notice(labels))
+            suspicious = suspicious_columns(table, first, signal_columns, options.signal_columns)
+            summary.suspicious_columns = tuple(suspicious)
+            if notify is not None:
+                for notice in suspicious.values():
+                    notify(f"warning: {notice}")
         for s in config.signals:
             col = s.column or s.name
             if s.kind != "scalar":
@@ -241,7 +219,7 @@ def replay(
         plant = Plant(config)
         writer = _Writer(out, plant)
         summary.signals = tuple(plant.signals)
-        truth = _truth_column(table, first, notify)
+        truth = truth_column(table, first, notify)
         if truth is not None:
             summary.truth_column = table.header[truth]
             summary.points = Confusion(0, 0, 0, 0)
@@ -251,13 +229,15 @@ def replay(
                                          (p.monitor for p in plant.assets.values()))
             )
         wanted = {s.id: table.columns[s.column or s.name] for s in config.signals}
+        remedies = {s.id: _text_remedy(table.header[idx], s.id, by_config)
+                    for s, idx in zip(config.signals, wanted.values(), strict=True)}
         for rows in itertools.chain([first] if first is not None else [], chunks):
-            values = {sid: _column(rows, idx, table) for sid, idx in wanted.items()}
+            columns = {sid: values(rows, idx, table, remedies[sid]) for sid, idx in wanted.items()}
             # The times drive the alarm's lifecycle (adapt_after, gap_reset) in signal time.
-            batches, assets = plant.process(values, rows.times)
+            batches, assets = plant.process(columns, rows.times)
             anomaly = writer.write(rows.raw_times, batches, assets)
             if truth is not None and summary.points is not None:
-                true = _truth_values(rows, truth, table, notify)
+                true = truth_values(rows, truth, table, notify)
                 if true is None:  # a value other than 0 or 1: no report rather than a wrong one
                     summary.points = None
                 else:
@@ -267,179 +247,34 @@ def replay(
             summary.rows += len(rows.times)
             summary.anomaly_rows += int(anomaly.sum())
             if plot_rows is not None:
-                plot_rows.append((rows.times, values, writer.last_assets, anomaly))
+                plot_rows.append((rows.times, columns, writer.last_assets, anomaly))
         for sid, pipe in plant.signals.items():
             summary.rejected[sid] = dict(pipe.rejected)
         summary.alarms_raised = writer.raised
         summary.adopted = writer.adopted
+        summary.out_of_order = table.out_of_order
+        if table.first_out_of_order is not None and notify is not None:
+            notify(_order_notice(table, options.time_order))
     return summary
 
 
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    """One chunk of rows with the right number of fields and parsed, sorted times."""
-
-    lines: list[int]  # each row's line in the file, for error messages
-    raw_times: list[str]
-    times: NDArray[np.float64]
-    cells: list[list[str]]
+def _text_remedy(column: str, signal: str, by_config: bool) -> str:
+    if by_config:
+        return f"a column of text cannot be a signal: take signal {signal} out of the config"
+    return f"a column of text cannot be a signal: --exclude {shlex.quote(column)} leaves it out"
 
 
-def _row_chunks(table: _Table) -> Iterator[_Rows]:
-    ncol = len(table.header)
-    line = 1
-    previous = -math.inf
-    while True:
-        lines: list[int] = []
-        raw_times: list[str] = []
-        times: list[float] = []
-        cells: list[list[str]] = []
-        for row in table.reader:
-            line += 1
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if len(row) != ncol:
-                raise InputError(
-                    f"expected {ncol} fields, found {len(row)}", file=table.path, line=line
-                )
-            stamp = row[table.time_index].strip()
-            t = _parse_time(stamp, table, line)
-            if t < previous:
-                raise InputError(
-                    f"time {stamp!r} is earlier than the row before; rows must be sorted by time",
-                    file=table.path,
-                    line=line,
-                    key=table.header[table.time_index],
-                )
-            previous = t
-            lines.append(line)
-            raw_times.append(stamp)
-            times.append(t)
-            cells.append(row)
-            if len(times) == CHUNK_ROWS:
-                break
-        if not times:
-            return
-        yield _Rows(lines, raw_times, np.array(times), cells)
-
-
-def _column(rows: _Rows, idx: int, table: _Table) -> NDArray[np.float64]:
-    return np.array(
-        [_parse_value(row[idx], table, line, idx) for row, line in zip(rows.cells, rows.lines,
-                                                                          strict=True)],
-        dtype=np.float64,
-    )
-
-
-def _zero_one(rows: _Rows | None, idx: int) -> bool:
-    """Whether every non-empty cell of column ``idx`` is 0 or 1, and there is one at least."""
-    if rows is None:
-        return False
-    distinct = {row[idx].strip() for row in rows.cells} - {""}
-    try:
-        return bool(distinct) and all(float(v) in (0.0, 1.0) for v in distinct)
-    except ValueError:
-        return False  # text: not a label of ours (and an error later if it is a signal)
-
-
-def _label_columns(table: _Table, first: _Rows | None, keep: Sequence[str]) -> dict[str, str]:
-    """Candidate signal columns that look like labels, each with the reason why."""
-    out: dict[str, str] = {}
-    for name, idx in table.columns.items():
-        if name in keep:
-            continue
-        if name.lower() in LABEL_NAMES:
-            out[name] = "named like a label"
-        elif _zero_one(first, idx):
-            out[name] = "only 0 and 1 in the first rows"
-    return out
-
-
-def _label_notice(labels: dict[str, str]) -> str:
-    reasons = "; ".join(
-        f"{_quote([c for c in labels if labels[c] == why])} ({why})"
-        for why in dict.fromkeys(labels.values())
-    )
-    return (f"label-like columns left out of the signals: {reasons}; "
-            "--signal-column NAME scores one as a signal anyway")
-
-
-def _quote(names: Sequence[str] | dict[str, str]) -> str:
-    return ", ".join(repr(n) for n in names)
-
-
-def _truth_column(
-    table: _Table, first: _Rows | None, notify: Callable[[str], None] | None
-) -> int | None:
-    """Index of the column the point-wise report scores against, or None."""
-    by_name = {h.lower(): i for i, h in reversed(list(enumerate(table.header)))}
-    candidates = [by_name[n] for n in TRUTH_NAMES if n in by_name and
-                  by_name[n] != table.time_index]
-    for idx in candidates:
-        if _zero_one(first, idx):
-            return idx
-    if candidates and first is not None and notify is not None:
-        names = _quote([table.header[i] for i in candidates])
-        notify(f"no F1 report: label column {names} holds values other than 0 and 1"
-               if len(candidates) == 1 else
-               f"no F1 report: label columns {names} hold values other than 0 and 1")
-    return None
-
-
-def _truth_values(
-    rows: _Rows, idx: int, table: _Table, notify: Callable[[str], None] | None
-) -> NDArray[np.float64] | None:
-    """The truth column's 0/1 values (NaN where empty); None at a value other than 0 or 1."""
-    out = np.full(len(rows.cells), np.nan)
-    for i, row in enumerate(rows.cells):
-        cell = row[idx].strip()
-        if not cell:
-            continue
-        try:
-            v = float(cell)
-        except ValueError:
-            v = math.nan
-        if v not in (0.0, 1.0):
-            if notify is not None:
-                notify(f"no F1 report: {table.path}:{rows.lines[i]}: column "
-                       f"{table.header[idx]!r} holds {cell!r}, not 0 or 1")
-            return None
-        out[i] = v
-    return out
-
-
-def _parse_time(text: str, table: _Table, line: int) -> float:
-    try:
-        return float(text)  # seconds (epoch or relative)
-    except ValueError:
-        pass
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(
-            f"cannot read time {text!r}; expected ISO 8601 (2024-05-01 12:00:00) or seconds",
-            file=table.path,
-            line=line,
-            key=table.header[table.time_index],
-        ) from None
-    # A stamp without a zone is taken as UTC, never local time: local clocks repeat an hour
-    # when daylight saving ends, which would make a sorted file look unsorted.
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
-
-
-def _parse_value(text: str, table: _Table, line: int, idx: int) -> float:
-    s = text.strip()
-    if not s:
-        return math.nan  # an empty cell is a dropout: counted by the gate, not an error
-    try:
-        return float(s)
-    except ValueError:
-        raise InputError(
-            f"{s!r} is not a number",
-            file=table.path,
-            line=line,
-            key=f"column {table.header[idx]!r}",
-        ) from None
+def _order_notice(table: Table, time_order: str) -> str:
+    assert table.first_out_of_order is not None
+    line, stamp = table.first_out_of_order
+    n = table.out_of_order
+    rows = "1 row" if n == 1 else f"{n} rows"
+    where = f"(the first at line {line}: {stamp!r})"
+    if time_order == "sort":
+        return f"{rows} out of time order {where}, sorted by time (--time-order sort)"
+    return (f"warning: {rows} skipped: time earlier than a row before {where}; "
+            "--time-order sort sorts the rows by time instead, --time-order stop stops at the "
+            "first")
 
 
 class _Writer:
