@@ -572,3 +572,21 @@ def test_a_batch_rate_that_makes_times_infinite_is_refused() -> None:
     assert isinstance(out, Rejected)
     assert out.reason == "wrong_type"
     assert "rate" in out.detail
+
+
+@pytest.mark.parametrize("key", ["ts", "timestamp", "time"])
+@pytest.mark.parametrize("when", [1767225600, 1767225600000, "2026-01-01T00:00:00Z"])
+def test_a_gateways_time_key_is_the_samples_time_not_the_arrival(key: str, when: object) -> None:
+    # {"timestamp": ..., "value": ...} was silently stamped with the arrival time.
+    limits = Limits()
+    for payload in ({key: when, "value": 1.5}, {key: when, "values": [1.0, 2.0], "rate": 1.0},
+                    [{key: when, "value": 1.5}]):
+        out = decode("json", json.dumps(payload).encode(), 1.0, limits)
+        assert not isinstance(out, Rejected), out
+        assert out[0].data.timestamps[0] == 1767225600.0  # type: ignore[union-attr]
+
+
+def test_two_time_keys_in_one_object_are_refused() -> None:
+    out = decode("json", b'{"ts": 1, "time": 2, "value": 1}', 5.0, Limits())
+    assert isinstance(out, Rejected)
+    assert out.reason == "wrong_type"

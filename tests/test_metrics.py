@@ -209,3 +209,16 @@ def test_mqtt_fault_counters_are_exported() -> None:
     assert get("shopfloor_mqtt_subscribe_failures_total") == 2.0
     assert get("shopfloor_mqtt_callback_errors_total") == 1.0
     assert get("shopfloor_sparkplug_births_evicted_total") == 0.0
+
+
+def test_samples_stamped_ahead_of_the_clock_count_as_no_lag_and_show_the_skew(
+    agent: Agent,
+) -> None:
+    # A publisher 120 s ahead made shopfloor_lag_seconds negative (sum -2.5e6 in the demo).
+    feed(agent, "press-2/force", np.full(30, 10.0), time.time() + 120)
+    assert wait_until(lambda: agent.worker.processed >= 1)
+    samples = {s.name: s.value for f in text_string_to_metric_families(scrape(agent))
+               for s in f.samples}
+    assert samples["shopfloor_lag_seconds_sum"] >= 0.0
+    assert samples["shopfloor_clock_ahead_samples_total"] == 1  # one message, measured
+    assert 140 < samples["shopfloor_clock_ahead_seconds"] <= 150  # its latest: +120 +29

@@ -16,8 +16,10 @@ JSON (codec ``"json"``, UTF-8)
 ``[{"ts": T0, "value": v0}, {"ts": T1, "value": v1}, ...]``
     A list of records, kept in the order given.
 
-``T`` is epoch seconds (above 1e11 read as milliseconds, 1e14 microseconds, 1e17 nanoseconds)
-or an ISO 8601 string (without a zone it is UTC); times before 1970 are ``wrong_type``. Values
+The time may also go by ``timestamp`` or ``time`` (gateways' names; two of them in one object
+are ``wrong_type``). ``T`` is epoch seconds (above 1e11 read as milliseconds, 1e14
+microseconds, 1e17 nanoseconds) or an ISO 8601 string (without a zone it is UTC); times before
+1970 are ``wrong_type``. Values
 are JSON numbers: ``true``/``false``, strings and ``null`` are ``wrong_type``; ``NaN``,
 ``Infinity`` and numbers that overflow a float64 are ``non_finite``. Other keys (a unit, a
 quality flag) are ignored; an object with both ``value`` and ``values`` is ``wrong_type``.
@@ -287,7 +289,7 @@ def _decode_json(payload: bytes, arrival: float, limits: Limits) -> Decoded:
         if "value" in doc:
             if "values" in doc:
                 raise _RejectError("wrong_type", 'both "value" and "values" given')
-            ts = _timestamp(doc["ts"]) if "ts" in doc else arrival
+            ts = _time_of(doc, arrival)
             value = _number(doc["value"], "value")
             return [Reading(None, Samples(np.array([ts]), np.array([value])))]
         if "values" in doc:
@@ -311,6 +313,19 @@ def _number(value: object, what: str) -> float:
         except OverflowError:
             raise _RejectError("non_finite", f"{what} overflows a float64") from None
     raise _RejectError("wrong_type", f"{what} is {type(value).__name__}, expected a number")
+
+
+#: Keys a sample's time goes by, as gateways name it (Node-RED and Telegraf say "timestamp" or
+#: "time"): ``{"timestamp": T, "value": v}`` was silently stamped on arrival.
+TIME_KEYS = ("ts", "timestamp", "time")
+
+
+def _time_of(doc: dict[str, Any], arrival: float) -> float:
+    """The time a JSON object gives under one of :data:`TIME_KEYS`, else ``arrival``."""
+    found = [k for k in TIME_KEYS if k in doc]
+    if len(found) > 1:
+        raise _RejectError("wrong_type", f"times under both {found[0]!r} and {found[1]!r}")
+    return _timestamp(doc[found[0]]) if found else arrival
 
 
 def _timestamp(ts: object) -> float:
@@ -372,7 +387,7 @@ def _batch(doc: dict[str, Any], arrival: float, limits: Limits) -> Samples:
     if not rate >= MIN_BATCH_RATE:
         # A rate of 5e-324 made the second sample's time infinite.
         raise _RejectError("wrong_type", f"rate {rate!r} must be >= {MIN_BATCH_RATE:g} Hz")
-    start = _timestamp(doc["ts"]) if "ts" in doc else arrival
+    start = _time_of(doc, arrival)
     timestamps = start + np.arange(array.size, dtype=np.float64) / rate
     return Samples(timestamps, array)
 
@@ -389,7 +404,7 @@ def _records(doc: list[Any], arrival: float, limits: Limits) -> Samples:
     for i, record in enumerate(doc):
         if type(record) is not dict or "value" not in record:
             raise _RejectError("wrong_type", f'record {i} is not an object with "value"')
-        timestamps[i] = _timestamp(record["ts"]) if "ts" in record else arrival
+        timestamps[i] = _time_of(record, arrival)
         values[i] = _number(record["value"], f"record {i} value")
     return Samples(timestamps, values)
 

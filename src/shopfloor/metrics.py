@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -77,9 +77,26 @@ class AgentMetrics:
         )
         self.lag = Histogram(
             "shopfloor_lag_seconds",
-            "From a sample's own timestamp to the moment it was scored (clock skew included).",
+            "From a sample's own timestamp to the moment it was scored (a sample stamped "
+            "ahead of the agent's clock counts as 0: see shopfloor_clock_ahead_*).",
             registry=registry,
             buckets=LAG_BUCKETS,
+        )
+        # A publisher whose clock runs ahead made lags negative (a sum of -2.5e6 s in the
+        # demo), which broke the lag panels and alert: such samples are counted, and how far
+        # ahead is a gauge of its own.
+        self.ahead = Counter(
+            "shopfloor_clock_ahead_samples",
+            "Messages whose latest sample was stamped later than the agent's clock when scored "
+            "(publisher clock skew), of those whose lag is measured: up to 64 per signal and "
+            "batch.",
+            registry=registry,
+        )
+        self.ahead_seconds = Gauge(
+            "shopfloor_clock_ahead_seconds",
+            "How far ahead of the agent's clock the latest batch's samples were stamped, at "
+            "most (0: none ahead). Check NTP on the publishers when it stays above a second.",
+            registry=registry,
         )
         registry.register(AgentCollector(agent, stale_after))
         if process:
@@ -88,8 +105,17 @@ class AgentMetrics:
     def observe_batch(self, duration: float, lags: list[float]) -> None:
         """Called by the worker once per batch."""
         self.processing.observe(duration)
+        ahead = 0.0
+        count = 0
         for lag in lags:
+            if lag < 0.0:
+                ahead = max(ahead, -lag)
+                count += 1
+                lag = 0.0
             self.lag.observe(lag)
+        if count:
+            self.ahead.inc(count)
+        self.ahead_seconds.set(ahead)
 
 
 class AgentCollector(Collector):
