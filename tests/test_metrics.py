@@ -222,3 +222,23 @@ def test_samples_stamped_ahead_of_the_clock_count_as_no_lag_and_show_the_skew(
     assert samples["shopfloor_lag_seconds_sum"] >= 0.0
     assert samples["shopfloor_clock_ahead_samples_total"] == 1  # one message, measured
     assert 140 < samples["shopfloor_clock_ahead_seconds"] <= 150  # its latest: +120 +29
+
+
+def test_a_signals_unit_from_the_config_is_exported_for_the_dashboards(
+    mosquitto: Mosquitto,
+) -> None:
+    extra = 'unit = "N.m"\nunits = { temp = "degC" }'
+    text = config_text(mosquitto.port).replace(
+        'topic = "plant/{asset}/{signal}"\n', f'topic = "plant/{{asset}}/{{signal}}"\n{extra}\n')
+    agent = Agent(parse_agent_config(text), CollectorRegistry())
+    agent.start()
+    try:
+        for name in ("torque", "temp"):
+            agent.ingest.on_message(f"plant/press-1/{name}", b"1.0", time.time())
+        assert wait_until(lambda: agent.worker.processed >= 2)
+        info = {s.labels["signal"]: s.labels["unit"]
+                for f in text_string_to_metric_families(scrape(agent)) for s in f.samples
+                if s.name == "shopfloor_signal_info"}
+    finally:
+        agent.stop()
+    assert info == {"torque": "N.m", "temp": "degC"}

@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,8 @@ class Subscription:
     valid_range: tuple[float, float] | None
     features: dict[str, Any]
     stage: StageSpec
+    unit: str = ""  # of every signal of the subscription ...
+    units: Mapping[str, str] = field(default_factory=dict)  # ... unless named here
 
     def signal_spec(self, asset: str, name: str, labels: tuple[tuple[str, str], ...] = ()
                     ) -> SignalSpec:
@@ -183,6 +186,7 @@ class Subscription:
             valid_range=self.valid_range,
             features=self.features,
             labels=labels,
+            unit=self.units.get(name, self.unit),
         )
 
     @property
@@ -243,6 +247,8 @@ _SUB_KEYS = {
     "kind",
     "valid_range",
     "features",
+    "unit",
+    "units",
     "detector",
     "threshold",
     "alarm",
@@ -670,6 +676,9 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
         valid_range=parser.valid_range(t.get("valid_range"), f"{key}.valid_range"),
         features=features,
         stage=parser.stage(t, key, base, "detector", frame=kind == "frame"),
+        unit=parser.unit(t.get("unit", ""), f"{key}.unit"),
+        units={parser.name(k, f"{key}.units"): parser.unit(v, f"{key}.units.{k}")
+               for k, v in parser.table(t.get("units", {}), f"{key}.units").items()},
     )
 
 

@@ -69,6 +69,9 @@ def malformed(tree: Any) -> str | None:
 def spec_hash(spec: Any) -> str:
     """A stable hash of a (frozen dataclass) spec: what must match for state to be reused."""
     fields = dataclasses.asdict(spec)
+    # What dashboards print, not what the model learned (and absent from older checkpoints).
+    fields.pop("unit", None)
+    fields.pop("units", None)
     if not fields.get("labels", True):
         # Specs without labels hash as they did before labels existed: checkpoints written
         # before signals were told apart by their topic's levels stay usable.

@@ -90,6 +90,7 @@ _SIGNAL_KEYS = {
     "column",
     "valid_range",
     "features",
+    "unit",
     "detector",
     "threshold",
     "alarm",
@@ -120,6 +121,7 @@ class SignalSpec:
     # The topic's other named levels ((name, value), in template order): a signal discovered
     # on plant/{site}/{line}/{asset}/{signal} is one per site and line. Empty for [[signals]].
     labels: tuple[tuple[str, str], ...] = ()
+    unit: str = ""  # for the dashboards ("degC", "mm/s", "N.m"); not part of the model
 
     @property
     def id(self) -> str:
@@ -357,8 +359,16 @@ class Parser:
             valid_range=self.valid_range(t.get("valid_range"), f"{key}.valid_range"),
             features=features,
             stage=self.stage(t, key, base, "detector", frame=kind == "frame"),
+            unit=self.unit(t.get("unit", ""), f"{key}.unit"),
         )
         return spec
+
+    def unit(self, value: Any, key: str) -> str:
+        """A unit of measure as dashboards show it: up to 32 printable characters."""
+        if not isinstance(value, str) or len(value) > 32 or not value.isprintable():
+            raise self.error(key, f"must be a unit of up to 32 printable characters, like "
+                             f"'degC' or 'mm/s'; got {value!r}")
+        return value
 
     def valid_range(self, value: Any, key: str) -> tuple[float, float] | None:
         if value is None:

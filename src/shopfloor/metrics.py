@@ -302,6 +302,10 @@ class AgentCollector(Collector):
             "scored": CounterMetricFamily(
                 "shopfloor_signal_samples_scored", "Samples (or frames) scored.", labels=labels
             ),
+            # What dashboards need to print a value: its unit (the config's) and kind.
+            "info": InfoMetricFamily(
+                "shopfloor_signal", "A signal's unit of measure and kind.", labels=labels
+            ),
             "rejected": CounterMetricFamily(
                 "shopfloor_signal_samples_rejected",
                 "Samples (or frames) refused, by reason.",
@@ -336,6 +340,7 @@ class AgentCollector(Collector):
             fam["adopted"].add_metric(lv, status.adopted)
             pipe = plant.signals.get(sid)
             if pipe is not None:
+                fam["info"].add_metric(lv, {"unit": pipe.spec.unit, "kind": pipe.spec.kind})
                 fam["scored"].add_metric(lv, pipe.scored)
                 for reason, count in sorted(pipe.rejected.items()):
                     fam["rejected"].add_metric([*lv, reason], count)
