@@ -20,8 +20,10 @@ from shopfloor.agent_config import parse_agent_config
 from shopfloor.checkpoints import FILE_NAME, Checkpointer, spec_hash
 from shopfloor.codecs import encode_json_scalar
 from shopfloor.errors import ConfigError
+from shopfloor.events import EventSink
 from shopfloor.pipeline import Plant
 from shopfloor.state import write_checkpoint
+from test_events import FakeLink
 
 T0 = 1_750_000_000.0
 CONFIG = """
@@ -125,3 +127,25 @@ def test_a_template_level_named_like_a_metric_label_is_a_config_error(level: str
     text = CONFIG.replace("{line}", f"{{{level}}}")
     with pytest.raises(ConfigError, match=f"{{{level}}} cannot name a level"):
         parse_agent_config(text, source="t.toml")
+
+
+def test_events_may_be_placed_by_every_level_all_subscriptions_name(tmp_path: Path) -> None:
+    events = ('[events]\ntopic = "{prefix}/{site}/{line}/{asset}/{signal}/anomaly"\n'
+              'state_topic = "{prefix}/{site}/{line}/{asset}/{signal}/state"\n')
+    config = parse_agent_config(CONFIG + events, source="t.toml", base_dir=tmp_path)
+    link = FakeLink()
+    agent = Agent(config, CollectorRegistry())
+    agent.events = EventSink(link, config.events.prefix, config.events.topic,
+                             config.events.state_topic, agent="a")
+    rng = np.random.default_rng(4)
+    feed(agent, "line2", 10.0 + rng.standard_normal(300))
+    step = 10.0 + rng.standard_normal(30)
+    step[5:] += 15.0
+    feed(agent, "line2", step, start=300)
+    topics = {topic for topic, *_ in link.sent}
+    assert "shopfloor/s1/line2/station-1/torque_nm/anomaly" in topics
+    assert "shopfloor/s1/line2/station-1/torque_nm/state" in topics
+    # A level one subscription lacks cannot place events: its signals would have no topic.
+    other = '[[subscriptions]]\ntopic = "cell/{asset}/{signal}"\ncodec = "json"\n'
+    with pytest.raises(ConfigError, match="a level every subscription names"):
+        parse_agent_config(CONFIG + other + events, source="t.toml")

@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import stat
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -318,13 +319,19 @@ def parse_agent_config(
         _subscription(parser, s, f"subscriptions[{i}]", base) for i, s in enumerate(subs_raw)
     )
     events = _section(parser, raw, "events", EventSettings)
+    # A level every subscription names (a site, a line) may place events too; one that some
+    # subscription lacks would leave its signals' events without a topic.
+    common = set.intersection(*(set(s.label_names) for s in subscriptions)) if subscriptions \
+        else set()
     for key in ("topic", "state_topic"):
         template = getattr(events, key)
         try:
-            template.format(prefix="p", asset="a", signal="s")
+            template.format(prefix="p", asset="a", signal="s", **dict.fromkeys(common, "x"))
         except (KeyError, IndexError, ValueError) as exc:
+            named = "".join(f", {{{n}}}" for n in sorted(common))
             raise parser.error(
-                f"events.{key}", f"may use {{prefix}}, {{asset}} and {{signal}} only ({exc})"
+                f"events.{key}", f"may use {{prefix}}, {{asset}}, {{signal}}{named} only: a "
+                f"level every subscription names ({exc})"
             ) from None
         if "+" in template or "#" in template:
             raise parser.error(f"events.{key}", "may not contain MQTT wildcards")
@@ -500,7 +507,9 @@ def _no_feedback(
     table = raw.get("events", {})
     for key in ("topic", "state_topic"):
         template = getattr(events, key)
-        levels = template.format(prefix=events.prefix, asset=mark, signal=mark).split("/")
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+        levels = template.format_map({**dict.fromkeys(fields, mark),
+                                      "prefix": events.prefix}).split("/")
         for i, sub in enumerate(subscriptions):
             wanted = sub.template.levels
             witness = []
