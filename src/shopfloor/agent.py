@@ -10,13 +10,16 @@ closes, the queue drains, events are flushed, the connection closes - all within
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from shopfloor import __version__
 from shopfloor.agent_config import AgentConfig, metrics_listen_error
 from shopfloor.checkpoints import Checkpointer
 from shopfloor.detect.alarm import AlarmState
@@ -71,6 +74,7 @@ class Agent:
                 reconnect_min_delay=m.reconnect_min_delay,
                 reconnect_max_delay=m.reconnect_max_delay,
                 receive_maximum=m.receive_maximum,
+                **_status(config),
             ),
             subscriptions=[(s.template.filter, s.qos) for s in config.subscriptions],
             on_message=self.ingest.on_message,
@@ -293,3 +297,20 @@ def _server_settings(config: AgentConfig) -> ServerSettings:
     # [metrics] holds every field of the server's settings (and stale_after, which is ours).
     return ServerSettings(**{f.name: getattr(config.metrics, f.name)
                              for f in dataclasses.fields(ServerSettings)})
+
+
+def _status(config: AgentConfig) -> dict[str, Any]:
+    """The agent's presence messages (see EventSettings.status_topic)."""
+    agent = config.client_id
+    topic = config.events.status_topic.format(prefix=config.events.prefix, agent=agent)
+    if any(c in agent for c in "/+#"):
+        raise config.error("mqtt.client_id", "names the agent's status topic level: no '/', "
+                           "'+' or '#'")
+
+    def doc(status: str, **extra: str) -> bytes:
+        return json.dumps({"agent": agent, "status": status, "version": __version__, **extra},
+                          separators=(",", ":")).encode()
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {"status_topic": topic, "online": doc("online", started=started),
+            "offline": doc("offline", started=started)}

@@ -118,6 +118,9 @@ class EventSettings:
     prefix: str = "shopfloor"
     topic: str = "{prefix}/{asset}/{signal}/anomaly"
     state_topic: str = "{prefix}/{asset}/{signal}/state"
+    # The agent's presence, retained: online after each connect, offline at a clean stop or,
+    # as its MQTT will, when the broker loses it.
+    status_topic: str = "{prefix}/agent/{agent}/status"
     qos: int = 1
 
 
@@ -344,6 +347,13 @@ def parse_agent_config(
     # Level by level: "a//b" or "a/" would pass as one name and give invalid topics.
     if not all(NAME_PATTERN.match(level) for level in events.prefix.split("/")):
         raise parser.error("events.prefix", "must be topic levels of letters, digits, _ . -")
+    try:
+        status = events.status_topic.format(prefix=events.prefix, agent="a")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise parser.error("events.status_topic",
+                           f"may use {{prefix}} and {{agent}} only ({exc})") from None
+    if any(c in status for c in "+#\0") or "" in status.split("/"):
+        raise parser.error("events.status_topic", f"gives invalid topics like {status!r}")
     _no_feedback(parser, raw, events, subscriptions)
     metrics = _readable_files(
         parser,

@@ -110,6 +110,12 @@ class MqttSettings:
     # only what is scored, so this bounds what is taken but not yet done with. (MQTT 3.1.1 has
     # no such property: the broker's own bound applies, Mosquitto's max_inflight_messages.)
     receive_maximum: int = 1000
+    # The agent's own presence: a retained "online" message on this topic after every connect,
+    # "offline" at a clean stop, and the same as the MQTT will, which the broker publishes
+    # when the connection is lost without a goodbye (a crash, a power cut). None: none.
+    status_topic: str | None = None
+    online: bytes = b'{"status":"online"}'
+    offline: bytes = b'{"status":"offline"}'
 
     def __post_init__(self) -> None:
         checks = [
@@ -380,6 +386,8 @@ class MqttLink:
         client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
         client.max_queued_messages_set(s.max_queued_messages)
         client.on_reconnecting = self._forget_receipts
+        if s.status_topic is not None:
+            client.will_set(s.status_topic, s.offline, qos=1, retain=True)
         paho_log = _PahoLog(logging.getLogger("shopfloor.mqtt.paho"))
         client.enable_logger(cast(logging.Logger, paho_log))
         client.on_connect = self._on_connect
@@ -466,6 +474,9 @@ class MqttLink:
         if self._stopped or not self._started:
             self._stopped = True
             return self.unacknowledged == 0
+        if self.settings.status_topic is not None and self.connected:
+            # A clean DISCONNECT discards the will: say it ourselves, waited for below.
+            self.publish(self.settings.status_topic, self.settings.offline, qos=1, retain=True)
         self._stopped = True
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -510,6 +521,8 @@ class MqttLink:
                                  "connection: %s; retrying", s.host, s.port, reason)
                 return
             self.connected = True
+            if s.status_topic is not None:
+                client.publish(s.status_topic, s.online, qos=1, retain=True)
             self.session_present = bool(flags.session_present)
             self.connects += 1
             if self.connects > 1:
