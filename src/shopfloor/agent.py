@@ -160,9 +160,13 @@ class Agent:
         )
 
     def _work(self) -> None:
+        watched = 0.0
         while not self._stop_worker.is_set():
             try:
                 self.worker.run_once(timeout=0.2)
+                if time.monotonic() - watched >= 1.0:  # O(signals): once a second is plenty
+                    watched = time.monotonic()
+                    self.worker.watch_silence(time.time())
                 if self.checkpoints is not None and self.checkpoints.due():
                     self._checkpoint()
             except Exception:  # a bug in one batch must not kill the worker (the loop counts)

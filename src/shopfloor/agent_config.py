@@ -93,6 +93,10 @@ class AgentSettings:
     # A full signal table evicts a signal silent this long (seconds) to admit a new one; one
     # that never produced a valid sample goes first (see shopfloor.admission).
     evict_idle_after: float = 3600.0
+    # A signal silent for this many of its own message intervals (and at least
+    # silence_min_seconds) raises a silence alarm: a dead sensor sends nothing to clear with.
+    silence_intervals: float = 10.0
+    silence_min_seconds: float = 30.0
     batch_max: int = 5_000
     # After the first message of a batch, wait this long for more: a batch then holds many
     # samples per signal, and the fixed cost of a pipeline call (tens of µs) is paid per batch,
@@ -268,6 +272,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "queue_size": (10, 10_000_000),
     "max_signals": (1, 1_000_000),
     "evict_idle_after": (1, 365 * 86400),
+    "silence_intervals": (2, 1_000_000),
+    "silence_min_seconds": (1, 365 * 86400),
     "batch_max": (1, 10_000_000),
     "asset_signals": (0, 256),
     "shutdown_timeout": (0.1, 3600),

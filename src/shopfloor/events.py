@@ -61,7 +61,7 @@ SCHEMA_URI = "urn:shopfloor:schema:anomaly-event:1"  # the schema file's $id
 ASSET_TOPIC_LEVEL = "_asset"
 STATES = ("warming_up", "normal", "active", "cooldown")
 #: What an alarm transition can be: the ``event`` field; ``kind`` folds adoption into cleared.
-EVENT_KINDS = ("raised", "cleared", "baseline_adopted")
+EVENT_KINDS = ("raised", "cleared", "baseline_adopted", "silent", "resumed")
 _LABEL_KEY = frozenset(string.ascii_letters + string.digits + "_")
 _MAX_LABELS = 16
 
@@ -201,7 +201,7 @@ def event_document(event: AlarmLike, agent: str, severity_: str | None = None) -
     rules = event.rules
     names = [hit.name for hit in rule_hits(rules)] if isinstance(rules, int) else list(rules)
     doc = {"schema": EVENT_SCHEMA,
-           "kind": "raised" if event.kind == "raised" else "cleared",
+           "kind": "raised" if event.kind in ("raised", "silent") else "cleared",
            "event": event.kind,
            **_common(event.asset, event.signal, event.labels, event.ts, agent),
            "severity": severity_ or severity(event.score, event.threshold),
@@ -331,10 +331,13 @@ class EventSink:
     def alarm(self, event: AlarmLike) -> bool:
         """Publish one raised, cleared or adopted alarm; False (counted, logged) if it cannot
         be sent."""
-        key = (event.asset, event.signal, _label_key(event.labels))
+        # The silence alarm is a second alarm of the signal, beside its anomaly alarm.
+        silence = "silence" if event.kind in ("silent", "resumed") else ""
+        key = (event.asset, event.signal, _label_key(event.labels) + silence)
+        raising = event.kind in ("raised", "silent")
         try:
             # An adoption ends the alarm as a clear does: it repeats the raise's severity.
-            level = self._raised.get(key) if event.kind != "raised" else None
+            level = self._raised.get(key) if not raising else None
             doc = event_document(event, self.agent, level)
             topic = self.topic.render(self._values(event.asset, event.signal, event.labels))
             payload = _encode(doc)
@@ -343,7 +346,7 @@ class EventSink:
             self._errors.log(logging.WARNING, "event_invalid", "anomaly event for %s/%s not "
                              "published: %s", event.asset, event.signal, exc)
             return False
-        if event.kind == "raised":
+        if raising:
             self._raised[key] = doc["severity"]
         else:
             self._raised.pop(key, None)

@@ -299,6 +299,12 @@ class AgentCollector(Collector):
                 "Alarms that ended by adopting the shifted level as the new baseline.",
                 labels=labels,
             ),
+            "silent": GaugeMetricFamily(
+                "shopfloor_signal_silent",
+                "1 while the signal has sent nothing for agent.silence_intervals of its own "
+                "message intervals (its silence alarm).",
+                labels=labels,
+            ),
             "scored": CounterMetricFamily(
                 "shopfloor_signal_samples_scored", "Samples (or frames) scored.", labels=labels
             ),
@@ -314,8 +320,11 @@ class AgentCollector(Collector):
         }
         plant = self.agent.plant
         for sid, status in list(self.agent.worker.status.items()):
-            if now - status.last_arrival > self.stale_after:
-                continue  # silent: its series go away; the model stays for when it returns
+            if now - status.last_arrival > self.stale_after and not status.silent:
+                # Gone quiet without a silence alarm (too few messages to know its rate): its
+                # series go away; the model stays for when it returns. A signal in silence
+                # alarm keeps them, its alarm state included, until it speaks again.
+                continue
             lv = [status.asset, status.name, *(status.labels.get(n, "") for n in names)]
             if math.isfinite(status.score):
                 fam["score"].add_metric(lv, status.score)
@@ -324,6 +333,7 @@ class AgentCollector(Collector):
             if math.isfinite(status.likelihood):  # NaN until a sample is scored: no sample
                 fam["likelihood"].add_metric(lv, status.likelihood)
             fam["active"].add_metric(lv, float(status.state == AlarmState.ACTIVE))
+            fam["silent"].add_metric(lv, float(status.silent))
             fam["warming"].add_metric(lv, float(status.state == AlarmState.WARMING_UP))
             if math.isfinite(status.value):
                 fam["value"].add_metric(lv, status.value)

@@ -61,6 +61,10 @@ class SignalStatus:
     # Frame signals: the latest scored frame's suspected defect and ISO zone (1..4 = A..D).
     defect: str | None = None
     iso_zone: int = 0
+    # Silence watch: the signal's own message interval (seconds, EWMA of arrival gaps), and
+    # whether it has been silent for silence_intervals of them.
+    interval: float = math.nan
+    silent: bool = False
 
 
 @dataclass(slots=True)
@@ -244,9 +248,52 @@ class Worker:
                     self._beat()
         if self.admission is not None and any(len(t) for t, _ in accepted.get(sid, ())):
             self.admission.prove(sid)  # a valid sample: no longer first to be evicted
-        status.last_arrival = group[-1].arrival
+        self._heard(pipe, status, group)
         now = time.time()
         lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
+
+    def _heard(self, pipe: SignalPipeline, status: SignalStatus, group: list[Item]) -> None:
+        """Learn the signal's message interval from arrivals; a silent signal that speaks
+        again ends its silence alarm."""
+        arrival = group[-1].arrival
+        if math.isfinite(status.last_arrival) and arrival > status.last_arrival:
+            gap = (arrival - status.last_arrival) / len(group)
+            status.interval = gap if math.isnan(status.interval) else (
+                status.interval + SILENCE_WEIGHT * (gap - status.interval))
+        status.last_arrival = arrival
+        if status.silent:
+            status.silent = False
+            self.on_change(self._silence(pipe, status, "resumed", arrival))
+
+    def watch_silence(self, now: float) -> None:
+        """Raise the silence alarm of every signal that has sent nothing for
+        ``agent.silence_intervals`` of its own message intervals (and at least
+        ``agent.silence_min_seconds``). A dead sensor sends no sample that could clear its
+        alarm, so without this its alarm just went quiet. Called by the agent's worker loop."""
+        a = self.config.agent
+        for sid, status in list(self.status.items()):
+            if status.silent or status.messages < SILENCE_LEARN or math.isnan(status.interval):
+                continue
+            limit = max(a.silence_intervals * status.interval, a.silence_min_seconds)
+            if now - status.last_arrival > limit:
+                pipe = self.plant.signals.get(sid)
+                if pipe is not None:
+                    status.silent = True
+                    self.on_change(self._silence(pipe, status, "silent", now))
+
+    def _silence(self, pipe: SignalPipeline, status: SignalStatus, kind: str, now: float
+                 ) -> AlarmChange:
+        # Score: intervals without a message, against the configured number of them.
+        quiet = (now - status.last_arrival if kind == "silent" else 0.0)
+        intervals = quiet / status.interval if status.interval > 0 else 0.0
+        frame = pipe.frames is not None
+        return AlarmChange(
+            kind=kind, scope="signal", asset=pipe.spec.asset, signal=pipe.spec.name,
+            labels=status.labels, ts=now, score=intervals,
+            threshold=self.config.agent.silence_intervals,
+            value=None if frame else (status.value if math.isfinite(status.value) else 0.0),
+            features=dict(status.features) if frame else None, top=None, rules=0,
+            likelihood=math.nan, onset=status.last_arrival)
 
     @staticmethod
     def _in_order(pipe: SignalPipeline, status: SignalStatus, times: np.ndarray,
@@ -460,6 +507,11 @@ def _onset(onsets: np.ndarray, i: int, before: float) -> float:
     known = np.flatnonzero(np.isfinite(onsets[: i + 1]))
     return float(onsets[known[-1]]) if known.size else before
 
+
+#: Messages a signal must have sent before its interval is trusted for the silence watch, and
+#: the weight of each new arrival gap in that interval.
+SILENCE_LEARN = 10
+SILENCE_WEIGHT = 0.05
 
 #: Pipeline work between two heartbeats: a few thousand samples (or frames' worth of them)
 #: take milliseconds on the batch path and well under a second on the per-sample path of an
