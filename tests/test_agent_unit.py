@@ -214,6 +214,7 @@ MALFORMED: dict[str, tuple[str, bytes]] = {
     "bad_sparkplug": (_DEVICE, b"\x12\xff"),
     "unknown_alias": (_DEVICE, encode_data(int(T0 * 1000), 1, [(9, DataType.DOUBLE, 1.0)])),
     "empty": (_SCALAR, b"  "),
+    "bad_quality": (_SCALAR, b'{"value": 1.0, "quality": "Bad_SensorFailure"}'),
 }
 
 

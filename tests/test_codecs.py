@@ -339,6 +339,8 @@ REJECTS: list[tuple[str, str, bytes, Limits]] = [
     ("empty", "json", b"[]", LIMITS),
     ("empty", "frame", b"", LIMITS),
     ("empty", "sparkplug", b"", LIMITS),
+    ("bad_quality", "json", b'{"value": 1.0, "q": false}', LIMITS),
+    ("bad_quality", "json", b'{"ts": 1, "value": 1.0, "quality": 2147483648}', LIMITS),
 ]
 
 

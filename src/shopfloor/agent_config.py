@@ -33,6 +33,7 @@ from shopfloor.config import (
 )
 from shopfloor.errors import ConfigError
 from shopfloor.events import check_topic_template
+from shopfloor.jsonfields import JsonLayout
 from shopfloor.metrics_server import PasswordHash, TlsFileError, server_tls_context
 from shopfloor.tomlkeys import KeyLines
 from shopfloor.topics import TopicTemplate
@@ -182,6 +183,7 @@ class Subscription:
     stage: StageSpec
     unit: str = ""  # of every signal of the subscription ...
     units: Mapping[str, str] = field(default_factory=dict)  # ... unless named here
+    layout: JsonLayout = field(default_factory=JsonLayout)  # gateway JSON (jsonfields)
 
     def signal_spec(self, asset: str, name: str, labels: tuple[tuple[str, str], ...] = ()
                     ) -> SignalSpec:
@@ -257,6 +259,9 @@ _SUB_KEYS = {
     "features",
     "unit",
     "units",
+    "value",
+    "fields",
+    "quality",
     "detector",
     "threshold",
     "alarm",
@@ -663,11 +668,13 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
         value = t.get(name)
         if value is not None:
             fixed[name] = parser.name(value, f"{key}.{name}")
-    # Sparkplug names signals by metric, and its topic carries the device (the asset).
+    layout = _layout(parser, t, key, codec, fixed)
+    # Sparkplug names signals by metric, and its topic carries the device (the asset); an
+    # object of several fields names them by key.
     required = tuple(
         n
         for n in ("asset", "signal")
-        if n not in fixed and not (codec == "sparkplug" and n == "signal")
+        if n not in fixed and not ((codec == "sparkplug" or layout.fields) and n == "signal")
     )
     try:
         template = TopicTemplate.compile(
@@ -704,7 +711,42 @@ def _subscription(parser: Parser, entry: Any, key: str, base: dict[str, Any]) ->
         unit=parser.unit(t.get("unit", ""), f"{key}.unit"),
         units={parser.name(k, f"{key}.units"): parser.unit(v, f"{key}.units.{k}")
                for k, v in parser.table(t.get("units", {}), f"{key}.units").items()},
+        layout=layout,
     )
+
+
+def _layout(parser: Parser, t: dict[str, Any], key: str, codec: str, fixed: dict[str, str]
+            ) -> JsonLayout:
+    """value, fields and quality: how gateway JSON objects are read (see jsonfields)."""
+
+    def path(name: str) -> tuple[str, ...]:
+        raw = t.get(name, "")
+        parts = tuple(raw.split(".")) if isinstance(raw, str) else ()
+        if not isinstance(raw, str) or (raw and not all(parts)):
+            raise parser.error(f"{key}.{name}", f"must be a dotted path like 'ENERGY.Power'; "
+                               f"got {raw!r}")
+        return parts if raw else ()
+
+    value, quality = path("value"), path("quality")
+    raw_fields = t.get("fields", False)
+    if raw_fields is True or raw_fields is False:
+        fields: bool | tuple[str, ...] = raw_fields
+    elif isinstance(raw_fields, list) and raw_fields:
+        fields = tuple(parser.name(f, f"{key}.fields") for f in raw_fields)
+    else:
+        raise parser.error(f"{key}.fields", "must be true or a list of field names")
+    if (value or fields or quality) and codec != "json":
+        raise parser.error(f"{key}.value" if value else f"{key}.fields" if fields
+                           else f"{key}.quality", "only the json codec reads gateway objects")
+    if value and fields:
+        raise parser.error(f"{key}.fields", "give value (one signal) or fields (several), "
+                           "not both")
+    if fields and "signal" in fixed:
+        raise parser.error(f"{key}.signal", "with fields, each field names its signal")
+    if quality and not (value or fields):
+        raise parser.error(f"{key}.quality", "needs value or fields (the default forms read "
+                           "a 'quality' or 'q' key themselves)")
+    return JsonLayout(value, fields, quality)
 
 
 def _agent_settings(parser: Parser, raw: dict[str, Any]) -> AgentSettings:

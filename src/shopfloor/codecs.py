@@ -22,7 +22,9 @@ microseconds, 1e17 nanoseconds) or an ISO 8601 string (without a zone it is UTC)
 1970 are ``wrong_type``. Values
 are JSON numbers: ``true``/``false``, strings and ``null`` are ``wrong_type``; ``NaN``,
 ``Infinity`` and numbers that overflow a float64 are ``non_finite``. Other keys (a unit, a
-quality flag) are ignored; an object with both ``value`` and ``values`` is ``wrong_type``.
+quality flag under another key) are ignored; an object with both ``value`` and ``values`` is
+``wrong_type``. A quality flag under ``quality`` or ``q`` (OPC UA gateways) that is not good
+(see :func:`good_quality`) makes the message ``bad_quality``: counted, never learned.
 
 Binary vibration frame (codec ``"frame"``, little-endian)
 ---------------------------------------------------------
@@ -66,7 +68,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CODECS",
     "FRAME_HEADER",
+    "QUALITY_KEYS",
     "REJECT_REASONS",
+    "TIME_KEYS",
     "Decoded",
     "Frame",
     "Limits",
@@ -74,9 +78,13 @@ __all__ = [
     "Rejected",
     "Samples",
     "decode",
+    "decode_json_document",
     "encode_frame",
     "encode_json_batch",
     "encode_json_scalar",
+    "good_quality",
+    "number",
+    "time_of",
 ]
 
 CODECS = ("json", "frame", "sparkplug")
@@ -92,7 +100,11 @@ REJECT_REASONS = (
     "bad_sparkplug",
     "unknown_alias",
     "empty",
+    "bad_quality",
 )
+
+#: Keys of a quality flag in the default JSON forms (OPC UA gateways: Kepware's "q").
+QUALITY_KEYS = ("quality", "q")
 
 #: The frame header: magic, version, sample type, reserved, rate, timestamp, scale, count.
 FRAME_HEADER = struct.Struct("<4sBBHfdfI")
@@ -268,6 +280,42 @@ def _nesting_depth(payload: bytes) -> int:
 
 
 def _decode_json(payload: bytes, arrival: float, limits: Limits) -> Decoded:
+    doc = decode_json_document(payload, limits)
+    if type(doc) is dict:
+        for key in QUALITY_KEYS:  # as OPC UA gateways send it: a bad sample is never learned
+            if key in doc and not good_quality(doc[key]):
+                raise _RejectError("bad_quality", f"{key} {str(doc[key])[:40]!r}")
+        if "value" in doc:
+            if "values" in doc:
+                raise _RejectError("wrong_type", 'both "value" and "values" given')
+            ts = time_of(doc, arrival)
+            value = number(doc["value"], "value")
+            return [Reading(None, Samples(np.array([ts]), np.array([value])))]
+        if "values" in doc:
+            return [Reading(None, _batch(doc, arrival, limits))]
+        raise _RejectError("wrong_type", 'object has neither "value" nor "values"')
+    if type(doc) is list:
+        return [Reading(None, _records(doc, arrival, limits))]
+    value = number(doc, "payload")
+    return [Reading(None, Samples(np.array([arrival]), np.array([value])))]
+
+
+def good_quality(flag: object) -> bool:
+    """Whether a quality flag says the sample may be trusted: ``true``, a string starting with
+    "good" (any case), or an OPC UA status code whose severity bits (the top two of 32) are 00
+    - so 0 (Good) and OPC DA's 192 (0xC0). Anything else is bad (or uncertain)."""
+    if flag is True:
+        return True
+    if type(flag) is int:
+        return 0 <= flag < 1 << 32 and flag >> 30 == 0
+    if type(flag) is str:
+        return flag.strip().lower().startswith("good")
+    return False
+
+
+def decode_json_document(payload: bytes, limits: Limits) -> Any:
+    """The parsed JSON of a payload, its size, encoding and depth checked (raises
+    :class:`_RejectError`)."""
     if not payload or payload.isspace():
         raise _RejectError("empty", "empty payload")
     try:
@@ -282,26 +330,12 @@ def _decode_json(payload: bytes, arrival: float, limits: Limits) -> Decoded:
                 "too_deep", f"nesting depth {depth} > max_json_depth={limits.max_json_depth}"
             )
     try:
-        doc = _JSON.decode(text)
+        return _JSON.decode(text)
     except ValueError as exc:  # JSONDecodeError, or an integer literal too long to convert
         raise _RejectError("bad_json", str(exc)[:120]) from None
-    if type(doc) is dict:
-        if "value" in doc:
-            if "values" in doc:
-                raise _RejectError("wrong_type", 'both "value" and "values" given')
-            ts = _time_of(doc, arrival)
-            value = _number(doc["value"], "value")
-            return [Reading(None, Samples(np.array([ts]), np.array([value])))]
-        if "values" in doc:
-            return [Reading(None, _batch(doc, arrival, limits))]
-        raise _RejectError("wrong_type", 'object has neither "value" nor "values"')
-    if type(doc) is list:
-        return [Reading(None, _records(doc, arrival, limits))]
-    value = _number(doc, "payload")
-    return [Reading(None, Samples(np.array([arrival]), np.array([value])))]
 
 
-def _number(value: object, what: str) -> float:
+def number(value: object, what: str) -> float:
     """A finite float from a JSON number; booleans are not numbers."""
     if type(value) is float:
         if not isfinite(value):  # 1e400 parses to inf
@@ -320,7 +354,7 @@ def _number(value: object, what: str) -> float:
 TIME_KEYS = ("ts", "timestamp", "time")
 
 
-def _time_of(doc: dict[str, Any], arrival: float) -> float:
+def time_of(doc: dict[str, Any], arrival: float) -> float:
     """The time a JSON object gives under one of :data:`TIME_KEYS`, else ``arrival``."""
     found = [k for k in TIME_KEYS if k in doc]
     if len(found) > 1:
@@ -342,7 +376,7 @@ def _timestamp(ts: object) -> float:
             when = when.replace(tzinfo=UTC)
         seconds = when.timestamp()
     else:
-        seconds = _number(ts, "ts")
+        seconds = number(ts, "ts")
         # The unit from the magnitude: seconds stay below 1e11 until the year 5138, and
         # milliseconds, microseconds and nanoseconds of any time since 1973 are above 1e11,
         # 1e14 and 1e17 (gateways send all four; microseconds were read as milliseconds).
@@ -383,11 +417,11 @@ def _batch(doc: dict[str, Any], arrival: float, limits: Limits) -> Samples:
     array = _values_array(values, limits)
     if "rate" not in doc:
         raise _RejectError("wrong_type", 'a "values" batch needs "rate" (Hz)')
-    rate = _number(doc["rate"], "rate")
+    rate = number(doc["rate"], "rate")
     if not rate >= MIN_BATCH_RATE:
         # A rate of 5e-324 made the second sample's time infinite.
         raise _RejectError("wrong_type", f"rate {rate!r} must be >= {MIN_BATCH_RATE:g} Hz")
-    start = _time_of(doc, arrival)
+    start = time_of(doc, arrival)
     timestamps = start + np.arange(array.size, dtype=np.float64) / rate
     return Samples(timestamps, array)
 
@@ -404,8 +438,8 @@ def _records(doc: list[Any], arrival: float, limits: Limits) -> Samples:
     for i, record in enumerate(doc):
         if type(record) is not dict or "value" not in record:
             raise _RejectError("wrong_type", f'record {i} is not an object with "value"')
-        timestamps[i] = _time_of(record, arrival)
-        values[i] = _number(record["value"], f"record {i} value")
+        timestamps[i] = time_of(record, arrival)
+        values[i] = number(record["value"], f"record {i} value")
     return Samples(timestamps, values)
 
 

@@ -18,6 +18,7 @@ from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig, AgentSettings, Subscription
 from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
 from shopfloor.config import NAME_PATTERN, signal_id
+from shopfloor.jsonfields import decode_layout
 from shopfloor.logs import RateLimitedLog
 from shopfloor.mqtt import Receipt
 from shopfloor.sparkplug import MESSAGE_TYPES, SparkplugAliases
@@ -283,14 +284,17 @@ class Ingest:
         arrival: float,
         receipt: Receipt | None,
     ) -> None:
-        decoded = decode(
-            sub.codec,
-            payload,
-            arrival,
-            self.limits,
-            self.aliases if sub.codec == "sparkplug" else None,
-            topic,
-        )
+        if sub.layout.active:
+            decoded = decode_layout(payload, arrival, self.limits, sub.layout)
+        else:
+            decoded = decode(
+                sub.codec,
+                payload,
+                arrival,
+                self.limits,
+                self.aliases if sub.codec == "sparkplug" else None,
+                topic,
+            )
         if isinstance(decoded, Rejected):
             self._reject(decoded.reason, topic, decoded.detail)
             return
