@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -28,8 +27,9 @@ from shopfloor.ingest import BoundedQueue, Ingest
 from shopfloor.logs import RateLimitedLog
 from shopfloor.metrics import AgentMetrics
 from shopfloor.metrics_server import MetricsServer, ServerSettings, TlsFileError
-from shopfloor.mqtt import MqttLink, MqttSettings, TlsSettings, read_password
+from shopfloor.mqtt import MqttLink, MqttSettings, Presence, TlsSettings, read_password
 from shopfloor.pipeline import Plant
+from shopfloor.sparkplug_host import SparkplugHost, host_state
 from shopfloor.systemd import Notifier
 from shopfloor.warmup import warm_up
 from shopfloor.worker import AlarmChange, SignalStatus, Worker
@@ -74,11 +74,14 @@ class Agent:
                 reconnect_min_delay=m.reconnect_min_delay,
                 reconnect_max_delay=m.reconnect_max_delay,
                 receive_maximum=m.receive_maximum,
-                **_status(config),
+                presence=_presence(config),
             ),
             subscriptions=[(s.template.filter, s.qos) for s in config.subscriptions],
             on_message=self.ingest.on_message,
         )
+        # Sparkplug nodes whose aliases or sequence we lost are asked to be born again (NCMD,
+        # QoS 0 as Sparkplug asks), from the network thread that decoded their DATA.
+        self.ingest.sparkplug = SparkplugHost(lambda t, p: self.link.publish(t, p, qos=0))
         e = config.events
         self.events = EventSink(
             self.link, e.prefix, e.topic, e.state_topic, e.qos, agent=config.client_id
@@ -303,18 +306,22 @@ def _server_settings(config: AgentConfig) -> ServerSettings:
                              for f in dataclasses.fields(ServerSettings)})
 
 
-def _status(config: AgentConfig) -> dict[str, Any]:
-    """The agent's presence messages (see EventSettings.status_topic)."""
+def _presence(config: AgentConfig) -> tuple[Presence, ...]:
+    """The agent's presence messages (see EventSettings.status_topic), and a Sparkplug host
+    application's STATE (Sparkplug 3.0 requires it to be the will, so it comes first)."""
     agent = config.client_id
     topic = config.events.status_topic.format(prefix=config.events.prefix, agent=agent)
     if any(c in agent for c in "/+#"):
         raise config.error("mqtt.client_id", "names the agent's status topic level: no '/', "
                            "'+' or '#'")
 
-    def doc(status: str, **extra: str) -> bytes:
-        return json.dumps({"agent": agent, "status": status, "version": __version__, **extra},
-                          separators=(",", ":")).encode()
+    def doc(status: str) -> bytes:
+        return json.dumps({"agent": agent, "status": status, "version": __version__,
+                           "started": started}, separators=(",", ":")).encode()
 
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {"status_topic": topic, "online": doc("online", started=started),
-            "offline": doc("offline", started=started)}
+    presence: tuple[Presence, ...] = (Presence(topic, doc("online"), doc("offline")),)
+    host = config.mqtt.sparkplug_host_id
+    if host:
+        presence = (host_state(host, int(time.time() * 1000)), *presence)
+    return presence

@@ -82,6 +82,9 @@ class MqttConfig:
     # message once it is scored, so this bounds what a stop or a crash can leave undone (the
     # broker keeps it). 1000 is a few batches: enough to keep the worker busy.
     receive_maximum: int = 1000
+    # Sparkplug 3.0 host application id: when set, the agent publishes its STATE
+    # (spBv1.0/STATE/{id}, retained, its death as the will) for nodes that wait for a host.
+    sparkplug_host_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,9 @@ def parse_agent_config(
         )
     if mqtt.reconnect_min_delay > mqtt.reconnect_max_delay:
         raise parser.error("mqtt.reconnect_min_delay", "must not exceed reconnect_max_delay")
+    if mqtt.sparkplug_host_id and not NAME_PATTERN.match(mqtt.sparkplug_host_id):
+        raise parser.error("mqtt.sparkplug_host_id", "must be one topic level of letters, "
+                           "digits, _ . - (it names spBv1.0/STATE/{id})")
     subscriptions = tuple(
         _subscription(parser, s, f"subscriptions[{i}]", base) for i, s in enumerate(subs_raw)
     )

@@ -22,6 +22,7 @@ from shopfloor.jsonfields import decode_layout
 from shopfloor.logs import RateLimitedLog
 from shopfloor.mqtt import Receipt
 from shopfloor.sparkplug import MESSAGE_TYPES, SparkplugAliases
+from shopfloor.sparkplug_host import SparkplugHost
 
 __all__ = ["DROP_REASONS", "BoundedQueue", "Ingest", "Item", "finish", "item_cost"]
 
@@ -219,6 +220,7 @@ class Ingest:
         self.limits = limits or Limits(max_payload_bytes=config.agent.max_payload_bytes,
                                        max_batch_values=config.agent.max_batch_values)
         self.aliases = SparkplugAliases()
+        self.sparkplug: SparkplugHost | None = None  # sends rebirth requests (the agent's)
         self.received = 0
         self.rejected: Counter[str] = Counter()
         # Signals with a pipeline (bounded by max_signals; a full table evicts the unproven
@@ -295,6 +297,8 @@ class Ingest:
                 self.aliases if sub.codec == "sparkplug" else None,
                 topic,
             )
+        if self.aliases.wanted and self.sparkplug is not None:
+            self.sparkplug.serve(self.aliases)
         if isinstance(decoded, Rejected):
             self._reject(decoded.reason, topic, decoded.detail)
             return

@@ -48,6 +48,7 @@ __all__ = [
     "MessageHandler",
     "MqttLink",
     "MqttSettings",
+    "Presence",
     "Receipt",
     "TlsSettings",
     "read_password",
@@ -84,6 +85,15 @@ class TlsSettings:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A retained topic that says whether the agent is there (see MqttSettings.presence)."""
+
+    topic: str
+    online: bytes
+    offline: bytes
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MqttSettings:
     """Everything the link needs to connect; the password is resolved by the caller.
@@ -110,12 +120,10 @@ class MqttSettings:
     # only what is scored, so this bounds what is taken but not yet done with. (MQTT 3.1.1 has
     # no such property: the broker's own bound applies, Mosquitto's max_inflight_messages.)
     receive_maximum: int = 1000
-    # The agent's own presence: a retained "online" message on this topic after every connect,
-    # "offline" at a clean stop, and the same as the MQTT will, which the broker publishes
-    # when the connection is lost without a goodbye (a crash, a power cut). None: none.
-    status_topic: str | None = None
-    online: bytes = b'{"status":"online"}'
-    offline: bytes = b'{"status":"offline"}'
+    # The agent's own presence: for each, a retained "online" message after every connect and
+    # "offline" at a clean stop; the first one's offline is also the MQTT will, which the
+    # broker publishes when the connection is lost without a goodbye (a crash, a power cut).
+    presence: tuple[Presence, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -386,8 +394,8 @@ class MqttLink:
         client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
         client.max_queued_messages_set(s.max_queued_messages)
         client.on_reconnecting = self._forget_receipts
-        if s.status_topic is not None:
-            client.will_set(s.status_topic, s.offline, qos=1, retain=True)
+        if s.presence:  # one will per connection: the first presence's
+            client.will_set(s.presence[0].topic, s.presence[0].offline, qos=1, retain=True)
         paho_log = _PahoLog(logging.getLogger("shopfloor.mqtt.paho"))
         client.enable_logger(cast(logging.Logger, paho_log))
         client.on_connect = self._on_connect
@@ -474,9 +482,10 @@ class MqttLink:
         if self._stopped or not self._started:
             self._stopped = True
             return self.unacknowledged == 0
-        if self.settings.status_topic is not None and self.connected:
+        if self.connected:
             # A clean DISCONNECT discards the will: say it ourselves, waited for below.
-            self.publish(self.settings.status_topic, self.settings.offline, qos=1, retain=True)
+            for p in self.settings.presence:
+                self.publish(p.topic, p.offline, qos=1, retain=True)
         self._stopped = True
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -521,8 +530,8 @@ class MqttLink:
                                  "connection: %s; retrying", s.host, s.port, reason)
                 return
             self.connected = True
-            if s.status_topic is not None:
-                client.publish(s.status_topic, s.online, qos=1, retain=True)
+            for p in s.presence:
+                client.publish(p.topic, p.online, qos=1, retain=True)
             self.session_present = bool(flags.session_present)
             self.connects += 1
             if self.connects > 1:

@@ -33,6 +33,7 @@ How messages become readings (the codec ``"sparkplug"`` of :func:`shopfloor.code
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
@@ -199,6 +200,32 @@ class SparkplugAliases:
         self._tick = 0
         self._born: dict[tuple[str, str, str], int] = {}
         self._used: dict[tuple[str, str, str], int] = {}
+        # Host behaviour (shopfloor.sparkplug_host): each node's last sequence number, and the
+        # nodes to ask for a rebirth (an unknown alias, a gap in the sequence, no NBIRTH seen).
+        self._seq: dict[tuple[str, str], int] = {}
+        self.wanted: dict[tuple[str, str], None] = {}
+        self.gaps = 0  # sequence numbers that did not follow their node's last one
+
+    def sequence(self, group: str, edge: str, kind: str, seq: int | None) -> None:
+        """Follow a node's sequence numbers (0-255, one counter for the node and its devices,
+        reset by NBIRTH); a gap, or DATA from a node whose NBIRTH this table never saw, asks
+        for a rebirth."""
+        node = (group, edge)
+        if kind == "NBIRTH":
+            self._seq[node] = 0 if seq is None else seq
+            return
+        if kind == "NDEATH":
+            self._seq.pop(node, None)
+            return
+        if seq is None:
+            return
+        last = self._seq.get(node)
+        if last is None or seq != (last + 1) % 256:
+            self.gaps += last is not None
+            self.wanted[node] = None
+        if len(self._seq) >= 4 * self.max_entries and node not in self._seq:
+            self._seq.clear()  # bounded: forgotten nodes are asked for a rebirth again
+        self._seq[node] = seq
 
     def __len__(self) -> int:
         return sum(len(devices) for devices in self._nodes.values())
@@ -377,9 +404,11 @@ def _metric(buf: bytes) -> _Read:
     return _Read(name, alias, ts, datatype, is_null, kind, value)
 
 
-def _payload(buf: bytes, bound: tuple[str, int]) -> tuple[int | None, list[_Read]]:
+def _payload(buf: bytes, bound: tuple[str, int]
+             ) -> tuple[int | None, list[_Read], int | None]:
     name, limit = bound
     timestamp: int | None = None
+    seq: int | None = None
     metrics: list[_Read] = []
     for field, wire, raw in _fields(buf):
         if wire != _PAYLOAD_WIRE.get(field, wire):
@@ -390,7 +419,9 @@ def _payload(buf: bytes, bound: tuple[str, int]) -> tuple[int | None, list[_Read
             if len(metrics) == limit:
                 raise _RejectError("too_large", f"more than {name}={limit} metrics")
             metrics.append(_metric(raw))
-    return timestamp, metrics
+        elif field == 3:
+            seq = raw
+    return timestamp, metrics, seq
 
 
 def _value(name: str, datatype: int | None, kind: int | None, raw: Any) -> float | None:
@@ -443,6 +474,11 @@ def _decode(
     if kind.endswith("DEATH"):
         if aliases is not None:
             aliases.clear(where.group, where.edge, where.device)
+            seq = None
+            if kind == "DDEATH":  # it counts in the node's sequence
+                with contextlib.suppress(_Malformed, _RejectError, ValueError):
+                    seq = _payload(payload, ("max_batch_values", 0))[2]
+            aliases.sequence(where.group, where.edge, kind, seq)
         return []
     if kind in ("NCMD", "DCMD", "STATE"):
         return []
@@ -455,9 +491,11 @@ def _decode(
     if aliases is not None and aliases.max_metrics < bound[1]:
         bound = ("max_metrics", aliases.max_metrics)
     try:
-        timestamp, metrics = _payload(payload, bound)
+        timestamp, metrics, seq = _payload(payload, bound)
     except (_Malformed, ValueError) as exc:
         return Rejected("bad_sparkplug", f"{kind}: {exc}")
+    if aliases is not None:
+        aliases.sequence(where.group, where.edge, kind, seq)
     if kind.endswith("BIRTH"):
         born = [(m.name, m.alias, m.datatype or 0) for m in metrics if m.name is not None]
         if len(born) < len(metrics):
@@ -480,6 +518,8 @@ def _decode(
                 return Rejected("bad_sparkplug", f"{kind} metric with neither name nor alias")
             known = entry.aliases.get(alias) if entry is not None else None
             if known is None:
+                if aliases is not None:  # the node is asked to be born again
+                    aliases.wanted[(where.group, where.edge)] = None
                 return Rejected("unknown_alias", f"alias {alias} not born on {topic}")
             name, born_type = known
             datatype = datatype or born_type
