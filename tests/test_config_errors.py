@@ -385,3 +385,19 @@ def test_non_finite_valid_range_on_a_signal() -> None:
     assert str(info.value) == ("plant.toml:4: signals[0].valid_range: must be finite numbers "
                                "[low, high]; got [-inf, inf] (leave valid_range out for no "
                                "limits)")
+
+
+def test_the_demo_on_a_busy_metrics_port_names_the_option_to_change() -> None:
+    # The demo writes its own config: "set [metrics] port" named a file the user never saw.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "shopfloor", "demo", "--duration", "5", "--broker",
+             "embedded", "--metrics-port", str(port)],
+            capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 2, run.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in run.stderr
+    assert "--metrics-port" in run.stderr
+    assert "Traceback" not in run.stderr

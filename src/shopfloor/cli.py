@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shopfloor import __version__
-from shopfloor.errors import EXIT_USAGE, UserError
+from shopfloor.errors import EXIT_USAGE, ConfigError, UserError
 from shopfloor.logs import setup_logging
 
 __all__ = ["main"]
@@ -146,7 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from shopfloor.demo import run_demo
 
-            return run_demo(args)
+            try:
+                return run_demo(args)
+            except ConfigError as exc:
+                if exc.key != "metrics.port":
+                    raise
+                # The demo writes its own config: the option to change is the command's.
+                busy = exc.message.split(":")[0]  # "port N on HOST is already in use"
+                print(f"shopfloor demo: error: {busy}: give another port with --metrics-port "
+                      f"PORT (0: any free port)", file=sys.stderr)
+                return EXIT_USAGE
         if args.command == "simulate":
             from shopfloor.simulate import run as run_simulator
 
