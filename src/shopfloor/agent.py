@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from shopfloor import __version__
 from shopfloor.agent_config import AgentConfig, metrics_listen_error
 from shopfloor.checkpoints import Checkpointer
+from shopfloor.config import asset_id, signal_id
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.events import EventSink
 from shopfloor.ingest import BoundedQueue, Ingest
@@ -276,13 +277,16 @@ class Agent:
 
     def _alarm_changed(self, change: AlarmChange) -> None:
         self.events.alarm(change)
+        labels = tuple(change.labels.items())
+        # The whole identity: two lines' station-1/torque are two signals, logged apart.
+        who = (signal_id(change.asset, change.signal, labels) if change.signal
+               else f"asset {asset_id(change.asset, labels)}")
         self._alarm_lines.log(
             logging.INFO,
-            f"{change.asset}/{change.signal or ''}",
-            "alarm %s: %s/%s score=%.3g threshold=%.3g",
+            who,
+            "alarm %s: %s score=%.3g threshold=%.3g",
             change.kind,
-            change.asset,
-            change.signal or "(asset)",
+            who,
             change.score,
             change.threshold,
         )
