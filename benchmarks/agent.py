@@ -73,7 +73,7 @@ __all__ = ["OVERLOAD", "run"]
 
 OVERLOAD = 1.3
 EVENTS_PREFIX = "sfbench-events"
-TARGET = Target(0.8, "issue 3: >= 80% of a bare paho subscriber")
+TARGET = Target(0.8, "agent rate >= 80% of a bare paho subscriber's")
 REFERENCE = ReferenceSide.name
 START_RATE = {"json": 2000.0, "frame": 500.0}  # the first round, and the search's floor
 

@@ -92,7 +92,7 @@ def _frame_stats(bench: Bench, frames: F64) -> None:
             Case("pure python", lambda: python_frame_stats(small), small.size,
                  note="pure Python on 1 frame"),
         ],
-        [Target(0.5, "issue 2: >= 50% of np.sum's rate")],
+        [Target(0.5, "kernel rate >= 50% of np.sum's")],
     )
 
 
@@ -115,7 +115,7 @@ def _spectral(bench: Bench, frames: F64) -> None:
             Case("numpy spectral", lambda: numpy_spectral(frames, **SPECTRAL), frames.size,
                  note="NumPy reference demodulates with two more FFTs (Hilbert)"),
         ],
-        [Target(0.8, "issue 2: >= 80% of rfft's rate")],
+        [Target(0.8, "kernel rate >= 80% of np.fft.rfft's")],
     )
     try:
         from shopfloor.features import FrameFeatures
@@ -201,7 +201,7 @@ def _charts(bench: Bench, stream: F64) -> None:
                 Case("pure python", partial(python_ref, small), small.size,
                      note=f"pure Python on {small.size} samples"),
             ],
-            [Target(10.0, "issue 2: >= 10x NumPy vectorised")],
+            [Target(10.0, "kernel rate >= 10x NumPy vectorised")],
         )
 
 

@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Detection quality of shopfloor on SKAB, NAB and CWRU (public labelled "
         "data) and a synthetic suite.",
         epilog="Exit status: 0 after a run (a missing data set is reported as skipped); "
-        "2 for bad arguments.",
+        "2 for bad arguments or a --data folder that is not there (nothing is written).",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR",
                    help=f"the data folder with skab/, nab/ and cwru/ (default: {DEFAULT_DATA})")
@@ -268,6 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="4 SKAB files, 5 NAB files, short synthetic series, 1 CWRU fault")
     args = p.parse_args(argv)
+    # A mistyped --data ran the synthetic suite alone, exited 0 and overwrote the results.
+    if not args.data.is_dir():
+        p.error(f"--data {args.data}: no such folder (it holds skab/, nab/ and cwru/); "
+                f"nothing was run or written")
+    if not any((args.data / name).is_dir() for name in ("skab", "nab", "cwru")):
+        p.error(f"--data {args.data}: holds none of skab/, nab/ and cwru/; nothing was run or "
+                f"written")
     mode = Mode.of(args.quick)
     bench = Bench(mode, area="quality")
     started = time.perf_counter()
@@ -281,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skipped": [{"area": s.area, "name": s.name, "reason": s.reason} for s in bench.skipped],
     }
     written = [write_json(results, args.out), write_markdown(results, args.out)]
+    report = args.out / "quality.md"
+    if report.exists():  # the tables themselves, not only where they went
+        print(report.read_text(encoding="utf-8"))
     print(f"{len(bench.figures)} figures in {results['elapsed_s']:.1f} s; wrote "
           f"{args.out / 'quality.md'}, {', '.join(str(w) for w in written)}")
     return 0

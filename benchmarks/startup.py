@@ -16,8 +16,8 @@ configured.
 subject                                            reference                          target
 =================================================  =================================  ========
 READY, warm Numba cache                            READY, empty Numba cache           reported
-READY, warm Numba cache                            issue 5's target, 1.5 s            >= 1
-VmRSS at READY, no River detector                  issue 5's target, 120 MB           >= 1
+READY, warm Numba cache                            target, 1.5 s                      >= 1
+VmRSS at READY, no River detector                  target, 120 MB                     >= 1
 VmRSS at READY, River detector (hst)               VmRSS at READY, no River detector  reported
 =================================================  =================================  ========
 
@@ -176,12 +176,12 @@ def run(bench: Bench) -> None:
          "READY, empty Numba cache", [s.seconds for s in cold], None,
          f"{config}; warm: {warm_status!r}; {machine}")
     _add(bench, "READY, warm Numba cache", "s", [s.seconds for s in warm],
-         f"issue 5 target ({READY_TARGET_S:g} s)", [READY_TARGET_S] * rounds,
-         Target(1.0, f"issue 5: READY within {READY_TARGET_S:g} s on a warm cache"),
+         f"target ({READY_TARGET_S:g} s)", [READY_TARGET_S] * rounds,
+         Target(1.0, f"READY within {READY_TARGET_S:g} s on a warm Numba cache"),
          f"{config}; the reference is the target itself: ratio >= 1 means within it")
     _add(bench, "VmRSS at READY, no River detector", "MB", [s.rss / MB for s in warm],
-         f"issue 5 target ({RSS_TARGET_MB:g} MB)", [RSS_TARGET_MB] * rounds,
-         Target(1.0, f"issue 5: RSS at READY within {RSS_TARGET_MB:g} MB without River"),
+         f"target ({RSS_TARGET_MB:g} MB)", [RSS_TARGET_MB] * rounds,
+         Target(1.0, f"RSS at READY within {RSS_TARGET_MB:g} MB without River"),
          f"{config}, warm cache; private (RssAnon) {_median_mb(warm, 'anon')} MB, "
          f"file-backed (RssFile, shared library pages) {_median_mb(warm, 'file')} MB; "
          f"after a cold start VmRSS is {_median_mb(cold, 'rss')} MB (the compiler's memory)")

@@ -131,9 +131,8 @@ def test_issue_targets_are_all_measured(quick: tuple[Path, dict[str, Any], str])
                 assert ("agent", f"latency {label}, publish to anomaly event at 2000 msgs/s"
                         f"{broker}") in names
         assert ("agent", "RSS, scalar JSON saturated") in names
-        assert targets["startup/READY, warm Numba cache vs issue 5 target (1.5 s)"] == 1.0
-        assert targets["startup/VmRSS at READY, no River detector vs issue 5 target (120 MB)"] \
-            == 1.0
+        assert targets["startup/READY, warm Numba cache vs target (1.5 s)"] == 1.0
+        assert targets["startup/VmRSS at READY, no River detector vs target (120 MB)"] == 1.0
         assert ("startup", "VmRSS at READY, River detector (hst)") in names
         assert results["skipped"] == [], results["skipped"]
     else:

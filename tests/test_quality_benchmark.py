@@ -450,3 +450,20 @@ def test_under_the_harness_quality_md_goes_to_its_out_folder(
     monkeypatch.setitem(sys.modules, "__main__", harness)
     monkeypatch.setattr(sys, "argv", ["benchmarks", "quality", "--out", str(tmp_path)])
     assert quality._harness_out() == tmp_path
+
+
+@pytest.mark.parametrize("folder", ["nowhere", "empty"])
+def test_a_data_folder_that_is_not_there_is_exit_2_and_keeps_the_old_results(
+    tmp_path: Path, folder: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # It ran the synthetic suite alone, exited 0 and overwrote results.json with no figures.
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("old", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        quality.main(["--data", str(tmp_path / folder), "--out", str(out), "--quick"])
+    assert exit_.value.code == 2
+    assert "nothing was run or written" in capsys.readouterr().err
+    assert (out / "results.json").read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
