@@ -5,7 +5,8 @@ was made to export every family it has (a signal in alarm, an asset detector, re
 kinds, a checkpoint), never from a list kept here: renaming a metric in the agent breaks this
 test until the dashboards and rules follow.
 
-The helpers that walk dashboards and rule files are shared with test_prometheus_live.py.
+The helpers that walk dashboards and rule files are shared with test_dashboard_schema.py,
+test_alert_links.py and test_prometheus_live.py.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ EXPECTED_UIDS = {
     "shopfloor-signal-drilldown.json": "shopfloor-signal-drilldown",
     "shopfloor-agent-health.json": "shopfloor-agent-health",
 }
-VARIABLES = ("datasource", "instance", "asset", "signal")
+VARIABLES = ("datasource", "instance", "site", "line", "asset", "signal")
+# Topic levels a template may name besides asset and signal: optional ("All" is ".*", which
+# also matches a series without the label).
+OPTIONAL_LEVELS = ("site", "line")
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-PANEL_TYPES = {"timeseries", "stat", "table"}
 # Written by Prometheus itself for every scrape target, not by the agent.
 PROMETHEUS_SERIES = frozenset({"up"})
 
@@ -68,6 +71,12 @@ def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """``(where, expr)`` of every panel target."""
     return [(f"{dashboard['uid']}: {p['title']} [{t['refId']}]", t["expr"])
             for p in panels(dashboard) for t in p.get("targets", [])]
+
+
+def annotation_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(where, expr)`` of every Prometheus annotation (the built-in one has none)."""
+    return [(f"{dashboard['uid']}: annotation {a['name']}", a["expr"])
+            for a in dashboard["annotations"]["list"] if "expr" in a]
 
 
 LABEL_VALUES = re.compile(r"^label_values\((?P<expr>.+),\s*(?P<label>\w+)\s*\)$", re.S)
@@ -174,6 +183,7 @@ def everything_queried() -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for dashboard in load_dashboards().values():
         out += panel_queries(dashboard)
+        out += annotation_queries(dashboard)
         out += [(where, expr) for where, expr, _ in variable_queries(dashboard)]
     out += [(f"rule {name}", expr) for _, name, expr in all_rules()]
     return out
@@ -313,28 +323,8 @@ def test_dashboards_are_json_with_their_stable_unique_uids() -> None:
         assert d["editable"] is False, name  # provisioned read-only: edit the file
 
 
-def test_panels_have_unique_ids_fit_the_grid_and_use_the_templated_datasource() -> None:
-    for name, d in load_dashboards().items():
-        ids = [p["id"] for p in panels(d)]
-        assert len(set(ids)) == len(ids), f"{name}: panel ids repeat"
-        cells: dict[tuple[int, int], int] = {}
-        for p in panels(d):
-            where = f"{name}: {p['title']}"
-            assert p["type"] in PANEL_TYPES, where
-            assert p["datasource"] == DATASOURCE, where
-            g = p["gridPos"]
-            assert min(g["w"], g["h"], g["x"], g["y"]) >= 0, where
-            assert g["x"] + g["w"] <= 24, f"{where} is wider than the grid"
-            for x in range(g["x"], g["x"] + g["w"]):
-                for y in range(g["y"], g["y"] + g["h"]):
-                    assert (x, y) not in cells, f"{where} overlaps panel {cells[(x, y)]}"
-                    cells[(x, y)] = p["id"]
-            refs = [t["refId"] for t in p["targets"]]
-            assert len(set(refs)) == len(refs) > 0, where
-            for t in p["targets"]:
-                assert t["datasource"] == DATASOURCE, where
-                assert t["expr"].strip(), where
-            assert p.get("description"), f"{where}: say what the panel shows"
+# A selector with matchers: the metric name and what is between the braces.
+_SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)\{([^{}]*)\}")
 
 
 def test_every_dashboard_has_the_templated_variables() -> None:
@@ -354,14 +344,40 @@ def test_every_dashboard_has_the_templated_variables() -> None:
         queries = {where.split("$")[1]: (expr, label) for where, expr, label in
                    variable_queries(d)}
         assert {v: label for v, (_, label) in queries.items()} == {
-            "instance": "instance", "asset": "asset", "signal": "signal"}
-        # Each variable narrows the next: agents, then their assets, then those assets' signals.
-        assert '"$instance"' in queries["asset"][0], name
-        assert '"$instance"' in queries["signal"][0], name
-        assert '"$asset"' in queries["signal"][0], name
-        # Every query is filtered by the agents chosen.
-        for where, expr in panel_queries(d):
+            v: v for v in VARIABLES[1:]}
+        assert queries["instance"][0] == "shopfloor_build_info", name
+        # Each variable narrows the next: agents, then sites, lines, assets and signals, all
+        # read from the signals' scores.
+        for i, var in enumerate(VARIABLES[2:], start=2):
+            expr = queries[var][0]
+            assert metric_names(expr) == {"shopfloor_signal_score"}, f"{name}: ${var}"
+            for before in VARIABLES[1:i]:
+                assert f'{before}=~"${before}"' in expr, f"{name}: ${var} ignores ${before}"
+        for var in OPTIONAL_LEVELS:
+            v = variables[var]
+            assert (v["includeAll"], v["allValue"]) == (True, ".*"), f"{name}: ${var}"
+            assert v["current"]["value"] == ["$__all"], f"{name}: ${var} must default to All"
+        # Every query is filtered by the agents chosen, and every per-signal or per-asset
+        # series by the site, line and asset too.
+        for where, expr in panel_queries(d) + annotation_queries(d):
             assert "$instance" in expr, f"{where} ignores the instance variable"
+            for metric, matchers in _SELECTOR.findall(expr):
+                if metric.startswith(("shopfloor_signal_", "shopfloor_asset_", "signal:",
+                                      "asset:")):
+                    for var in ("instance", *OPTIONAL_LEVELS, "asset"):
+                        assert f'{var}=~"${var}"' in matchers, f"{where}: {metric} ignores ${var}"
+
+
+def test_the_drilldown_is_about_one_signal() -> None:
+    d = load_dashboards()["shopfloor-signal-drilldown.json"]
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    # One asset and one signal at a time: the value panels print that signal's unit.
+    for var in ("asset", "signal"):
+        assert (variables[var]["multi"], variables[var]["includeAll"]) == (False, False), var
+    for where, expr in panel_queries(d) + annotation_queries(d):
+        for metric, matchers in _SELECTOR.findall(expr):
+            if metric.startswith(("shopfloor_signal_", "signal:")):
+                assert 'signal=~"$signal"' in matchers, f"{where}: {metric} ignores $signal"
 
 
 def test_data_links_open_dashboards_that_exist() -> None:

@@ -63,16 +63,78 @@ def test_the_rule_unit_tests_pass() -> None:
     assert "FAILED" not in done.stdout + done.stderr
 
 
+def alert_blocks() -> list[tuple[str, str]]:
+    """``(name, text)`` of each alerting rule, its text running to the next rule."""
+    text = (PROMETHEUS_DIR / "rules" / "shopfloor-alerts.yml").read_text()
+    return [(block.split()[0], block) for block in re.split(r"^\s*- alert:", text, flags=re.M)[1:]]
+
+
+def alert_severities() -> list[tuple[str, str]]:
+    """``(name, severity)`` of each alerting rule, in file order."""
+    out = []
+    for name, block in alert_blocks():
+        m = re.search(r"^\s+severity: (\w+)$", block, re.M)
+        assert m, f"{name}: no severity"
+        out.append((name, m[1]))
+    return out
+
+
+def alert_test_cases() -> list[tuple[str, set[str]]]:
+    """``(alertname, severities expected to fire)`` of each promtool alert test; an empty
+    set is a test that it stays quiet."""
+    text = "\n".join(p.read_text() for p in sorted((PROMETHEUS_DIR / "tests").glob("*.yml")))
+    out = []
+    for case in re.split(r"^\s*- eval_time:", text, flags=re.M)[1:]:
+        m = re.search(r"^\s*alertname:\s*(\w+)\s*\n\s*exp_alerts:\s*(\[\])?", case, re.M)
+        if not m:
+            continue
+        body = re.split(r"^\s*- (?:name|interval):", case[m.end():], flags=re.M)[0]
+        severities = set() if m[2] else set(re.findall(r"^\s+severity: (\w+)$", body, re.M))
+        assert m[2] or severities, f"{m[1]}: expected alerts without a severity"
+        out.append((m[1], severities))
+    return out
+
+
+def test_alert_tests_evaluate_the_recording_rules_first() -> None:
+    # Without group_eval_order promtool evaluates the groups in a random order, and an alert
+    # that reads a recording rule sees now this minute's value, now the last one's: a flaky
+    # test of any alert whose severity changes.
+    text = (PROMETHEUS_DIR / "tests" / "shopfloor-alerts_test.yml").read_text()
+    m = re.search(r"^group_eval_order:\n((?:\s+- \S+\n)+)", text, re.M)
+    assert m, "no group_eval_order"
+    groups = [g for name in ("shopfloor-recording.yml", "shopfloor-alerts.yml")
+              for g in re.findall(r"^\s*- name: (\S+)\s*$",
+                                  (PROMETHEUS_DIR / "rules" / name).read_text(), re.M)]
+    assert re.findall(r"- (\S+)", m[1]) == groups
+
+
 def test_every_alert_is_tested_firing_and_quiet() -> None:
-    text = "\n".join(p.read_text() for p in (PROMETHEUS_DIR / "tests").glob("*.yml"))
-    cases = re.findall(r"alertname:\s*(\w+)\s*\n\s*exp_alerts:\s*(\[\])?", text)
-    firing = {name for name, empty in cases if not empty}
-    quiet = {name for name, empty in cases if empty}
-    alerts = set(rule_names("alert"))
-    assert len(alerts) == len(rule_names("alert")), "alert names repeat"
-    assert alerts - firing == set(), "never seen firing"
-    assert alerts - quiet == set(), "never seen quiet"
-    assert {name for name, _ in cases} <= alerts, "a test names an alert that does not exist"
+    # An alert may be two rules of one name, one per severity (the anomaly alarms: critical
+    # on strong evidence, warning otherwise): each severity must be seen firing.
+    rules = alert_severities()
+    assert len(set(rules)) == len(rules), "an alert name repeats with the same severity"
+    cases = alert_test_cases()
+    firing = {(name, severity) for name, severities in cases for severity in severities}
+    quiet = {name for name, severities in cases if not severities}
+    assert set(rules) - firing == set(), "never seen firing"
+    assert {name for name, _ in rules} - quiet == set(), "never seen quiet"
+    assert firing <= set(rules), "a test expects a severity that no rule gives"
+
+
+def test_anomaly_alerts_take_their_severity_from_the_evidence() -> None:
+    by_name: dict[str, set[str]] = {}
+    for name, severity in alert_severities():
+        by_name.setdefault(name, set()).add(severity)
+    for name in ("ShopfloorSignalAlarm", "ShopfloorAssetAlarm", "ShopfloorVibrationZone"):
+        assert by_name[name] == {"critical", "warning"}, name
+    blocks = dict(alert_blocks())  # the last rule of each name: enough to find the records
+    assert "signal:shopfloor_signal_severity:max10m" in blocks["ShopfloorSignalAlarm"]
+    assert "asset:shopfloor_asset_severity:max10m" in blocks["ShopfloorAssetAlarm"]
+    # Publishers' clock skew has its own alert, and the lag alert does not take it for lag.
+    assert "shopfloor_clock_ahead_seconds" in blocks["ShopfloorClockAhead"]
+    assert re.search(r"^\s+for: 10m$", blocks["ShopfloorClockAhead"], re.M)
+    assert re.search(r"unless on \(instance, job\) max_over_time\(shopfloor_clock_ahead_seconds",
+                     blocks["ShopfloorLagHigh"])
 
 
 def test_every_recording_rule_is_unit_tested() -> None:
@@ -81,18 +143,18 @@ def test_every_recording_rule_is_unit_tested() -> None:
     assert set(rule_names("record")) <= tested
 
 
-def test_alerts_carry_severity_category_summary_and_description() -> None:
+def test_alerts_carry_severity_category_summary_description_and_dashboard() -> None:
     # Each alert's block runs to the next rule; promtool has parsed the YAML already, so a
     # look at the text is enough to hold the conventions.
-    text = (PROMETHEUS_DIR / "rules" / "shopfloor-alerts.yml").read_text()
-    blocks = re.split(r"^\s*- alert:", text, flags=re.M)[1:]
+    blocks = alert_blocks()
     assert len(blocks) == len(rule_names("alert"))
-    for block in blocks:
-        name = block.split()[0]
+    for name, block in blocks:
         assert re.search(r"^\s+severity: (critical|warning|info)$", block, re.M), name
         assert re.search(r"^\s+category: (anomaly|agent)$", block, re.M), name
         assert re.search(r"^\s+summary: ", block, re.M), name
         assert re.search(r"^\s+description: ", block, re.M), name
+        # Where to look: test_alert_links.py checks the paths and their variables.
+        assert re.search(r'^\s+dashboard: "', block, re.M), f"{name}: no dashboard link"
         assert "{{ $labels." in block, f"{name}: annotations should name the instance or signal"
 
 

@@ -2,12 +2,17 @@
 
 The simulated plant publishes through a real Mosquitto, faster than real time, with faults on
 station-1 so that signal and asset alarms exist; one unreadable payload and one clipped frame
-make both kinds of reject. Prometheus (the Debian binary, on loopback) scrapes the agent every
-second and evaluates the recording and alert rules of deploy/prometheus/rules every second.
-Then every panel query of every dashboard, with the dashboard variables substituted (once with
-concrete values, once with Grafana's "All"), every variable query, and every rule Prometheus
-loaded, are evaluated through its HTTP API: none may error, and each must return data. The
-agent's /metrics, with every family present, passes `promtool check metrics` silently.
+make both kinds of reject. Its scalar topics name their site and line as template levels, its
+frame topics do not, so the dashboards' optional site and line variables meet both kinds of
+configuration. Prometheus (the Debian binary, on loopback) scrapes the agent every second and
+evaluates the recording and alert rules of deploy/prometheus/rules every second. Then every
+panel and annotation query of every dashboard, with the dashboard variables substituted (with
+concrete values - a scalar signal on its site and line, a frame signal on "All" of them, and a
+query must return data for one of those - and with Grafana's "All"), every variable query,
+and every rule Prometheus loaded, are evaluated through its HTTP API: none may error, and each
+must return data; the queries a panel reads its unit from must return the focused scalar's
+unit. The agent's /metrics, with every family present, passes `promtool check metrics`
+silently.
 """
 
 from __future__ import annotations
@@ -36,7 +41,15 @@ from shopfloor.agent_config import parse_agent_config
 from shopfloor.broker import Mosquitto
 from shopfloor.codecs import encode_frame, encode_json_scalar
 from shopfloor.simulate import FRAME_SCALE, Plant, agent_config_toml, publish, standard_faults
-from test_dashboards import RULES, all_rules, load_dashboards, panel_queries, variable_queries
+from test_dashboards import (
+    RULES,
+    all_rules,
+    annotation_queries,
+    load_dashboards,
+    panel_queries,
+    panels,
+    variable_queries,
+)
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -50,8 +63,14 @@ ALLOWED_ABSENT = "shopfloor_checkpoint_last_timestamp_seconds"
 # Grafana's built-in variables, as it expands them for a short time range and a 1 s scrape.
 BUILTINS = {"__rate_interval": "15s", "__interval": "5s", "__range": "1m"}
 # station-1's torque steps by 4 sigma at the fault: its alarm, and station-1's asset alarm.
-FOCUS = {"asset": "station-1", "signal": "torque_nm"}
-ALL = {"instance": ".*", "asset": ".*", "signal": ".*"}  # Grafana's allValue
+# motor-1's accelerometer frames: features, an ISO zone, a suspected defect. Its topics have no
+# site or line level: "All" for those. station-1 is a configured asset, which the agent knows
+# by its name alone: its asset-level series carry no site or line, and show under "All" of
+# them only, as a third set of concrete values.
+SCALAR_FOCUS = {"asset": "station-1", "signal": "torque_nm"}
+FRAME_FOCUS = {"asset": "motor-1", "signal": "accel", "site": ".*", "line": ".*"}
+TORQUE_UNIT = "N.m"
+ALL = {"instance": ".*", "site": ".*", "line": ".*", "asset": ".*", "signal": ".*"}  # allValue
 FAULT_START = 30.0  # simulated seconds: 300 parts of baseline at 10 a second
 SPEED = 5.0  # simulated seconds per second: the fault starts 6 s into the run
 DATA_TIMEOUT = 45.0  # seconds for every query to have data (about 15 s on a 2-core machine)
@@ -71,6 +90,7 @@ name = "diameter_mm"
 asset = "station-1"
 name = "torque_nm"
 valid_range = [0.0, 100.0]
+unit = "N.m"
 """
 
 
@@ -96,13 +116,49 @@ _FILTER = re.compile(
 
 
 def without_filters(expr: str) -> str:
-    """An alert expression without its comparisons with constants.
+    """An alert expression without its comparisons with constants and its ``unless`` clauses.
 
-    ``up == 0`` returns nothing while the agent is healthy; ``up`` must return data. Applied
-    to the expressions as Prometheus prints them (``/api/v1/rules``), so the comparison
-    operators are spelt one way. Strings are untouched: a comparison needs a number after it.
+    ``up == 0`` returns nothing while the agent is healthy; ``up`` must return data. What is
+    left selects every series the alert could fire on: ``a unless b`` is part of ``a``, so the
+    clause goes (to the end of its parentheses), rather than losing its own comparisons, which
+    would remove more. Applied to the expressions as Prometheus prints them (``/api/v1/rules``),
+    so the operators are spelt one way. Strings are untouched: a comparison needs a number
+    after it.
     """
-    return _FILTER.sub("", expr)
+    return _FILTER.sub("", _without_unless(expr))
+
+
+def _without_unless(expr: str) -> str:
+    out: list[str] = []
+    depth = 0
+    skip_below: int | None = None  # dropping an unless clause until depth falls below this
+    i = 0
+    while i < len(expr):
+        c = expr[i]
+        if c in "\"'`":  # a string: copied or skipped whole
+            end = i + 1
+            while end < len(expr) and expr[end] != c:
+                end += 2 if expr[end] == "\\" and c != "`" else 1
+            if skip_below is None:
+                out.append(expr[i:end + 1])
+            i = end + 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if skip_below is not None and depth < skip_below:
+                skip_below = None
+        m = re.match(r"\bunless\b", expr[i:]) if skip_below is None else None
+        if m and (i == 0 or not (expr[i - 1].isalnum() or expr[i - 1] in "_:")):
+            skip_below = depth
+            while out and out[-1].isspace():
+                out.pop()
+            continue
+        if skip_below is None:
+            out.append(c)
+        i += 1
+    return "".join(out)
 
 
 class Prometheus:
@@ -212,7 +268,11 @@ def publish_rejects(broker: Mosquitto, plant: Plant) -> None:
 def test_comparisons_with_constants_are_removed_only_where_they_filter() -> None:
     assert without_filters('up{job="shopfloor"} == 0') == 'up{job="shopfloor"}'
     assert without_filters("time() - c > 900") == "time() - c"
-    assert without_filters("(time() - s > 1800) unless c") == "(time() - s) unless c"
+    assert without_filters("(time() - s > 1800) unless c") == "(time() - s)"
+    assert without_filters("a > 30 unless on (i) max_over_time(b[5m]) > 1") == "a"
+    assert without_filters("(a > 1 unless b > 2) and c > 3") == "(a) and c"
+    assert without_filters('x{r="unless"} > 1 unless y') == 'x{r="unless"}'
+    assert without_filters("unlessx > 1") == "unlessx"
     assert without_filters("a > 0 and rate(b[2m]) == 0") == "a and rate(b[2m])"
     assert without_filters('x{le="0.5", r!="1"} / y > 0.01') == 'x{le="0.5", r!="1"} / y'
     assert without_filters("a > 2 * b") == "a > 2 * b"
@@ -233,6 +293,10 @@ def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
                   faults=standard_faults("station-1", FAULT_START), seed=1)
     text = agent_config_toml(plant, mosquitto.host, mosquitto.port, client_id="prometheus-live",
                              metrics_port=0)
+    # The scalar topics' site and line become template levels, and so labels of their signals.
+    pinned = f'topic = "plant/{plant.site}/{plant.line}/{{asset}}/{{signal}}"'
+    assert pinned in text
+    text = text.replace(pinned, 'topic = "plant/{site}/{line}/{asset}/{signal}"')
     text += EXTRA_CONFIG.format(state=json.dumps(str(tmp_path / "state")))
     agent = Agent(parse_agent_config(text), CollectorRegistry())
     stop = threading.Event()
@@ -250,7 +314,7 @@ def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
         server = Prometheus(tmp_path / "prometheus", agent.metrics_port)
         server.start()
         instance = f"127.0.0.1:{agent.metrics_port}"
-        check_every_query(server, instance)
+        check_every_query(server, instance, {"site": plant.site, "line": plant.line})
         # Now that every family is present (asset alarms, rejects, checkpoints), the exposition
         # passes promtool's lint with nothing to say.
         with urllib.request.urlopen(f"http://{instance}/metrics", timeout=5) as response:
@@ -266,39 +330,65 @@ def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
             server.stop()
 
 
-def check_every_query(server: Prometheus, instance: str) -> None:
+def unit_queries(dashboard: dict[str, Any]) -> set[str]:
+    """Where (as panel_queries names it) each query is that a panel reads its unit from."""
+    return {f"{dashboard['uid']}: {p['title']} [{tr['options']['configRefId']}]"
+            for p in panels(dashboard) for tr in p.get("transformations", [])
+            if tr["id"] == "configFromData"}
+
+
+# (where, alternative exprs of which one must have data, label the answer must carry, data
+# required at all)
+Check = tuple[str, list[str], str | None, bool]
+
+
+def check_every_query(server: Prometheus, instance: str, levels: dict[str, str]) -> None:
     """Evaluate everything until each query has data or DATA_TIMEOUT passes; errors fail."""
-    # (where, expr, label the answer must carry or None, data required)
-    checks: list[tuple[str, str, str | None, bool]] = []
-    for values, name in (({"instance": instance, **FOCUS}, "concrete"), (ALL, "All")):
-        for dashboard in load_dashboards().values():
-            for where, expr in panel_queries(dashboard):
-                e = substitute(expr, values)
-                checks.append((f"{where} ({name})", e, None, ALLOWED_ABSENT not in e))
-            for where, expr, label in variable_queries(dashboard):
-                checks.append((f"{where} ({name})", substitute(expr, values), label, True))
+    scalar = {"instance": instance, **levels, **SCALAR_FOCUS}
+    configured_asset = {**scalar, "site": ".*", "line": ".*"}
+    frame = {"instance": instance, **FRAME_FOCUS}
+    concrete = (scalar, configured_asset, frame)
+    checks: list[Check] = []
+    for dashboard in load_dashboards().values():
+        units = unit_queries(dashboard)
+        for where, expr in panel_queries(dashboard):
+            need = ALLOWED_ABSENT not in expr
+            checks.append((f"{where} (concrete)", [substitute(expr, v) for v in concrete],
+                           "unit" if where in units else None, need))
+            checks.append((f"{where} (All)", [substitute(expr, ALL)], None, need))
+        for where, expr in annotation_queries(dashboard):
+            # An annotation marks events: without its comparison it must still select data.
+            for name, values in (("concrete", concrete), ("All", (ALL,))):
+                exprs = [substitute(expr, v) for v in values]
+                checks.append((f"{where} ({name})", exprs, None, False))
+                checks.append((f"{where} without its comparisons ({name})",
+                               [without_filters(e) for e in exprs], None, True))
+        for where, expr, label in variable_queries(dashboard):
+            checks.append((f"{where} (concrete)", [substitute(expr, scalar)], label, True))
+            checks.append((f"{where} (All)", [substitute(expr, ALL)], label, True))
     expected = {name for _, name, _ in all_rules()}
     deadline = time.monotonic() + DATA_TIMEOUT
     while True:
         rules = [r for g in server.api("rules")["data"]["groups"] for r in g["rules"]]
         assert {r["name"] for r in rules} == expected, "Prometheus did not load every rule"
-        rule_checks: list[tuple[str, str, str | None, bool]] = []
+        rule_checks: list[Check] = []
         for r in rules:
             need = ALLOWED_ABSENT not in r["query"]
             alert = r["type"] == "alerting"
             # An alert's own expression may be empty while all is well; without its
             # comparisons it must not.
-            rule_checks.append((f"rule {r['name']}", r["query"], None, need and not alert))
+            rule_checks.append((f"rule {r['name']}", [r["query"]], None, need and not alert))
             if alert:
                 assert without_filters(r["query"]) != r["query"], f"{r['name']} filters nothing"
                 rule_checks.append((f"rule {r['name']} without its comparisons",
-                                    without_filters(r["query"]), None, need))
+                                    [without_filters(r["query"])], None, need))
         missing = []
-        for where, expr, wanted_label, need in checks + rule_checks:
-            answer = server.api("query", query=expr)
-            assert answer["status"] == "success", f"{where}: {expr}\n{answer}"
-            if need and not has_data(answer, wanted_label):
-                missing.append(f"{where}: {expr}")
+        for where, exprs, wanted_label, need in checks + rule_checks:
+            answers = [server.api("query", query=expr) for expr in exprs]
+            for expr, answer in zip(exprs, answers, strict=True):
+                assert answer["status"] == "success", f"{where}: {expr}\n{answer}"
+            if need and not any(has_data(a, wanted_label) for a in answers):
+                missing.append(f"{where}: {' | '.join(exprs)}")
         unhealthy = [f"rule {r['name']}: {r['health']} {r.get('lastError', '')}"
                      for r in rules if r["health"] != "ok"]
         if not (missing or unhealthy) or time.monotonic() > deadline:
