@@ -3,7 +3,8 @@
 #   ./dev.sh demo   the whole detection path on this machine, with a synthetic plant
 #   ./dev.sh test   lint, type checks and the whole test suite (what CI runs)
 # It installs what is missing (Debian packages, a virtual environment in .venv) and is safe to
-# run again: a second run installs nothing.
+# run again: a second run installs nothing. The demo takes only what it needs (Mosquitto and
+# the package); the tests take everything (Prometheus, openssl, the dev extras).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,7 +13,9 @@ VENV=.venv
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 ensure_system_packages() {
-  local wanted=(mosquitto prometheus openssl systemd) missing=()
+  # The Debian packages a command needs; by default, all that the test suite starts.
+  local wanted=("$@") missing=()
+  if [ "${#wanted[@]}" -eq 0 ]; then wanted=(mosquitto prometheus openssl systemd); fi
   # python3 may come from elsewhere (pyenv, a CI image): only working venv support matters.
   python3 -c 'import venv, ensurepip' 2>/dev/null || wanted+=(python3 python3-venv python3-pip)
   for p in "${wanted[@]}"; do
@@ -31,7 +34,8 @@ ensure_system_packages() {
 }
 
 ensure_venv() {
-  local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  local stamp
+  stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
@@ -43,12 +47,27 @@ ensure_venv() {
   fi
 }
 
+# The demo runs the package alone (the dev extras are for the tests, the demo extra's broker is
+# for machines without Mosquitto): a test install (.installed-HASH) has it too.
+ensure_demo_venv() {
+  local hash
+  hash=$(sha256sum pyproject.toml | cut -c1-16)
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  if [ ! -f "$VENV/.installed-$hash" ] && [ ! -f "$VENV/.installed-demo-$hash" ]; then
+    "$VENV/bin/python" -m pip install -q -e .
+    rm -f "$VENV"/.installed-demo-*
+    touch "$VENV/.installed-demo-$hash"
+  fi
+}
+
 cmd=${1:-}
 case "$cmd" in
   demo)
     shift
-    ensure_system_packages
-    ensure_venv
+    ensure_system_packages mosquitto
+    ensure_demo_venv
     exec "$VENV/bin/shopfloor" demo "$@"
     ;;
   test)

@@ -32,7 +32,8 @@ WANTED = {
     "shopfloor-plant-overview": {"instance", "asset"},
     "shopfloor-agent-health": {"instance"},
 }
-SIGNAL_ALERTS = {"ShopfloorSignalAlarm", "ShopfloorVibrationZone", "ShopfloorSamplesRejected"}
+SIGNAL_ALERTS = {"ShopfloorSignalAlarm", "ShopfloorVibrationZone", "ShopfloorSamplesRejected",
+                 "ShopfloorSignalSilent"}
 ASSET_ALERTS = {"ShopfloorAssetAlarm"}
 
 

@@ -35,7 +35,8 @@ INSTALL = ROOT / "edge" / "install.sh"
 UNINSTALL = ROOT / "edge" / "uninstall.sh"
 UNIT_SOURCE = ROOT / "deploy" / "systemd" / "shopfloor-agent.service"
 PROFILE = ROOT / "edge" / "profiles" / "raspberry-pi.toml"
-OPTIONS = ("--prefix", "--no-systemctl", "--no-apt", "--profile", "--python", "--help")
+OPTIONS = ("--prefix", "--destdir", "--wheelhouse", "--no-systemctl", "--no-apt", "--profile",
+           "--python", "--help")
 METRICS_AT = re.compile(r"metrics at http://127\.0\.0\.1:(\d+)/metrics")
 T0 = 1_750_000_000.0  # sample timestamps: any fixed epoch time will do
 
@@ -54,10 +55,35 @@ class Layout:
         self.cache = prefix / "var" / "cache" / "shopfloor"
 
 
-def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(script), *args], capture_output=True, text=True, timeout=600, check=False
-    )
+def run_script(
+    script: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                          timeout=600, check=False, env=env)
+
+
+def unit_directives(text: str) -> list[str]:
+    """The lines of a unit file that systemd reads (no comments, no blank lines)."""
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def assert_unit_names(unit: Path, root: str) -> None:
+    """``unit`` is the shipped unit with its paths under ``root`` ("" for /), nothing else."""
+    source = UNIT_SOURCE.read_text()
+    written = unit.read_text()
+    expected = {
+        "Documentation": f"file://{root}/opt/shopfloor/README.md",
+        "ExecStart": f"{root}/opt/shopfloor/venv/bin/shopfloor run"
+                     f" --config {root}/etc/shopfloor/agent.toml",
+        "LoadCredential": f"mqtt-password:{root}/etc/shopfloor/mqtt-password",
+    }
+    for key, value in expected.items():
+        assert f"\n{key}={value}\n" in written, key
+    assert len(unit_directives(written)) == len(unit_directives(source))
+    for old, new in zip(unit_directives(source), unit_directives(written), strict=True):
+        assert old == new or old.split("=", 1)[0] in expected, (old, new)
+    assert [line for line in written.splitlines() if line.startswith("#")] == [
+        line for line in source.splitlines() if line.startswith("#")]  # comments as shipped
 
 
 def install(checkout: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
@@ -94,7 +120,7 @@ def copy_checkout(destination: Path) -> Path:
     """What install.sh reads of a checkout, copied (no caches, no .venv)."""
     junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.nbi", "*.nbc")
     destination.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md"):
         shutil.copy2(ROOT / name, destination / name)
     for name in ("src", "edge", "deploy"):
         shutil.copytree(ROOT / name, destination / name, ignore=junk)
@@ -176,21 +202,29 @@ def test_help_names_the_options(script: Path) -> None:
         (INSTALL, ["--profile", "toaster"]),
         (INSTALL, ["--prefix"]),
         (INSTALL, ["--profile"]),
+        (INSTALL, ["--destdir"]),
+        (INSTALL, ["--wheelhouse"]),
+        (INSTALL, ["--destdir", ""]),
+        (INSTALL, ["--prefix", "/srv/with space"]),
         (UNINSTALL, ["--bogus"]),
         (UNINSTALL, ["--prefix"]),
     ],
     ids=["install-unknown", "install-profile", "install-prefix-value", "install-profile-value",
-         "uninstall-unknown", "uninstall-prefix-value"],
+         "install-destdir-value", "install-wheelhouse-value", "install-destdir-empty",
+         "install-prefix-space", "uninstall-unknown", "uninstall-prefix-value"],
 )
 def test_bad_arguments_exit_2_and_touch_nothing(
     script: Path, args: list[str], tmp_path: Path
 ) -> None:
     prefix = tmp_path / "root"
-    done = subprocess.run(
-        ["bash", str(script), *args, *(["--no-systemctl", "--prefix", str(prefix)]
-                                       if args[-1] not in ("--prefix", "--profile") else [])],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    # A scratch root goes first, so that an option left without its value stays last.
+    scratch = ["--no-systemctl"]
+    if "--prefix" not in args:
+        scratch += ["--prefix", str(prefix)]
+    elif script == INSTALL:
+        scratch += ["--destdir", str(prefix)]
+    done = subprocess.run(["bash", str(script), *scratch, *args],
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "--help" in done.stderr
     assert not prefix.exists()
@@ -216,13 +250,15 @@ def test_install_run_reinstall_upgrade_uninstall(
 ) -> None:
     prefix = tmp_path / "root"
     at = Layout(prefix)
+    # This checkout as it is now: others may edit the real one between two installs.
+    checkout = copy_checkout(tmp_path / "checkout")
 
     # 1. A fresh install: environment, package, config from the profile, unit, closing words.
-    out = ok(install(ROOT, prefix))
+    out = ok(install(checkout, prefix))
     assert "config: wrote" in out
     assert at.shopfloor.is_file()
-    assert at.config.read_bytes() == PROFILE.read_bytes()
-    assert at.unit.read_bytes() == UNIT_SOURCE.read_bytes()
+    assert at.config.read_bytes() == (checkout / PROFILE.relative_to(ROOT)).read_bytes()
+    assert_unit_names(at.unit, str(prefix))  # --prefix: the unit names where it runs from
     assert at.password.read_bytes() == b""
     assert stat.S_IMODE(at.password.stat().st_mode) == 0o600
     assert stat.S_IMODE(at.config.stat().st_mode) == 0o644
@@ -249,7 +285,9 @@ def test_install_run_reinstall_upgrade_uninstall(
     agent = InstalledAgent(at, tmp_path / "agent.log")
     agents.append(agent)
     port = agent.metrics_port()
-    scored = "shopfloor_signal_samples_scored_total{asset=press-1,signal=force}"
+    # press-1's force, whatever other labels (the topic's site and line) the series carries.
+    scored = re.compile(r"shopfloor_signal_samples_scored_total\{(.*,)?asset=press-1,"
+                        r"(.*,)?signal=force(,.*)?\}")
     publisher = make_link(link_settings(mosquitto, "install-test-publisher"))
     assert publisher.wait_ready(10.0)
     sent = 0
@@ -260,7 +298,7 @@ def test_install_run_reinstall_upgrade_uninstall(
         publisher.publish("plant/berlin/line-2/press-1/force",
                           encode_json_scalar(T0 + sent, 10.0 + sent % 3))
         sent += 1
-        return scrape(port).get(scored, 0.0) >= 1.0
+        return sum(v for k, v in scrape(port).items() if scored.fullmatch(k)) >= 1.0
 
     assert wait_until(scored_yet, 60.0), f"nothing scored:\n{agent.log()}"
     assert scrape(port)["shopfloor_mqtt_connected{}"] == 1.0
@@ -270,7 +308,7 @@ def test_install_run_reinstall_upgrade_uninstall(
 
     # 4. A second run changes nothing, and says so; the edited config is still there.
     before = snapshot(prefix)
-    out = ok(install(ROOT, prefix))
+    out = ok(install(checkout, prefix))
     assert "nothing changed" in out
     assert "config: kept" in out
     assert snapshot(prefix) == before
@@ -279,14 +317,13 @@ def test_install_run_reinstall_upgrade_uninstall(
     # A config that fails the check stops the install (before systemd would start it), named.
     assert "queue_size = 5000" in edited
     at.config.write_text(edited.replace("queue_size = 5000", "queue_size = 1"))
-    done = install(ROOT, prefix)
+    done = install(checkout, prefix)
     assert done.returncode == 1
     assert f"{at.config}:" in done.stderr
     assert "agent.queue_size" in done.stderr
     at.config.write_text(edited)
 
     # 5. An upgrade from a changed checkout reinstalls the package, keeps config and state.
-    checkout = copy_checkout(tmp_path / "checkout")
     marker = "# upgraded by test_install\n"
     with (checkout / "src" / "shopfloor" / "__init__.py").open("a") as fh:
         fh.write(marker)
