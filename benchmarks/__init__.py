@@ -27,6 +27,11 @@ metrics
 scaling
     Cost per JSON sample and per 2048-sample frame from payload through ingest and worker as
     signals grow from 1 to 1,000, what half a core holds, memory per pipeline (issue 6).
+faults
+    Not a throughput area and not part of ``all``: ``python -m benchmarks faults [--quick]``
+    runs the real agent and Mosquitto through hostile input, overload, kill -9, SIGTERM under
+    load, broker restarts, scrape storms, filled tables and a soak, and reports each scenario's
+    trials, failures and loss (:mod:`benchmarks.faults`; skipped without mosquitto).
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ def parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 after a run, even when a target is missed (targets are "
         "reported, not enforced); 2 for bad arguments.",
     )
-    p.add_argument("area", choices=[*AREAS, "all", "quality"],
+    p.add_argument("area", choices=[*AREAS, "all", "quality", "faults"],
                    help="what to measure; all = every throughput area; quality = detection "
-                   "quality on the public data sets (--data DIR)")
+                   "quality on the public data sets (--data DIR); faults = the fault suite "
+                   "against the real agent and Mosquitto (python -m benchmarks faults -h)")
     p.add_argument("--quick", action="store_true",
                    help="small workloads and few repeats (under a minute for all)")
     p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
@@ -90,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks import quality
 
         return quality.main(args_list[1:])
+    if args_list[:1] == ["faults"]:
+        # The fault suite reports outcomes, not figures, and has its own options (--only).
+        from benchmarks import faults
+
+        return faults.main(args_list[1:])
     p = parser()
     args = p.parse_args(argv)
     old = None
