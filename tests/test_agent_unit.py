@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -572,3 +573,34 @@ def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
     assert worker.plant.signals["press-6/force" + SL].scored == 3
     assert worker.plant.signals["press-7/force" + SL].scored == 3
     assert worker.processed == 12
+
+
+def test_a_redelivered_tail_of_a_batch_is_not_scored_again() -> None:
+    # The fault suite's finding: redelivering 5 and 6 after 6 compared 6's value with 5's.
+    ingest, worker, _, _ = run()
+    topic = "plant/s/l/press-8/force"
+    for t in range(1, 7):
+        ingest.on_message(topic, encode_json_scalar(T0 + t, 10.0 + t), T0)
+    work(worker)
+    for t in (5, 6):
+        ingest.on_message(topic, encode_json_scalar(T0 + t, 10.0 + t), T0)
+    work(worker)
+    pipe = worker.plant.signals["press-8/force" + SL]
+    assert pipe.scored == 6
+    assert pipe.rejected["out_of_order"] == 1
+    assert pipe.rejected["duplicate"] == 1
+
+
+def test_a_sample_stamped_far_ahead_of_the_clock_cannot_blind_its_signal() -> None:
+    # {"ts": 4102444800} (year 2100) was scored, and every later sample was out of order.
+    ingest, worker, _, _ = run()
+    topic = "plant/s/l/press-9/force"
+    now = time.time()
+    ingest.on_message(topic, encode_json_scalar(now - 10, 1.0), now)
+    ingest.on_message(topic, encode_json_scalar(4102444800.0, 1.0), now)
+    for k in range(5):
+        ingest.on_message(topic, encode_json_scalar(now - 9 + k, 1.0), now)
+    work(worker)
+    pipe = worker.plant.signals["press-9/force" + SL]
+    assert pipe.rejected["future"] == 1
+    assert pipe.scored == 6

@@ -198,10 +198,6 @@ def test_filled_tables_keep_known_signals_and_new_devices(
     assert 0 <= names["new_signal_after_flood_scored"] <= names["new_signal_expected"]
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: a DBIRTH counts as use of its own alias "
-                   "entry (the decoder looks the entry up after registering it), so 1,200 fake "
-                   "DBIRTHs make a live device the least recently used entry and evict it; its "
-                   "DDATA is then unknown_alias")
 def test_a_live_sparkplug_device_survives_a_dbirth_flood(
     quick: tuple[dict[str, Any], str],
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker import Mosquitto
 from shopfloor.admission import Admission
 from shopfloor.agent import Agent
 from shopfloor.agent_config import parse_agent_config
@@ -149,3 +150,22 @@ def test_events_may_be_placed_by_every_level_all_subscriptions_name(tmp_path: Pa
     other = '[[subscriptions]]\ntopic = "cell/{asset}/{signal}"\ncodec = "json"\n'
     with pytest.raises(ConfigError, match="a level every subscription names"):
         parse_agent_config(CONFIG + other + events, source="t.toml")
+
+
+def test_the_state_topic_warning_names_only_levels_every_subscription_has(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture, tmp_path: Path,
+) -> None:
+    # The shipped example (a Sparkplug subscription beside plant/{site}/{line}/...) warned
+    # at every start about levels its state topic could never use.
+    broker = f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+    sparkplug = ('[[subscriptions]]\ntopic = "spBv1.0/{group}/{type}/{edge}/{asset}"\n'
+                 'codec = "sparkplug"\n')
+    for extra, warned in (("", True), (sparkplug, False)):
+        caplog.clear()
+        text = broker + CONFIG.replace('[mqtt]\nhost = "127.0.0.1"\n', "") + extra
+        agent = Agent(parse_agent_config(text, source="t.toml", base_dir=tmp_path),
+                      CollectorRegistry())
+        with caplog.at_level("WARNING", "shopfloor.agent"):
+            agent.start()
+            agent.stop()
+        assert any("lacks {site}, {line}" in r.getMessage() for r in caplog.records) is warned

@@ -473,6 +473,22 @@ def test_fake_births_cannot_lock_a_real_device_out() -> None:
     assert aliases.lookup("plant", "press-7", "accel-1") is not None
 
 
+def test_a_live_device_born_before_a_flood_of_fake_births_keeps_its_aliases() -> None:
+    # The fault suite's finding: each BIRTH's own lookup counted as use, so 1,200 fake
+    # DBIRTHs all looked used and the live device, least recently used, was evicted.
+    aliases = SparkplugAliases(max_entries=100, max_node_devices=20)
+    readings(encode_dbirth(TS_MS, 0, [("rms_g", 5, DataType.FLOAT, 0.1)]),
+             "spBv1.0/plant/DBIRTH/press-7/accel-1", aliases)
+    readings(encode_data(TS_MS, 1, [(5, DataType.FLOAT, 0.4)]),
+             "spBv1.0/plant/DDATA/press-7/accel-1", aliases)
+    dbirth = encode_dbirth(TS_MS, 0, [("x", 1, DataType.FLOAT, 1.0)])
+    for i in range(1200):
+        readings(dbirth, f"spBv1.0/g/DBIRTH/attacker-{i % 6}/fake-{i}", aliases)
+    got = readings(encode_data(TS_MS, 2, [(5, DataType.FLOAT, 0.5)]),
+                   "spBv1.0/plant/DDATA/press-7/accel-1", aliases)
+    assert list(got) == ["rms_g"]
+
+
 def test_metrics_per_entry_and_in_total_are_bounded() -> None:
     aliases = SparkplugAliases(max_entries=10, max_metrics=3, max_aliases=5)
     three = [(f"m{i}", i, DataType.FLOAT, 1.0) for i in range(3)]

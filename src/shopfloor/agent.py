@@ -118,8 +118,11 @@ class Agent:
     def start(self) -> None:
         """Restore checkpoints, start the worker and the connection (a broker that is down is
         retried)."""
-        missing = [n for n in self.config.label_names
-                   if f"{{{n}}}" not in self.config.events.state_topic]
+        # Only levels every subscription names can place events (the config check's rule):
+        # the others are no advice one could follow (the shipped example warned each start).
+        subs = self.config.subscriptions
+        common = [n for n in self.config.label_names if all(n in s.label_names for s in subs)]
+        missing = [n for n in common if f"{{{n}}}" not in self.config.events.state_topic]
         if missing:
             log.warning("events.state_topic %r lacks %s: signals that differ only in those "
                         "levels share one retained state topic (their events tell them apart "

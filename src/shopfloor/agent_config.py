@@ -100,6 +100,9 @@ class AgentSettings:
     # A signal silent for this many of its own message intervals (and at least
     # silence_min_seconds) raises a silence alarm: a dead sensor sends nothing to clear with.
     silence_intervals: float = 10.0
+    # Samples stamped further ahead of the agent's clock are rejected as future (counted): one
+    # stamped in 2100 would make every later sample of its signal out of order.
+    max_clock_ahead: float = 600.0
     silence_min_seconds: float = 30.0
     batch_max: int = 5_000
     # After the first message of a batch, wait this long for more: a batch then holds many
@@ -281,6 +284,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_signals": (1, 1_000_000),
     "evict_idle_after": (1, 365 * 86400),
     "silence_intervals": (2, 1_000_000),
+    "max_clock_ahead": (1, 365 * 86400),
     "silence_min_seconds": (1, 365 * 86400),
     "batch_max": (1, 10_000_000),
     "asset_signals": (0, 256),

@@ -293,11 +293,13 @@ class SparkplugAliases:
                 if not devices:  # no empty dicts left behind by device churn
                     del self._nodes[(group, edge)]
 
-    def lookup(self, group: str, edge: str, device: str | None) -> _Entry | None:
-        """The entry of a (group, edge, device), if it was born (a DATA message: it counts
-        as use, which keeps the entry from eviction)."""
+    def lookup(self, group: str, edge: str, device: str | None, use: bool = True
+               ) -> _Entry | None:
+        """The entry of a (group, edge, device), if it was born. ``use``: a DATA message's
+        lookup counts as use, which keeps the entry from eviction; a BIRTH's own must not (a
+        flood of fake BIRTHs marked themselves used, and a live device was evicted first)."""
         entry = self._nodes.get((group, edge), {}).get(device or "")
-        if entry is not None:
+        if entry is not None and use:
             self._tick += 1
             self._used[(group, edge, device or "")] = self._tick
         return entry
@@ -509,7 +511,9 @@ def _decode(
                 return Rejected("bad_sparkplug", str(exc))
     elif not metrics:
         return Rejected("empty", f"{kind} without metrics")
-    entry = aliases.lookup(where.group, where.edge, where.device) if aliases is not None else None
+    entry = (aliases.lookup(where.group, where.edge, where.device,
+                            use=not kind.endswith("BIRTH"))
+             if aliases is not None else None)
     default_s = timestamp / 1000.0 if timestamp else arrival
     series: dict[str, tuple[list[float], list[float]]] = {}
     for name, alias, ts, datatype, is_null, value_kind, raw in metrics:

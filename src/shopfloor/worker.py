@@ -295,32 +295,40 @@ class Worker:
             features=dict(status.features) if frame else None, top=None, rules=0,
             likelihood=math.nan, onset=status.last_arrival)
 
-    @staticmethod
-    def _in_order(pipe: SignalPipeline, status: SignalStatus, times: np.ndarray,
+    def _in_order(self, pipe: SignalPipeline, status: SignalStatus, times: np.ndarray,
                   values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The samples that move the signal's time on; the others are counted and dropped.
 
         A sample older than one already scored cannot be scored in order (``out_of_order``);
-        one at the same time with the same value is a redelivery - a QoS 1 duplicate after a
-        broker restart was scored twice (``duplicate``). The reference is the monitor's latest
-        time, which checkpoints keep.
+        one at the same time with the same value as the sample that set that time is a
+        redelivery - a QoS 1 duplicate after a broker restart was scored twice
+        (``duplicate``). The reference is the monitor's latest time, which checkpoints keep.
+        A sample stamped more than ``agent.max_clock_ahead`` ahead of the agent's clock is
+        ``future``: one stamped in 2100 made every later sample out of order.
         """
         if not len(times):
             return times, values
+        future = times > time.time() + self.config.agent.max_clock_ahead
         latest = pipe.monitor.alarm.last_time
-        before = np.maximum.accumulate(np.r_[latest if np.isfinite(latest) else -np.inf,
-                                             times])[:-1]
+        t = np.r_[latest if np.isfinite(latest) else -np.inf, np.where(future, -np.inf, times)]
+        running = np.maximum.accumulate(t)
+        before = running[:-1]
         if pipe.frames is None:
-            previous = np.r_[status.value, values[:-1]]
-            duplicate = (times == before) & (values == previous)
+            # The value of the sample that holds the running latest time (the one before the
+            # batch: the signal's last value): redelivering 5 and 6 after 6 compared 6 with 5.
+            holder = np.maximum.accumulate(np.where(t >= running, np.arange(len(t)), 0))
+            reference = np.r_[status.value, values][holder[:-1]]
+            duplicate = (times == before) & (values == reference)
         else:
             duplicate = times == before
-        late = times < before
-        if not (duplicate.any() or late.any()):
+        late = (times < before) & ~future
+        duplicate &= ~future
+        if not (duplicate.any() or late.any() or future.any()):
             return times, values
         pipe.rejected["duplicate"] += int(duplicate.sum())
         pipe.rejected["out_of_order"] += int(late.sum())
-        keep = ~(duplicate | late)
+        pipe.rejected["future"] += int(future.sum())
+        keep = ~(duplicate | late | future)
         return times[keep], values[keep]
 
     def _drop_evicted(self) -> None:
