@@ -126,15 +126,9 @@ chmod 0755 "$BUILD"
 # The same files, hashed the same way, as install.sh: it installs a wheelhouse only with the
 # checkout it was built from, whose unit, profiles and docs go with that wheel.
 SOURCE=$WORK/source
-mkdir "$SOURCE"
-sources=(pyproject.toml README.md src)
-for f in "$REPO"/LICENSE* "$REPO"/NOTICE*; do
-  if [ -f "$f" ]; then sources+=("$(basename "$f")"); fi
-done
-tar -C "$REPO" --exclude=__pycache__ --exclude='*.egg-info' --exclude='*.py[co]' \
-  --exclude='*.nb[ic]' -cf - "${sources[@]}" | tar -C "$SOURCE" -xf -
-source_sums=$(cd "$SOURCE" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-checkout_hash=$(printf '%s\n' "$source_sums" | sha256sum | cut -d' ' -f1)
+# shellcheck source=edge/source-snapshot.sh
+. "$REPO/edge/source-snapshot.sh"
+checkout_hash=$(snapshot_source "$REPO" "$SOURCE")
 
 PIP=("$PYTHON" -m pip --disable-pip-version-check --no-input)
 say "shopfloor wheelhouse: $REPO -> $OUT"

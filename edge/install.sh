@@ -176,20 +176,14 @@ fi
 # pip builds from a copy, so that a root install leaves no root-owned build files in the
 # checkout. Its hash says whether the installed package is already this checkout's (with the
 # Python version: another Python needs another install), and which checkout a wheelhouse was
-# built from (edge/build-wheelhouse.sh hashes the same files the same way).
+# built from (edge/build-wheelhouse.sh uses the same edge/source-snapshot.sh).
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 SOURCE=$WORK/source
-mkdir "$SOURCE"
-sources=(pyproject.toml README.md src)
-for f in "$REPO"/LICENSE* "$REPO"/NOTICE*; do
-  if [ -f "$f" ]; then sources+=("$(basename "$f")"); fi
-done
-tar -C "$REPO" --exclude=__pycache__ --exclude='*.egg-info' --exclude='*.py[co]' \
-  --exclude='*.nb[ic]' -cf - "${sources[@]}" | tar -C "$SOURCE" -xf -
-source_sums=$(cd "$SOURCE" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-checkout_hash=$(printf '%s\n' "$source_sums" | sha256sum | cut -d' ' -f1)
-source_hash=$(printf '%s\npython %s\n' "$source_sums" "$py_version" | sha256sum | cut -d' ' -f1)
+# shellcheck source=edge/source-snapshot.sh
+. "$REPO/edge/source-snapshot.sh"
+checkout_hash=$(snapshot_source "$REPO" "$SOURCE")
+source_hash=$(printf '%s\npython %s\n' "$checkout_hash" "$py_version" | sha256sum | cut -d' ' -f1)
 
 WHEEL=""
 if [ -n "$WHEELHOUSE" ]; then
