@@ -70,7 +70,9 @@ def _flood_big(port: int, topic: str, template: bytes, values: int, seconds: flo
     after the previous one's last sample, so the agent has no reason to refuse a sample."""
     pub = RawPublisher(port, f"faults-big-{time.monotonic_ns()}")
     sent, start = 0, time.monotonic()
-    ts = time.time()
+    # Each message's samples follow the last one's, so the stamps run ahead of the wall clock
+    # (0.65 s a message): start a week back, or the agent rejects them as future (by design).
+    ts = time.time() - 7 * 86400
     try:
         while sent < limit and time.monotonic() - start < seconds:
             pub.sock.sendall(pub.packet(topic.encode(), _stamped(template, ts)))
