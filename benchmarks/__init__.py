@@ -9,24 +9,24 @@ Areas
 -----
 kernels
     Numba kernels against ``np.sum``, ``np.fft.rfft``, NumPy-vectorised and pure-Python
-    equivalents (issue 2's performance targets, one core).
+    equivalents (their performance targets, one core).
 detectors
     Each detector's ``score_learn``, the River adapters against River called directly, the
     threshold and alarm kernels.
 agent
     The agent process (``shopfloor run``) against a bare paho subscriber through one
     Mosquitto: sustained rate for scalar JSON and int16 frames, publish-to-event latency at
-    2,000 messages/s, CPU and RSS (issue 3's performance targets; skipped without mosquitto).
+    2,000 messages/s, CPU and RSS (skipped without mosquitto).
 startup
     ``shopfloor run`` from process start to systemd's ``READY=1`` with an empty and a warm
-    Numba cache, and its RSS at READY with and without a River detector (issue 5's targets;
+    Numba cache, and its RSS at READY with and without a River detector (its targets;
     skipped without mosquitto).
 metrics
     Rendering ``/metrics`` at the 2,000-signal cap against a plain registry of the same series,
-    and the metrics' share of the worker's per-message cost (issue 4).
+    and the metrics' share of the worker's per-message cost.
 scaling
     Cost per JSON sample and per 2048-sample frame from payload through ingest and worker as
-    signals grow from 1 to 1,000, what half a core holds, memory per pipeline (issue 6).
+    signals grow from 1 to 1,000, what half a core holds, memory per pipeline.
 faults
     Not a throughput area and not part of ``all``: ``python -m benchmarks faults [--quick]``
     runs the real agent and Mosquitto through hostile input, overload, kill -9, SIGTERM under
