@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import AREAS
-from benchmarks.harness import Bench, Mode, machine_info
+from benchmarks.harness import Bench, Mode, machine_info, whole_number
 from benchmarks.report import (
     compare_lines,
     load_results,
@@ -23,16 +23,6 @@ from benchmarks.report import (
     write_markdown,
     write_plots,
 )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
                    "(default: bench-results)")
     p.add_argument("--compare", type=Path, metavar="OLD.json",
                    help="an earlier results.json: print new/old per figure")
-    p.add_argument("--repeats", type=_positive_int, metavar="N",
+    p.add_argument("--repeats", type=whole_number(1), metavar="N",
                    help="interleaved rounds per benchmark (default 5 quick, 15 full)")
     return p
 

@@ -57,6 +57,7 @@ from benchmarks.faults_rig import Env, Outcome
 from benchmarks.faults_scrape import run_scrape
 from benchmarks.faults_soak import run_soak
 from benchmarks.faults_tables import run_tables
+from benchmarks.harness import whole_number
 from shopfloor.broker import find_mosquitto
 
 __all__ = ["SCENARIOS", "main", "parser", "report_lines"]
@@ -91,16 +92,6 @@ def _selection(text: str) -> list[str]:
     return [name for name in NAMES if name in chosen]
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line (bad arguments exit 2, as argparse does)."""
     p = argparse.ArgumentParser(
@@ -117,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"directory for {FILE_NAME} (default: bench-results)")
     p.add_argument("--only", type=_selection, metavar="LIST",
                    help="scenarios to run, by number or name, comma-separated (default: all)")
-    p.add_argument("--seed", type=_seed, default=1, metavar="N",
+    p.add_argument("--seed", type=whole_number(0), default=1, metavar="N",
                    help="seed of the random kill moments and sample values (default: 1)")
     return p
 
