@@ -23,6 +23,7 @@ from shopfloor.codecs import Samples, encode_frame, encode_json_scalar
 from shopfloor.ingest import BoundedQueue, Ingest, Item, finish
 from shopfloor.mqtt import MqttLink, MqttSettings, Receipt
 from shopfloor.pipeline import Plant
+from shopfloor.warmup import warm_up
 from shopfloor.worker import Worker
 from test_agent_integration import (
     SAMPLE_RATE,
@@ -187,6 +188,9 @@ def test_a_stop_past_its_deadline_abandons_the_batch_writes_the_checkpoint_and_s
         agent.ingest.on_message(f"vib/motor-{i % 4}/accel",
                                 encode_frame(T0 + i, SAMPLE_RATE, rng.standard_normal(8192)),
                                 time.time())
+    # As `shopfloor run` does before it starts: on a cold Numba cache (a fresh clone) the
+    # first batch would compile for seconds, and no stop can cut into a compile.
+    warm_up(config)
     agent.start()
     caplog.set_level("INFO", "shopfloor.agent")
     assert agent.stop() is False
