@@ -58,7 +58,9 @@ def decoded(topic: str, payload: bytes) -> Samples | Frame:
     result = decode("frame" if topic.endswith("/frame") else "json", payload, 0.0, Limits())
     assert not isinstance(result, Rejected), result
     assert len(result) == 1
-    return result[0].data
+    data = result[0].data
+    assert not isinstance(data, Rejected), data
+    return data
 
 
 def series(plant: Plant, duration: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:

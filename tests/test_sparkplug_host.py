@@ -17,10 +17,12 @@ from shopfloor.codecs import Limits, decode
 from shopfloor.mqtt import MqttLink
 from shopfloor.sparkplug import (
     DataType,
+    Metric,
     SparkplugAliases,
     encode_data,
     encode_dbirth,
     encode_nbirth,
+    encode_payload,
     parse_topic,
     sparkplug_topic,
 )
@@ -88,10 +90,16 @@ class EdgeNode:
             self.link.publish(sparkplug_topic(GROUP, "DBIRTH", EDGE, DEVICE), encode_dbirth(
                 int(time.time() * 1000), self._next(), [("speed", 1, DataType.DOUBLE, 0.0)]))
 
-    def data(self, value: float) -> None:
+    def data(self, value: float, quality: int | None = None) -> None:
+        """A DDATA of the speed by alias; ``quality`` adds its Sparkplug Quality property."""
         with self._lock:
-            self.link.publish(sparkplug_topic(GROUP, "DDATA", EDGE, DEVICE), encode_data(
-                int(time.time() * 1000), self._next(), [(1, DataType.DOUBLE, value)]))
+            now_ms, seq = int(time.time() * 1000), self._next()
+            payload = (encode_data(now_ms, seq, [(1, DataType.DOUBLE, value)])
+                       if quality is None else
+                       encode_payload(now_ms, seq, [Metric(None, 1, DataType.DOUBLE, value,
+                                                           None, quality)],
+                                      with_datatype=False))
+            self.link.publish(sparkplug_topic(GROUP, "DDATA", EDGE, DEVICE), payload)
 
     def _command(self, topic: str, payload: bytes, arrival: float, receipt: object) -> None:
         assert parse_topic(topic) is not None
@@ -139,3 +147,42 @@ qos = 0
     finally:
         agent.stop()
     assert wait_until(lambda: json.loads(states.messages[-1][1])["online"] is False)
+
+
+@pytest.mark.integration
+def test_samples_of_bad_or_stale_quality_are_counted_and_never_learned(
+    mosquitto: Mosquitto, make_link: LinkFactory,
+) -> None:
+    # Issue 11, item 5: Sparkplug's Quality property (0 BAD, 192 GOOD, 500 STALE).
+    config = parse_agent_config(f"""
+[mqtt]
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+client_id = "sp-quality"
+[metrics]
+port = 0
+[[subscriptions]]
+topic = "spBv1.0/{{group}}/{{type}}/{{edge}}/{{asset}}"
+codec = "sparkplug"
+qos = 0
+""", source="t.toml")
+    agent = Agent(config)
+    agent.start()
+    try:
+        assert agent.link.wait_ready(10)
+        node = EdgeNode(make_link, mosquitto)
+        node.birth()
+        sid = "robot-1/speed{group=plant,edge=edge-1}"
+        assert wait_until(lambda: sid in agent.plant.signals)  # the birth's value
+        for value, quality in [(1.0, 192), (1e6, 0), (2.0, None), (-1e6, 500), (3.0, 192)]:
+            node.data(value, quality)
+        assert wait_until(lambda: agent.ingest.rejected["bad_quality"] == 2)
+        # Scored: the birth's value, the three good samples and one value per rebirth the
+        # agent asked for (this subscription does not hear the node's NBIRTH).
+        pipe = agent.plant.signals[sid]
+        assert wait_until(lambda: pipe.scored == 4 + node.rebirths), pipe.scored
+        time.sleep(0.3)  # nothing more arrives: the two bad samples were never scored
+        assert pipe.scored == 4 + node.rebirths
+        assert dict(agent.ingest.rejected) == {"bad_quality": 2}
+    finally:
+        agent.stop()

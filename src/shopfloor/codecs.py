@@ -137,10 +137,14 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """What one message says about one signal; ``metric`` names it (Sparkplug) or is None."""
+    """What one message says about one signal; ``metric`` names it (Sparkplug) or is None.
+
+    ``data`` is :class:`Rejected` for one signal's samples that a message marks unusable while
+    its other signals are fine (a Sparkplug metric of bad quality): counted, never learned.
+    """
 
     metric: str | None
-    data: Samples | Frame
+    data: Samples | Frame | Rejected
 
 
 @dataclass(frozen=True, slots=True)

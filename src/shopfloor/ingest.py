@@ -308,6 +308,9 @@ class Ingest:
         labels = tuple((k, v) for k, v in fields.items() if k not in ("asset", "signal")
                        and not (sub.codec == "sparkplug" and v in MESSAGE_TYPES))
         for reading in decoded:
+            if isinstance(reading.data, Rejected):
+                self._reject(reading.data.reason, topic, reading.data.detail)
+                continue
             name = sub.signal or fields.get("signal") or reading.metric or ""
             if not (NAME_PATTERN.match(asset) and NAME_PATTERN.match(name)):
                 self._reject("bad_name", topic, "asset and signal names are 1-64 letters, "

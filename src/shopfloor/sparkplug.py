@@ -7,9 +7,11 @@ uint64, uuid=4, body=5} and ``Metric`` {name=1, alias=2 uint64, timestamp=3 uint
 datatype=4 uint32, is_historical=5, is_transient=6, is_null=7, metadata=8, properties=9, and
 the value oneof int_value=10 uint32, long_value=11 uint64, float_value=12 float,
 double_value=13 double, boolean_value=14, string_value=15, bytes_value=16, dataset_value=17,
-template_value=18, extension_value=19}. Every other field is skipped by its wire type; nested
-messages (metadata, properties, datasets, templates) are never descended into, so a hostile
-payload cannot make the reader recurse.
+template_value=18, extension_value=19}. Every other field is skipped by its wire type. Of the
+nested messages only a metric's ``PropertySet`` {keys=1 string, values=2 PropertyValue
+{type=1, is_null=2, int_value=3 uint32, long_value=4 uint64, ...}} is read, one level deep and
+for its ``Quality`` key only; metadata, datasets, templates and nested property sets are never
+descended into, so a hostile payload cannot make the reader recurse.
 
 How messages become readings (the codec ``"sparkplug"`` of :func:`shopfloor.codecs.decode`):
 
@@ -28,6 +30,11 @@ How messages become readings (the codec ``"sparkplug"`` of :func:`shopfloor.code
   the JSON codec also refuses booleans as numbers. ``bdSeq`` and ``Node Control/*``,
   ``Device Control/*`` metrics are protocol bookkeeping and are skipped too, as are null ones.
 - A NaN or infinite float metric rejects the message (``non_finite``), as in JSON.
+- A metric whose ``Quality`` property is not 192 (GOOD) - Sparkplug 3.0 names 0 BAD,
+  192 GOOD and 500 STALE, as Ignition and OPC DA do - is a ``bad_quality`` reading: counted,
+  never learned, while the message's other metrics are used. Sparkplug fixes the codes, so
+  unlike a JSON gateway's flag (:func:`shopfloor.codecs.good_quality`, where OPC UA's 0 is
+  Good) there is nothing to configure.
 - A sample's time is the metric's timestamp, else the payload's, else the arrival time.
 """
 
@@ -45,6 +52,7 @@ import numpy as np
 from shopfloor.codecs import Decoded, Limits, Reading, Rejected, Samples, _RejectError
 
 __all__ = [
+    "GOOD_QUALITY",
     "MESSAGE_TYPES",
     "DataType",
     "Metric",
@@ -318,6 +326,12 @@ class Metric(NamedTuple):
     datatype: int
     value: Any
     timestamp_ms: int | None = None
+    quality: int | None = None  # the Quality property: 192 GOOD, 0 BAD, 500 STALE
+
+
+#: The Sparkplug 3.0 ``Quality`` property's code for a value that may be trusted.
+GOOD_QUALITY = 192
+_QUALITY_KEY = b"Quality"
 
 
 # --- wire-format reader ----------------------------------------------------------------------
@@ -377,6 +391,7 @@ class _Read(NamedTuple):
     is_null: bool
     field: int | None
     raw: Any
+    quality: int | None
 
 
 # Wire types (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32) of Payload's fields 1..5
@@ -386,7 +401,7 @@ _WIRE = dict(enumerate((2, 0, 0, 0, 0, 0, 0, 2, 2, 0, 0, 5, 1, 0, 2, 2, 2, 2, 2)
 
 
 def _metric(buf: bytes) -> _Read:
-    name = alias = ts = datatype = kind = value = None
+    name = alias = ts = datatype = kind = value = quality = None
     is_null = False
     for field, wire, raw in _fields(buf):
         if wire != _WIRE.get(field, wire):
@@ -401,9 +416,37 @@ def _metric(buf: bytes) -> _Read:
             datatype = raw
         elif field == 7:
             is_null = bool(raw)
+        elif field == 9:
+            quality = _quality(raw)
         elif 10 <= field <= 19:
             kind, value = field, raw
-    return _Read(name, alias, ts, datatype, is_null, kind, value)
+    return _Read(name, alias, ts, datatype, is_null, kind, value, quality)
+
+
+def _quality(buf: bytes) -> int | None:
+    """The ``Quality`` property of a metric's PropertySet: its integer, or None if absent or
+    null. Keys and values are parallel lists; nothing below a PropertyValue is read."""
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for field, wire, raw in _fields(buf):
+        if field in (1, 2):
+            if wire != 2:
+                raise _Malformed(f"property set field {field} has wire type {wire}")
+            (keys if field == 1 else values).append(raw)
+    if _QUALITY_KEY not in keys:
+        return None
+    index = keys.index(_QUALITY_KEY)
+    if index >= len(values):
+        raise _Malformed("property set has fewer values than keys")
+    code = None
+    for field, wire, raw in _fields(values[index]):
+        if field == 2 and raw:  # is_null
+            return None
+        if field in (3, 4):
+            if wire != 0:
+                raise _Malformed(f"Quality property field {field} has wire type {wire}")
+            code = raw
+    return -1 if code is None else code  # not an Int32 as the specification says: not GOOD
 
 
 def _payload(buf: bytes, bound: tuple[str, int]
@@ -516,7 +559,8 @@ def _decode(
              if aliases is not None else None)
     default_s = timestamp / 1000.0 if timestamp else arrival
     series: dict[str, tuple[list[float], list[float]]] = {}
-    for name, alias, ts, datatype, is_null, value_kind, raw in metrics:
+    bad: list[Reading] = []
+    for name, alias, ts, datatype, is_null, value_kind, raw, quality in metrics:
         if name is None:
             if alias is None:
                 return Rejected("bad_sparkplug", f"{kind} metric with neither name nor alias")
@@ -532,14 +576,20 @@ def _decode(
         if is_null or value_kind is None or _skipped(name):
             continue
         number = _value(name, datatype, value_kind, raw)
-        if number is not None:
-            times, values = series.setdefault(name, ([], []))
-            times.append(ts / 1000.0 if ts else default_s)
-            values.append(number)
+        if number is None:
+            continue
+        if quality is not None and quality != GOOD_QUALITY:
+            word = {0: "BAD", 500: "STALE"}.get(quality, "not GOOD")
+            bad.append(Reading(name, Rejected("bad_quality",
+                                              f"metric {name!r} Quality {quality} ({word})")))
+            continue
+        times, values = series.setdefault(name, ([], []))
+        times.append(ts / 1000.0 if ts else default_s)
+        values.append(number)
     return [
         Reading(name, Samples(np.array(times, dtype=np.float64), np.array(values)))
         for name, (times, values) in series.items()
-    ]
+    ] + bad
 
 
 # --- wire-format writer (simulator, tests) ---------------------------------------------------
@@ -565,7 +615,7 @@ def _put_bytes(out: bytearray, field: int, data: bytes) -> None:
 
 
 def _encode_metric(metric: Metric, with_datatype: bool) -> bytes:
-    name, alias, datatype, value, ts = metric
+    name, alias, datatype, value, ts, quality = metric
     out = bytearray()
     if name is not None:
         _put_bytes(out, 1, name.encode())
@@ -575,6 +625,14 @@ def _encode_metric(metric: Metric, with_datatype: bool) -> bytes:
         _put_int(out, 3, ts)
     if with_datatype:
         _put_int(out, 4, int(datatype))
+    if quality is not None:  # PropertySet {keys: ["Quality"], values: [{type: Int32, int}]}
+        code = bytearray()
+        _put_int(code, 1, DataType.INT32)
+        _put_int(code, 3, quality)
+        properties = bytearray()
+        _put_bytes(properties, 1, _QUALITY_KEY)
+        _put_bytes(properties, 2, bytes(code))
+        _put_bytes(out, 9, bytes(properties))
     if value is None:
         _put_int(out, 7, 1)
     elif datatype in _INTEGERS:
