@@ -63,6 +63,7 @@ from numpy.typing import NDArray
 
 from shopfloor.detect.base import Detector, ScoreBatch, State, as_feature_matrix, as_learn_mask
 from shopfloor.kernels import forecast, robust, stats
+from shopfloor.kernels.robust import sigma_of_surprise
 
 __all__ = [
     "CusumDetector",
@@ -260,20 +261,6 @@ class ZScoreDetector(ChartDetector):
         if self.baseline == "welford":
             return stats.welford_z(x, learn, state, min_samples=self.min_samples)[0]
         return stats.ewma_z(x, learn, state, alpha=self.alpha, min_samples=self.min_samples)[0]
-
-
-def sigma_of_surprise(surprise: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The two-sided normal quantile of tail probability ``exp(-surprise)``, in sigma units.
-
-    The asymptotic inverse of the normal tail, ``z = sqrt(L - ln L - ln 2 pi)`` with
-    ``L = -2 ln(P / 2)``, is within 1 % of the exact quantile for P below 0.05 (z above 1.9),
-    where a threshold sits; smaller surprises map to 0.0 or a little below the exact value.
-    NaN stays NaN.
-    """
-    big = 2.0 * (np.asarray(surprise, dtype=np.float64) + math.log(2.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inner = big - np.log(np.maximum(big, 1.0)) - math.log(2.0 * math.pi)
-        return np.sqrt(np.maximum(inner, 0.0)) * np.where(np.isnan(big), np.nan, 1.0)
 
 
 class EwmaChart(ChartDetector):

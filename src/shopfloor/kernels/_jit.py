@@ -33,3 +33,11 @@ def strict_kernel(fn: F) -> F:
     """Like :func:`kernel` but with IEEE semantics, for loops whose results must not depend on
     the order of operations (streaming state that is checkpointed and compared bit for bit)."""
     return cast(F, numba.njit(cache=True, nogil=True)(fn))
+
+
+def step_kernel(fn: F) -> F:
+    """Like :func:`strict_kernel`, for a one-sample step that kernels loop over (the per-signal
+    kernels and the signal banks share each step, so they agree to the bit): inlined into its
+    callers at numba's IR level, so a loop over the step runs as fast as the loop written out
+    (a called step with a tuple result cost the alarm loop 8x)."""
+    return cast(F, numba.njit(cache=True, nogil=True, inline="always")(fn))

@@ -1,6 +1,7 @@
 """The alarm state machine as one sequential loop: exceedances in, states and a learn mask out.
 
-One step per sample, in time order; see :class:`shopfloor.detect.alarm.Alarm` for the rules.
+One step per sample, in time order (the signal banks call :func:`alarm_kernel` on one sample
+at a time, so both agree to the bit); see :class:`shopfloor.detect.alarm.Alarm` for the rules.
 The whole machine lives in six int64 counters (:data:`N_STATE`) and three signal times
 (:data:`N_TIMES`), updated in place, so a batch split or a checkpoint in the middle of an alarm
 changes nothing.
@@ -22,6 +23,7 @@ __all__ = [
     "N_STATE",
     "N_TIMES",
     "WARMING_UP",
+    "alarm_kernel",
     "alarm_steps",
     "new_alarm_state",
     "new_alarm_times",
@@ -56,7 +58,7 @@ def new_alarm_times() -> NDArray[np.float64]:
 
 
 @strict_kernel
-def _alarm_kernel(
+def alarm_kernel(
     exceed: NDArray[np.bool_], times: NDArray[np.float64], st: NDArray[np.int64],
     tt: NDArray[np.float64],
     warmup: int, raise_after: int, clear_after: int, cooldown: int,
@@ -179,7 +181,7 @@ def alarm_steps(
     learn = np.empty(n, dtype=np.bool_)
     withheld = np.empty(n, dtype=np.bool_)
     onset = np.empty(n, dtype=np.float64)
-    _alarm_kernel(np.ascontiguousarray(exceed), np.ascontiguousarray(times), state, alarm_times,
+    alarm_kernel(np.ascontiguousarray(exceed), np.ascontiguousarray(times), state, alarm_times,
                   int(warmup), int(raise_after), int(clear_after), int(cooldown),
                   bool(pause_learning), int(max_pause), float(adapt_after),
                   codes, raised, cleared, adopted, learn, withheld, onset)

@@ -27,9 +27,10 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.kernels._jit import strict_kernel
+from shopfloor.kernels._jit import step_kernel, strict_kernel
 
-__all__ = ["MIN_COUNT", "N_STATE", "SHORT", "SIGMA_MIN", "U_MAX", "likelihood", "new_state"]
+__all__ = ["MIN_COUNT", "N_STATE", "SHORT", "SIGMA_MIN", "U_MAX", "likelihood",
+           "likelihood_step", "new_state"]
 
 #: Samples in the short-term mean (Numenta's W' = 10).
 SHORT = 10
@@ -52,6 +53,37 @@ def new_state() -> NDArray[np.float64]:
     return np.zeros(N_STATE, dtype=np.float64)
 
 
+@step_kernel
+def likelihood_step(s: float, h: float, st: NDArray[np.float64], alpha: float) -> float:
+    """The likelihood of one finite score ``s`` judged against threshold ``h``, learning it:
+    the one step of :func:`likelihood` and of the signal banks."""
+    u = 0.0
+    if math.isfinite(h) and h > 0.0:
+        u = min(max(s / h, 0.0), U_MAX)
+    pos = int(st[_POS])
+    st[4 + pos] = u
+    st[_POS] = (pos + 1) % SHORT
+    n = st[_N] + 1.0
+    st[_N] = n
+    short = 0.0
+    for k in range(SHORT):
+        short += st[4 + k]
+    short /= min(n, SHORT)
+    mean, var = st[_MEAN], st[_VAR]
+    out = 0.5
+    if n > MIN_COUNT:
+        sd = max(math.sqrt(var), SIGMA_MIN)
+        out = 0.5 * math.erfc(-(short - mean) / (sd * math.sqrt(2.0)))
+    # Learn the short mean's long-run distribution after judging it (exact running mean
+    # and variance until the window fills, then exponentially weighted).
+    a = max(alpha, 1.0 / n)
+    diff = short - mean
+    incr = a * diff
+    st[_MEAN] = mean + incr
+    st[_VAR] = (1.0 - a) * (var + diff * incr)
+    return out
+
+
 @strict_kernel
 def _kernel(score: NDArray[np.float64], threshold: NDArray[np.float64],
             st: NDArray[np.float64], alpha: float, out: NDArray[np.float64]) -> None:
@@ -60,32 +92,7 @@ def _kernel(score: NDArray[np.float64], threshold: NDArray[np.float64],
         if not math.isfinite(s):
             out[i] = np.nan
             continue
-        h = threshold[i]
-        u = 0.0
-        if math.isfinite(h) and h > 0.0:
-            u = min(max(s / h, 0.0), U_MAX)
-        pos = int(st[_POS])
-        st[4 + pos] = u
-        st[_POS] = (pos + 1) % SHORT
-        n = st[_N] + 1.0
-        st[_N] = n
-        short = 0.0
-        for k in range(SHORT):
-            short += st[4 + k]
-        short /= min(n, SHORT)
-        mean, var = st[_MEAN], st[_VAR]
-        if n > MIN_COUNT:
-            sd = max(math.sqrt(var), SIGMA_MIN)
-            out[i] = 0.5 * math.erfc(-(short - mean) / (sd * math.sqrt(2.0)))
-        else:
-            out[i] = 0.5
-        # Learn the short mean's long-run distribution after judging it (exact running mean
-        # and variance until the window fills, then exponentially weighted).
-        a = max(alpha, 1.0 / n)
-        diff = short - mean
-        incr = a * diff
-        st[_MEAN] = mean + incr
-        st[_VAR] = (1.0 - a) * (var + diff * incr)
+        out[i] = likelihood_step(s, threshold[i], st, alpha)
 
 
 def likelihood(score: NDArray[np.float64], threshold: NDArray[np.float64],

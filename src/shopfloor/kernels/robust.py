@@ -39,7 +39,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.kernels._jit import strict_kernel
+from shopfloor.kernels._jit import step_kernel, strict_kernel
 from shopfloor.kernels.stats import (
     SD_FLOOR_ABS,
     SD_FLOOR_REL,
@@ -49,12 +49,15 @@ from shopfloor.kernels.stats import (
     _result,
 )
 
-__all__ = ["MAD_TO_SD", "flatline", "new_flatline_state", "new_robust_state", "robust_z"]
+__all__ = ["MAD_TO_SD", "flatline", "flatline_step", "new_flatline_state", "new_robust_state",
+           "robust_z", "sigma_of_surprise", "sigma_of_surprise_one"]
 
 #: 1 / Phi^-1(3/4): the MAD of a normal distribution times this is its sigma.
 MAD_TO_SD = 1.482602218505602
 _C_MEDIAN = math.sqrt(math.pi / 2.0)
 _C_LOG_MAD = 1.166
+_LN2 = math.log(2.0)
+_LN_2PI = math.log(2.0 * math.pi)
 
 
 @strict_kernel
@@ -103,6 +106,59 @@ def _robust_kernel(
     return skipped
 
 
+@step_kernel
+def flatline_step(
+    n: float, last: float, p: float, run: float, v: float, learn: bool, alpha: float,
+    min_samples: int,
+) -> tuple[float, float, float, float, float]:
+    """The surprise of one finite value's run of repeats; returns (surprise, n, last, p, run).
+    The one step of :func:`flatline` and of the signal banks."""
+    repeat = v == last  # False while ``last`` still holds its initial NaN
+    run = run + 1.0 if repeat else 0.0
+    surprise = 0.0
+    if n >= min_samples and run > 0.0:
+        # A repeat never seen in the effective memory still gets probability
+        # 1/(2 n_eff) rather than 0, so one repeat scores high but finite.
+        p_eff = max(p, 0.5 / min(n, 1.0 / alpha))
+        if p_eff < 1.0:
+            surprise = -run * math.log(p_eff)
+    if learn:
+        n += 1.0
+        p += max(alpha, 1.0 / n) * ((1.0 if repeat else 0.0) - p)
+    return surprise, n, v, p, run
+
+
+@step_kernel
+def sigma_of_surprise_one(surprise: float) -> float:
+    """The two-sided normal quantile of tail probability ``exp(-surprise)``, in sigma units
+    (see :func:`sigma_of_surprise`)."""
+    if math.isnan(surprise):
+        return np.nan
+    big = 2.0 * (surprise + _LN2)
+    inner = big - math.log(max(big, 1.0)) - _LN_2PI
+    return math.sqrt(max(inner, 0.0))
+
+
+@strict_kernel
+def _sigma_kernel(surprise: NDArray[np.float64], out: NDArray[np.float64]) -> None:
+    for i in range(surprise.shape[0]):
+        out[i] = sigma_of_surprise_one(surprise[i])
+
+
+def sigma_of_surprise(surprise: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The two-sided normal quantile of tail probability ``exp(-surprise)``, in sigma units.
+
+    The asymptotic inverse of the normal tail, ``z = sqrt(L - ln L - ln 2 pi)`` with
+    ``L = -2 ln(P / 2)``, is within 1 % of the exact quantile for P below 0.05 (z above 1.9),
+    where a threshold sits; smaller surprises map to 0.0 or a little below the exact value.
+    NaN stays NaN. Compiled, so the per-signal path and the banks agree to the bit.
+    """
+    s = np.ascontiguousarray(surprise, dtype=np.float64)
+    out = np.empty_like(s)
+    _sigma_kernel(s.reshape(-1), out.reshape(-1))
+    return out
+
+
 @strict_kernel
 def _flatline_kernel(
     x: NDArray[np.float64], learn: NDArray[np.bool_], st: NDArray[np.float64],
@@ -117,19 +173,8 @@ def _flatline_kernel(
                 out[i, j] = np.nan
                 skipped += 1
                 continue
-            repeat = v == last  # False while ``last`` still holds its initial NaN
-            run = run + 1.0 if repeat else 0.0
-            out[i, j] = 0.0
-            if n >= min_samples and run > 0.0:
-                # A repeat never seen in the effective memory still gets probability
-                # 1/(2 n_eff) rather than 0, so one repeat scores high but finite.
-                p_eff = max(p, 0.5 / min(n, 1.0 / alpha))
-                if p_eff < 1.0:
-                    out[i, j] = -run * math.log(p_eff)
-            last = v
-            if learn[i]:
-                n += 1.0
-                p += max(alpha, 1.0 / n) * ((1.0 if repeat else 0.0) - p)
+            out[i, j], n, last, p, run = flatline_step(n, last, p, run, v, learn[i], alpha,
+                                                       min_samples)
         st[j, 0], st[j, 1], st[j, 2], st[j, 3] = n, last, p, run
     return skipped
 

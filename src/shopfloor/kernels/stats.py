@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.kernels._jit import strict_kernel
+from shopfloor.kernels._jit import step_kernel, strict_kernel
 
 __all__ = [
     "SD_FLOOR_ABS",
@@ -41,6 +41,7 @@ __all__ = [
     "new_welford_state",
     "page_hinkley",
     "welford_z",
+    "z_step",
 ]
 
 #: The spread is floored at ``max(SD_FLOOR_REL * |mean|, SD_FLOOR_ABS)``; a baseline whose
@@ -111,6 +112,17 @@ def _sd(n: float, mean: float, s: float, alpha: float) -> float:
 # compiler keeps the recurrences in registers instead of reloading them from the state array.
 
 
+@step_kernel
+def z_step(n: float, mean: float, s: float, v: float, learn: bool, alpha: float,
+           min_samples: int) -> tuple[float, float, float, float]:
+    """The z of one finite value against the baseline (n, mean, s), then learned if ``learn``:
+    returns (z, n, mean, s). The one step of the z kernel and of the signal banks."""
+    z = (v - mean) / _sd(n, mean, s, alpha) if n >= min_samples else 0.0
+    if learn:
+        n, mean, s = _learn(n, mean, s, v, alpha)
+    return z, n, mean, s
+
+
 @strict_kernel
 def _z_kernel(
     x: NDArray[np.float64], learn: NDArray[np.bool_], st: NDArray[np.float64],
@@ -125,9 +137,7 @@ def _z_kernel(
                 out[i, j] = np.nan
                 skipped += 1
                 continue
-            out[i, j] = (v - mean) / _sd(n, mean, s, alpha) if n >= min_samples else 0.0
-            if learn[i]:
-                n, mean, s = _learn(n, mean, s, v, alpha)
+            out[i, j], n, mean, s = z_step(n, mean, s, v, learn[i], alpha, min_samples)
         st[j, 0], st[j, 1], st[j, 2] = n, mean, s
     return skipped
 

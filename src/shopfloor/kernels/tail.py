@@ -37,10 +37,10 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.kernels._jit import strict_kernel
+from shopfloor.kernels._jit import step_kernel, strict_kernel
 
 __all__ = ["CALIBRATED_AT", "MIN_EXCESSES", "N_HEAD", "THRESHOLD_AT", "gpd_pwm",
-           "new_tail_state", "tail_threshold"]
+           "new_tail_state", "tail_learn", "tail_threshold"]
 
 #: Fewer excesses than this at the end of calibration (a score that is nearly constant):
 #: calibration starts again instead of fitting noise.
@@ -186,6 +186,37 @@ def _calibrate(st: NDArray[np.float64], cal: int, level: float, q: float) -> Non
     st[_Z] = _quantile(t, st[_SIGMA], st[_GAMMA], q, st[_N], st[_NT])
 
 
+@step_kernel
+def tail_learn(st: NDArray[np.float64], s: float, learn: bool, held: bool, cal: int, q: float,
+               level: float, keep: float, skip: float, rise: float) -> None:
+    """Learn one finite score (``held``: a withheld exceedance that still counts): the one
+    step of :func:`tail_threshold` and of the signal banks (:mod:`shopfloor.kernels.bank`)."""
+    if not (learn or held):
+        return
+    if st[_SKIPPED] < skip:  # the detector's own warm-up, where it reports 0.0
+        st[_SKIPPED] += 1.0
+        return
+    if st[_READY] == 0.0:
+        # A score of exactly 0.0 is a detector's "no opinion" (its own warm-up, a re-warm
+        # after an adoption, a constant warm-up): it says nothing about the tail.
+        if learn and s != 0.0:
+            st[N_HEAD + int(st[_COLLECTED])] = s
+            st[_COLLECTED] += 1.0
+            if st[_COLLECTED] >= cal:
+                _calibrate(st, cal, level, q)
+        return
+    if held:
+        s = min(s, st[_Z])  # winsorised at the threshold in force (see module docstring)
+    st[_N] = st[_N] * keep + 1.0
+    if s > st[_T]:
+        st[_NT] = st[_NT] * keep + 1.0
+        _push(st, cal, s - st[_T])
+        _refit(st, cal)
+    else:
+        st[_NT] *= keep
+    _update(st, q, rise)
+
+
 @strict_kernel
 def _tail_kernel(
     score: NDArray[np.float64], learn: NDArray[np.bool_], held: NDArray[np.bool_],
@@ -198,30 +229,7 @@ def _tail_kernel(
             out[i] = np.inf  # never exceeds
             continue
         out[i] = st[_Z]
-        if not (learn[i] or held[i]):
-            continue
-        if st[_SKIPPED] < skip:  # the detector's own warm-up, where it reports 0.0
-            st[_SKIPPED] += 1.0
-            continue
-        if st[_READY] == 0.0:
-            # A score of exactly 0.0 is a detector's "no opinion" (its own warm-up, a re-warm
-            # after an adoption, a constant warm-up): it says nothing about the tail.
-            if learn[i] and s != 0.0:
-                st[N_HEAD + int(st[_COLLECTED])] = s
-                st[_COLLECTED] += 1.0
-                if st[_COLLECTED] >= cal:
-                    _calibrate(st, cal, level, q)
-            continue
-        if held[i]:
-            s = min(s, st[_Z])  # winsorised at the threshold in force (see module docstring)
-        st[_N] = st[_N] * keep + 1.0
-        if s > st[_T]:
-            st[_NT] = st[_NT] * keep + 1.0
-            _push(st, cal, s - st[_T])
-            _refit(st, cal)
-        else:
-            st[_NT] *= keep
-        _update(st, q, rise)
+        tail_learn(st, s, learn[i], held[i], cal, q, level, keep, skip, rise)
 
 
 def tail_threshold(

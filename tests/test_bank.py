@@ -1,0 +1,257 @@
+"""Signal banks (issue 12, item 1): a bank's results equal the per-signal pipeline's bit for
+bit, for any batching and interleaving of signals, with rejects, alarms, adoptions, gaps,
+backwards times and checkpoint/restore; a stage a bank cannot hold is refused."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shopfloor.bank import ScalarBank
+from shopfloor.config import (
+    DEFAULT_ALARM,
+    DEFAULT_DETECTOR,
+    DEFAULT_THRESHOLD,
+    SignalSpec,
+    StageSpec,
+)
+from shopfloor.monitor import MonitorBatch
+from shopfloor.pipeline import SignalPipeline
+
+DEFAULT = StageSpec(dict(DEFAULT_DETECTOR), dict(DEFAULT_THRESHOLD), dict(DEFAULT_ALARM))
+# Small warm-ups and calibration, so a few hundred samples reach alarms and adoptions.
+QUICK = StageSpec(
+    {"kind": "zscore", "min_samples": 10, "alpha": 0.02},
+    {"kind": "pot", "false_alarm_rate": 0.02, "calibration": 50, "level": 0.75},
+    {"warmup": 20, "raise_after": 2, "clear_after": 4, "cooldown": 2, "max_pause": 60,
+     "adapt_after": 40.0, "gap_reset": 30.0},
+)
+FIELDS = MonitorBatch.__slots__
+
+
+def spec(i: int, stage: StageSpec, valid_range: tuple[float, float] | None = None
+         ) -> SignalSpec:
+    return SignalSpec("press-1", f"s{i}", "scalar", stage, valid_range=valid_range)
+
+
+def signal_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise with a step, a stuck run, rejects, a long gap and a backwards time."""
+    x = rng.normal(10.0, 1.0, n)
+    x[int(0.27 * n) : int(0.27 * n) + 3] += 9.0  # a spike: raises and clears
+    x[n // 3 : n // 3 + n // 6] += 8.0  # a step: raises, and is adopted
+    x[int(0.6 * n) : int(0.6 * n) + 15] = x[int(0.6 * n)]  # a stuck transmitter, re-warmed
+    for k in rng.choice(n, size=max(1, n // 40), replace=False):
+        x[k] = rng.choice([np.nan, np.inf, -np.inf, 1e300, 250.0])
+    x[n // 5] = np.nan  # at least one reject in every signal
+    t = 1_767_225_600.0 + np.arange(n, dtype=np.float64)
+    t[2 * n // 3 :] += 100.0  # longer than QUICK's gap_reset
+    t[n // 4] -= 5.0  # one sample back in time
+    return x, t
+
+
+def run_reference(stage: StageSpec, data: list[tuple[np.ndarray, np.ndarray]],
+                  splits: list[list[int]], valid: tuple[float, float] | None
+                  ) -> tuple[list[SignalPipeline], list[dict[str, np.ndarray]]]:
+    """Each signal through its own pipeline, in its own batch split."""
+    pipes, outs = [], []
+    for i, (x, t) in enumerate(data):
+        pipe = SignalPipeline(spec(i, stage, valid))
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in (*FIELDS, "reason")}
+        edges = [0, *splits[i], len(x)]
+        for a, b in itertools.pairwise(edges):
+            batch = pipe.process(x[a:b], t[a:b])
+            for name in FIELDS:
+                parts[name].append(getattr(batch.result, name))
+            parts["reason"].append(batch.reason)
+        pipes.append(pipe)
+        outs.append({k: np.concatenate(v) for k, v in parts.items()})
+    return pipes, outs
+
+
+def interleave(rng: np.random.Generator, lengths: list[int]) -> np.ndarray:
+    """A random arrival order: each signal's samples stay in their own order."""
+    order = np.concatenate([np.full(n, i) for i, n in enumerate(lengths)])
+    rng.shuffle(order)
+    return order
+
+
+def run_bank(bank: ScalarBank, data: list[tuple[np.ndarray, np.ndarray]], order: np.ndarray,
+             cuts: list[int], rows: list[int]) -> list[dict[str, np.ndarray]]:
+    """The interleaved samples through the bank in drains cut at ``cuts``; per-signal outputs."""
+    pos = np.zeros(len(data), dtype=np.int64)
+    index = np.empty(len(order), dtype=np.int64)
+    for k, i in enumerate(order):
+        index[k] = pos[i]
+        pos[i] += 1
+    values = np.array([data[i][0][j] for i, j in zip(order, index, strict=True)])
+    times = np.array([data[i][1][j] for i, j in zip(order, index, strict=True)])
+    row_of = np.array(rows)[order]
+    parts: list[dict[str, list[np.ndarray]]] = [
+        {name: [] for name in (*FIELDS, "reason")} for _ in data]
+    edges = [0, *cuts, len(order)]
+    for a, b in itertools.pairwise(edges):
+        batch = bank.process(row_of[a:b], values[a:b], times[a:b])
+        for i in range(len(data)):
+            mine = order[a:b] == i
+            for name in FIELDS:
+                parts[i][name].append(getattr(batch.result, name)[mine])
+            parts[i]["reason"].append(batch.reason[mine])
+    return [{k: np.concatenate(v) for k, v in p.items()} for p in parts]
+
+
+def assert_same(bank_out: dict[str, np.ndarray], ref: dict[str, np.ndarray], what: str) -> None:
+    for name, expected in ref.items():
+        got = bank_out[name]
+        assert got.dtype == expected.dtype or name == "state", (what, name, got.dtype)
+        # Bit for bit: the same floats, NaN where NaN (rules are the detector's, 0 here).
+        np.testing.assert_array_equal(got, expected, err_msg=f"{what}: {name}")
+
+
+def assert_state_equal(a: Any, b: Any, where: str = "") -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict), where
+        assert set(a) == set(b), (where, sorted(a), sorted(b))
+        for k in a:
+            assert_state_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=where)
+        assert np.asarray(a).dtype == np.asarray(b).dtype, where
+    else:
+        assert a == b, (where, a, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), signals=st.integers(1, 4),
+       length=st.integers(60, 260), drains=st.integers(1, 12), ranged=st.booleans())
+def test_a_bank_equals_the_pipelines_bit_for_bit(
+    seed: int, signals: int, length: int, drains: int, ranged: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    valid = (-50.0, 200.0) if ranged else None
+    data = [signal_data(rng, int(length * rng.uniform(0.5, 1.0))) for _ in range(signals)]
+    splits = [sorted(rng.choice(np.arange(1, len(x)), size=min(3, len(x) - 1), replace=False)
+                     .tolist()) for x, _ in data]
+    pipes, ref = run_reference(QUICK, data, splits, valid)
+    bank = ScalarBank(QUICK, capacity=1)  # grows as signals join
+    rows = [bank.add(spec(i, QUICK, valid)) for i in range(signals)]
+    order = interleave(rng, [len(x) for x, _ in data])
+    cuts = sorted(rng.choice(np.arange(1, len(order)), size=min(drains, len(order) - 1),
+                             replace=False).tolist())
+    out = run_bank(bank, data, order, cuts, rows)
+    for i in range(signals):
+        assert_same(out[i], ref[i], f"signal {i}")
+        sid = pipes[i].spec.id
+        assert_state_equal(bank.get_state(sid), pipes[i].get_state(), sid)
+    # The property would hold vacuously without alarms, rejects and gaps: the data has them.
+    every = {k: np.concatenate([r[k] for r in ref]) for k in ref[0]}
+    assert every["reason"].any()
+
+
+def test_the_data_reaches_every_part_of_the_chain() -> None:
+    # The control of the property test: alarms raise, clear and adopt, gaps re-warm.
+    rng = np.random.default_rng(7)
+    data = [signal_data(rng, 260) for _ in range(3)]
+    _, ref = run_reference(QUICK, data, [[50], [100], [7]], None)
+    every = {k: np.concatenate([r[k] for r in ref]) for k in ref[0]}
+    assert every["raised"].sum() >= 3
+    assert every["cleared"].any()
+    assert every["adopted"].any()
+    assert (~every["learned"] & (every["reason"] == 0)).any()
+    assert np.isfinite(every["threshold"]).any()
+    assert (every["likelihood"][np.isfinite(every["likelihood"])] != 0.5).any()
+
+
+@pytest.mark.parametrize("stage", [DEFAULT, QUICK], ids=["default", "quick"])
+def test_a_long_run_with_a_restore_in_the_middle(stage: StageSpec) -> None:
+    # Long enough for the memories that short runs never reach (the likelihood's 2,000
+    # samples, the stuck watch's 1 / alpha).
+    rng = np.random.default_rng(11)
+    n = 3000
+    data = [signal_data(rng, n) for _ in range(3)]
+    pipes, ref = run_reference(stage, data, [[1000, 2000]] * 3, None)
+    bank = ScalarBank(stage)
+    rows = [bank.add(spec(i, stage)) for i in range(3)]
+    order = interleave(rng, [n] * 3)
+    half = len(order) // 2
+    first = run_bank(bank, data, order[:half], [half // 3], rows)
+    # A checkpoint in the middle restores into a new bank, rows in another order.
+    saved = {sid: bank.get_state(sid) for sid in bank.ids}
+    again = ScalarBank(stage)
+    rows2 = [0, 0, 0]
+    for i in (2, 0, 1):
+        rows2[i] = again.add(spec(i, stage))
+        again.set_state(spec(i, stage).id, saved[spec(i, stage).id])
+    rest = [(x[(order[:half] == i).sum():], t[(order[:half] == i).sum():])
+            for i, (x, t) in enumerate(data)]
+    second = run_bank(again, rest, order[half:], [], rows2)
+    for i in range(3):
+        joined = {k: np.concatenate([first[i][k], second[i][k]]) for k in first[i]}
+        assert_same(joined, ref[i], f"signal {i}")
+        assert_state_equal(again.get_state(pipes[i].spec.id), pipes[i].get_state())
+    every = {k: np.concatenate([r[k] for r in ref]) for k in ref[0]}
+    assert every["raised"].any()  # the default chain did raise on the steps
+
+
+def test_a_pipeline_continues_from_a_bank_row_and_back() -> None:
+    rng = np.random.default_rng(3)
+    x, t = signal_data(rng, 400)
+    ref = SignalPipeline(spec(0, QUICK)).process(x, t)
+    bank = ScalarBank(QUICK)
+    bank.add(spec(0, QUICK))
+    head = bank.process(np.zeros(150, dtype=np.int64), x[:150], t[:150])
+    pipe = SignalPipeline(spec(0, QUICK))
+    pipe.set_state(bank.get_state(spec(0, QUICK).id))  # the signal leaves the bank
+    middle = pipe.process(x[150:300], t[150:300])
+    bank.set_state(spec(0, QUICK).id, pipe.get_state())  # and comes back
+    tail = bank.process(np.zeros(100, dtype=np.int64), x[300:], t[300:])
+    for name in FIELDS:
+        joined = np.concatenate([getattr(head.result, name), getattr(middle.result, name),
+                                 getattr(tail.result, name)])
+        np.testing.assert_array_equal(joined, getattr(ref.result, name), err_msg=name)
+
+
+def test_removing_a_row_keeps_the_others() -> None:
+    rng = np.random.default_rng(5)
+    bank = ScalarBank(QUICK)
+    for i in range(3):
+        bank.add(spec(i, QUICK))
+    x = rng.normal(0.0, 1.0, (3, 100))
+    t = np.arange(100, dtype=np.float64)
+    for i in range(3):
+        bank.process(np.full(100, i), x[i], t)
+    kept = bank.get_state(spec(2, QUICK).id)
+    bank.remove(spec(0, QUICK).id)
+    assert bank.ids == [spec(2, QUICK).id, spec(1, QUICK).id]
+    assert_state_equal(bank.get_state(spec(2, QUICK).id), kept)
+    assert bank.add(spec(0, QUICK)) == 2
+    assert bank.get_state(spec(0, QUICK).id)["scored"] == 0
+
+
+@pytest.mark.parametrize("stage", [
+    StageSpec({"kind": "ewma"}, dict(DEFAULT_THRESHOLD), {}),
+    StageSpec({"kind": "zscore", "forecast": True}, dict(DEFAULT_THRESHOLD), {}),
+    StageSpec({"kind": "zscore"}, {"kind": "quantile", "false_alarm_rate": 0.001}, {}),
+])
+def test_stages_a_bank_cannot_hold_stay_pipelines(stage: StageSpec) -> None:
+    assert not ScalarBank.accepts(spec(0, stage))
+    with pytest.raises(ValueError, match="bank holds"):
+        ScalarBank(stage)
+    assert ScalarBank.accepts(spec(0, DEFAULT))
+    assert not ScalarBank.accepts(SignalSpec("m", "accel", "frame", DEFAULT))
+
+
+def test_a_bad_checkpoint_entry_is_refused_and_leaves_the_row() -> None:
+    bank = ScalarBank(QUICK)
+    bank.add(spec(0, QUICK))
+    bank.process(np.zeros(30, dtype=np.int64), np.arange(30.0), np.arange(30.0))
+    before = bank.get_state(spec(0, QUICK).id)
+    bad = bank.get_state(spec(0, QUICK).id)
+    bad["monitor"]["threshold"] = {"tail": np.zeros(3)}
+    with pytest.raises(ValueError, match="tail state"):
+        bank.set_state(spec(0, QUICK).id, bad)
+    assert_state_equal(bank.get_state(spec(0, QUICK).id), before)
