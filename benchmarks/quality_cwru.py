@@ -65,7 +65,7 @@ from shopfloor.config import PipelineConfig, config_from_dict
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.detect.base import State
 from shopfloor.diagnosis import DEFECTS, ZONES
-from shopfloor.pipeline import Plant, SignalBatch, SignalPipeline
+from shopfloor.pipeline import Plant, Signal, SignalBatch, SignalPipeline
 
 __all__ = [
     "DEFECT_ORDERS",
@@ -192,7 +192,7 @@ def _slow(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
-def _stream(pipe: SignalPipeline, samples: NDArray[np.float64], hop: int, t0: float
+def _stream(pipe: Signal, samples: NDArray[np.float64], hop: int, t0: float
             ) -> SignalBatch:
     """Frames of ``samples`` with their signal times (first sample), from ``t0`` seconds."""
     x = frames(samples, FRAME_LEN, hop)
@@ -257,6 +257,7 @@ def run_cwru(data: Path, faults: tuple[str, ...] = tuple(FAULTS)) -> CwruReport:
     healthy = decimate(read_cwru(data / HEALTHY_FILE), int(HEALTHY_RATE // SAMPLE_RATE))
     plant = Plant(cwru_config())
     pipe = plant.signals[SIGNAL]
+    assert isinstance(pipe, SignalPipeline)  # a frame signal: a pipeline of its own
     warmup = int(pipe.monitor.alarm.warmup)
     hop = frame_hop(warmup)
     fit_frames = _fit_frames(hop)

@@ -300,7 +300,7 @@ def run_case(case: SyntheticCase) -> CaseResult:
     with np.errstate(invalid="ignore"):
         exceeded = np.asarray(r.score > r.threshold, dtype=np.bool_)  # NaN never exceeds
     return score_case(case, r.raised, r.cleared, r.adopted, exceeded, r.onset,
-                      plant.signals[sid].monitor.alarm.warmup)
+                      plant.signals[sid].warmup)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import statistics
 import struct
+import time
 import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.harness import Bench, Case, Figure
+from benchmarks.harness import Bench, Case, Figure, Target
 from shopfloor.agent_config import AgentConfig, parse_agent_config
 from shopfloor.codecs import encode_frame, encode_json_scalar
-from shopfloor.ingest import BoundedQueue, Ingest
+from shopfloor.ingest import BoundedQueue, Ingest, Item
 from shopfloor.pipeline import Plant
 from shopfloor.worker import Worker
 
@@ -73,9 +74,12 @@ features = {{ sample_rate = {rate} }}
 """
 
 
-def config(signals: int) -> AgentConfig:
-    """JSON scalars on ``plant/...``, 12 kHz frames on ``vib/...``; room for ``signals``."""
+def config(signals: int, asset_signals: int | None = None) -> AgentConfig:
+    """JSON scalars on ``plant/...``, 12 kHz frames on ``vib/...``; room for ``signals``;
+    ``asset_signals`` overrides how many discovered signals join their asset's detector."""
     text = CONFIG.format(signals=max(signals, 1), rate=SAMPLE_RATE)
+    if asset_signals is not None:
+        text = text.replace("[agent]\n", f"[agent]\nasset_signals = {asset_signals}\n", 1)
     return parse_agent_config(text, source="bench.toml")
 
 
@@ -86,8 +90,9 @@ class Feed:
     ingest and hands the queue's drain to the worker, as one turn of the agent's loop does.
     """
 
-    def __init__(self, kind: str, signals: int, per_batch: int, seed: int) -> None:
-        cfg = config(signals)
+    def __init__(self, kind: str, signals: int, per_batch: int, seed: int,
+                 asset_signals: int | None = None) -> None:
+        cfg = config(signals, asset_signals)
         self.queue = BoundedQueue(cfg.agent.queue_size, cfg.agent.drop_policy)
         self.ingest = Ingest(cfg, self.queue)
         self.worker = Worker(cfg, Plant(cfg.pipeline), self.queue)
@@ -129,6 +134,14 @@ class Feed:
         self._next = start + self.per_batch
         self.worker.process(self.queue.get_batch(len(self.queue) + 1, 0.0))
 
+    def drain(self) -> list[Item]:
+        """The next ``per_batch`` messages through ingest, left in the queue's drain."""
+        start = self._next
+        for j in range(start, start + self.per_batch):
+            self.ingest.on_message(self.topics[j % len(self.topics)], self.payload(j), T0)
+        self._next = start + self.per_batch
+        return self.queue.get_batch(len(self.queue) + 1, 0.0)
+
     def warm(self, rounds: int) -> None:
         """Every signal past its warm-up: ``rounds`` messages each, in big batches."""
         for _ in range(rounds * len(self.topics) // self.per_batch + 1):
@@ -149,6 +162,8 @@ def run(bench: Bench) -> None:
                     f"int16 frames of {FRAME_LEN} at {SAMPLE_RATE / 1e3:g} kHz", "frames/s",
                     "frame")
     _memory(bench)
+    for assets in (0, None):
+        _worker_only(bench, signals=1000, assets=assets)
     bench.progress(f"[{bench.area}] one core at {CORE_SHARE:.0%}: "
                    f"{CORE_SHARE / scalar:,.0f} quality signals at 1 sample/s, "
                    f"{CORE_SHARE / frame:,.0f} frames/s "
@@ -185,6 +200,50 @@ def _capacity_note(kind: str, n: int, per_batch: int, seconds: float, one: float
     return (f"{text}; half a core holds {fits:,.0f} frames/s: {fits:,.0f} sensors at 1 frame/s "
             f"or {fits / per_sensor:,.0f} streaming {SAMPLE_RATE / 1e3:g} kHz "
             f"({per_sensor:.2f} frames/s)")
+
+
+WORKER_TARGET = Target(0.5, "1,000 signals one sample each per drain >= 0.5x one signal "
+                             "batched (issue 12)")
+
+
+def _worker_only(bench: Bench, signals: int, assets: int | None) -> None:
+    """The worker alone (ingest untimed): ``signals`` signals one sample each per drain of
+    1,000 messages, against one signal with the same 1,000 samples in one drain."""
+    per = 1000
+    subject = Feed("scalar", signals, per, seed=2, asset_signals=assets)
+    reference = Feed("scalar", 1, per, seed=2, asset_signals=assets)
+    for feed in (subject, reference):
+        feed.warm(WARM_SAMPLES)
+    drains = bench.size(5, 20)
+    rates: list[list[float]] = [[], []]
+    for _ in range(bench.mode.repeats):
+        for k, feed in enumerate((subject, reference)):  # interleaved, as bench.compare does
+            spent = 0.0
+            for _ in range(drains):
+                items = feed.drain()
+                started = time.perf_counter()
+                feed.worker.process(items)
+                spent += time.perf_counter() - started
+            rates[k].append(drains * per / spent)
+    ratios = [a / b for a, b in zip(*rates, strict=True)]
+    kind = ("no asset detector" if assets == 0 else
+            "the default asset detectors (16 discovered signals each)")
+    name = f"worker, {signals:,} scalar signals one sample each per drain, {kind}"
+    ratio = statistics.median(ratios)
+    bench.add(Figure(
+        area=bench.area, name=name, unit="samples/s",
+        median=statistics.median(rates[0]), min=min(rates[0]), max=max(rates[0]),
+        reference=f"worker, 1 signal, the same {per:,} samples in one drain ({kind})",
+        reference_median=statistics.median(rates[1]), reference_min=min(rates[1]),
+        reference_max=max(rates[1]), ratio=ratio, ratio_min=min(ratios),
+        ratio_max=max(ratios), repeats=bench.mode.repeats,
+        target=WORKER_TARGET.minimum if assets == 0 else None,
+        target_text=WORKER_TARGET.text if assets == 0 else "",
+        passed=ratio >= WORKER_TARGET.minimum if assets == 0 else None,
+        note=f"{1e6 / statistics.median(rates[0]):.2f} µs a sample in the worker "
+             f"({1e6 / statistics.median(rates[1]):.2f} at 1 signal; issue 12's target <= 3); "
+             f"ingest untimed; signals in banks (shopfloor.bank)",
+    ))
 
 
 def pipeline_bytes(kind: str, signals: int) -> float:

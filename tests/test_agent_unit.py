@@ -17,7 +17,7 @@ from shopfloor.agent_config import AgentConfig, parse_agent_config
 from shopfloor.codecs import REJECT_REASONS, Frame, Samples, encode_frame, encode_json_scalar
 from shopfloor.events import EventSink, event_document
 from shopfloor.ingest import BoundedQueue, Ingest, Item
-from shopfloor.pipeline import Plant
+from shopfloor.pipeline import BankedSignal, Plant
 from shopfloor.sparkplug import DataType, encode_data, encode_dbirth
 from shopfloor.worker import AlarmChange, SignalStatus, Worker
 from test_events import EVENTS, FakeLink  # the schema's validator, a recording publisher
@@ -236,13 +236,13 @@ def test_each_malformed_payload_is_counted_by_its_reason(reason: str) -> None:
 # --- the worker ---------------------------------------------------------------------------
 
 
-def run(extra: str = "", **agent: object
+def run(extra: str = "", banks: bool = True, **agent: object
         ) -> tuple[Ingest, Worker, list[AlarmChange], list[SignalStatus]]:
     config = make_config(extra, **agent)
     queue = BoundedQueue(config.agent.queue_size, config.agent.drop_policy)
     changes: list[AlarmChange] = []
     states: list[SignalStatus] = []
-    worker = Worker(config, Plant(config.pipeline), queue, on_change=changes.append,
+    worker = Worker(config, Plant(config.pipeline, banks=banks), queue, on_change=changes.append,
                     on_state=lambda s: states.append(SignalStatus(s.asset, s.name, s.labels,
                                                                   state=s.state)))
     return Ingest(config, queue), worker, changes, states
@@ -551,10 +551,11 @@ def test_a_redelivered_frame_is_counted_once() -> None:
     assert pipe.rejected["out_of_order"] == 1
 
 
+@pytest.mark.parametrize("banks", [False, True], ids=["pipelines", "banks"])
 def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, banks: bool,
 ) -> None:
-    ingest, worker, _, _ = run()
+    ingest, worker, _, _ = run(banks=banks)
     for t in range(3):
         ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
     work(worker)
@@ -564,6 +565,11 @@ def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
         raise FloatingPointError("a value no check foresaw")
 
     monkeypatch.setattr(broken, "process", fail)
+    if banks:
+        # The bank's path fails before its bank moved: each signal takes its own path,
+        # where only the broken one fails.
+        import shopfloor.worker_banks as worker_banks
+        monkeypatch.setattr(worker_banks, "order_steps", fail)
     for t in range(3, 6):  # one batch: the broken signal's messages between the others'
         ingest.on_message("plant/s/l/press-6/force", encode_json_scalar(T0 + t, 1.0), T0)
         ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
@@ -573,6 +579,33 @@ def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
     assert worker.plant.signals["press-6/force" + SL].scored == 3
     assert worker.plant.signals["press-7/force" + SL].scored == 3
     assert worker.processed == 12
+
+
+def test_a_bank_that_fails_costs_its_signals_this_batch_and_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ingest, worker, _, _ = run()
+    for t in range(3):
+        ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
+        ingest.on_message("plant/s/l/press-6/force", encode_json_scalar(T0 + t, 1.0), T0)
+    work(worker)
+    pipe = worker.plant.signals["press-5/force" + SL]
+    assert isinstance(pipe, BankedSignal)
+
+    def fail(*args: object) -> None:
+        raise FloatingPointError("a bug in the bank")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipe.bank, "process", fail)
+        for t in range(3, 6):
+            ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
+            ingest.on_message("plant/s/l/press-6/force", encode_json_scalar(T0 + t, 1.0), T0)
+        assert work(worker) == 1
+    assert worker.signal_errors == 2  # each signal of the bank, once
+    for t in range(6, 9):  # the next batch is scored as usual
+        ingest.on_message("plant/s/l/press-5/force", encode_json_scalar(T0 + t, 1.0), T0)
+    work(worker)
+    assert pipe.scored == 6
 
 
 def test_a_redelivered_tail_of_a_batch_is_not_scored_again() -> None:

@@ -44,7 +44,7 @@ def _default_warmup() -> int:
     """The default configuration's alarm warm-up (rows that can never raise)."""
     plant = Plant(default_config(["x"], "a"))
     (sid,) = plant.signals
-    return plant.signals[sid].monitor.alarm.warmup
+    return plant.signals[sid].warmup
 
 
 def _by_name(cases: list[SyntheticCase], start: str) -> SyntheticCase:

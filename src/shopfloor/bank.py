@@ -37,7 +37,6 @@ from shopfloor.kernels import robust, stats
 from shopfloor.kernels import tail as _tail
 from shopfloor.kernels.bank import PARAMS, bank_steps
 from shopfloor.monitor import Monitor, MonitorBatch
-from shopfloor.pipeline import SignalPipeline
 
 __all__ = ["BankBatch", "ScalarBank"]
 
@@ -119,7 +118,8 @@ class ScalarBank:
                 np.tile(_alarm.new_alarm_times(), (n, 1)),
                 np.tile(_likelihood.new_state(), (n, 1)),
                 np.ones(n, dtype=np.bool_), np.full(n, -np.inf), np.full(n, np.inf),
-                np.zeros(n, dtype=np.int64), np.zeros((n, _REJECT_CODES), dtype=np.int64))
+                np.zeros(n, dtype=np.int64), np.zeros((n, _REJECT_CODES), dtype=np.int64),
+                np.full(n, np.nan))
 
     def _allocate(self, capacity: int) -> None:
         arrays = self._fresh(capacity)
@@ -127,11 +127,11 @@ class ScalarBank:
             for new, old in zip(arrays, self._arrays(), strict=True):
                 new[: len(self.ids)] = old[: len(self.ids)]
         (self.z, self.flat, self.tail, self.counters, self.alarm_times, self.like, self.fresh,
-         self.low, self.high, self.scored, self.rejected) = arrays
+         self.low, self.high, self.scored, self.rejected, self.last_value) = arrays
 
     def _arrays(self) -> tuple[NDArray[Any], ...]:
         return (self.z, self.flat, self.tail, self.counters, self.alarm_times, self.like,
-                self.fresh, self.low, self.high, self.scored, self.rejected)
+                self.fresh, self.low, self.high, self.scored, self.rejected, self.last_value)
 
     def _clear(self, r: int) -> None:
         for mine, new in zip(self._arrays(), self._fresh(1), strict=True):
@@ -189,8 +189,8 @@ class ScalarBank:
         reason = np.empty(n, dtype=np.uint8)
         bank_steps(r, v, t, self.z, self.flat, self.tail, self.counters, self.alarm_times,
                    self.like, self.fresh, self.low, self.high, self.scored, self.rejected,
-                   self.params, reason, out.score, out.threshold, out.top, out.state,
-                   out.raised, out.cleared, out.adopted, out.learned, out.onset,
+                   self.last_value, self.params, reason, out.score, out.threshold, out.top,
+                   out.state, out.raised, out.cleared, out.adopted, out.learned, out.onset,
                    out.likelihood, np.empty(n, dtype=np.bool_))
         return BankBatch(r, v, t, reason, out)
 
@@ -230,34 +230,44 @@ class ScalarBank:
     def set_state(self, sid: str, state: State) -> None:
         """Restore a signal's checkpoint entry (a pipeline's or a bank's: they are the same).
 
-        The entry is validated by a per-signal pipeline of the same spec first, so a bad entry
-        raises ValueError exactly as a pipeline's restore does, and leaves the row as it was.
+        The entry is validated by the per-signal chain first, so a bad entry raises
+        ValueError as a pipeline's restore does, and leaves the row as it was.
         """
         r = self.row[sid]
-        pipe = SignalPipeline(self.specs[r])
-        pipe.set_state(state)
-        st = pipe.get_state()["monitor"]
+        monitor = _chain(self.stage)
+        assert monitor is not None
+        monitor.set_state(state["monitor"])
+        scored = int(state["scored"])
+        rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
+        st = monitor.get_state()
         det = st["detector"]
         fresh = det["stats"] is None
-        z = np.zeros(3) if fresh else np.asarray(det["stats"], dtype=np.float64)
-        flat = robust.new_flatline_state(1)[0] if det.get("stuck") is None \
+        z = stats.new_ewma_state(1) if fresh else np.asarray(det["stats"], dtype=np.float64)
+        flat = robust.new_flatline_state(1) if det.get("stuck") is None \
             else np.asarray(det["stuck"], dtype=np.float64)
-        if z.shape not in ((3,), (1, 3)) or flat.shape not in ((4,), (1, 4)):
-            raise ValueError(f"signal {sid}: a bank row holds one column; the entry has "
-                             f"{z.shape} and {flat.shape}")
-        self.z[r] = z.reshape(3) if not fresh else stats.new_ewma_state(1)[0]
-        self.flat[r] = flat.reshape(4)
+        if z.shape != (1, 3) or flat.shape != (1, 4):
+            raise ValueError(f"signal {sid}: a scalar signal's detector has one column; the "
+                             f"entry has {z.shape} and {flat.shape}")
+        self.z[r] = z[0]
+        self.flat[r] = flat[0]
         self.fresh[r] = fresh
         self.tail[r] = st["threshold"]["tail"]
         self.counters[r] = st["alarm"]["counters"]
         self.alarm_times[r] = st["alarm"]["times"]
         self.like[r] = st["likelihood"]
-        self.scored[r] = pipe.scored
+        self.scored[r] = scored
         self.rejected[r] = 0
         self.other[r] = Counter()
         gate = {c.label: int(c) for c in Reject}
-        for label, count in pipe.rejected.items():
+        for label, count in rejected.items():
             if label in gate:
                 self.rejected[r, gate[label]] = count
             else:  # the worker's own reasons (duplicate, out_of_order, ...)
                 self.other[r][label] = count
+
+    def reset(self, sid: str) -> None:
+        """The signal's row as new (its valid range kept): a refused restore starts cold."""
+        r = self.row[sid]
+        low, high = self.low[r], self.high[r]
+        self._clear(r)
+        self.low[r], self.high[r] = low, high

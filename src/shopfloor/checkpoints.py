@@ -21,7 +21,7 @@ from typing import Any
 from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig
 from shopfloor.config import SignalSpec
-from shopfloor.pipeline import AssetPipeline, Plant, SignalPipeline
+from shopfloor.pipeline import AssetPipeline, Plant, Signal
 from shopfloor.state import (
     CheckpointError,
     clean_temporaries,
@@ -183,14 +183,14 @@ class Checkpointer:
             pipe.set_state(saved["state"])
         except Exception as exc:  # any refusal: this signal starts cold, the rest go on
             log.warning("signal %s: saved state refused (%s); starting cold", sid, exc)
-            # A refusal half-way leaves a half-restored pipeline: replace it with a fresh one.
-            self.plant.signals[sid] = SignalPipeline(pipe.spec, pipe.subscription)
+            # A refusal half-way leaves a half-restored pipeline: start it afresh.
+            pipe.reset()
             return 0
         if admit is not None and sid not in admit:
             admit.add(sid, proven=True)
         return 1
 
-    def _adopt_legacy(self, pipe: SignalPipeline) -> SignalPipeline:
+    def _adopt_legacy(self, pipe: Signal) -> Signal:
         """A new labelled signal, with the state its asset and name had in an old checkpoint."""
         saved = self._legacy.pop(f"{pipe.spec.asset}/{pipe.spec.name}", None)
         if saved is None or saved.get("spec") != spec_hash(
@@ -200,7 +200,8 @@ class Checkpointer:
             pipe.set_state(saved["state"])
         except Exception as exc:  # as a refused restore: cold, and the rest goes on
             log.warning("signal %s: saved state refused (%s); starting cold", pipe.spec.id, exc)
-            return SignalPipeline(pipe.spec, pipe.subscription)
+            pipe.reset()
+            return pipe
         log.info("signal %s: took the state saved for %s/%s", pipe.spec.id, pipe.spec.asset,
                  pipe.spec.name)
         return pipe

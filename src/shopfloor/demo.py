@@ -183,5 +183,5 @@ def report(agent: Agent, plant: Plant, clock: DemoClock, end: float = math.nan) 
         seen.append(SignalSeen(
             sid, status.alarms, status.onset, status.last_time,
             rate=rates.get(plain[sid], math.inf),  # not the simulator's: no grace to give
-            warmup=pipe.monitor.alarm.warmup if pipe is not None else 0))
+            warmup=pipe.warmup if pipe is not None else 0))
     return report_text(seen, plant.ground_truth(clock.t0), clock, key=plain, end=end)

@@ -8,6 +8,7 @@ pipelines of one configuration, with one state for checkpoints.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,14 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from shopfloor.bank import ScalarBank
 from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec, StageSpec, asset_id
 from shopfloor.detect.base import State
 from shopfloor.detect.gate import Reject, SampleGate
 from shopfloor.diagnosis import DiagnosisBatch, FrameDiagnosis, split_frame_options
 from shopfloor.features import FrameFeatures
+from shopfloor.kernels.bank import PARAMS
 from shopfloor.monitor import Monitor, MonitorBatch
 
-__all__ = ["AssetBatch", "AssetPipeline", "Plant", "SignalBatch", "SignalPipeline"]
+__all__ = ["AssetBatch", "AssetPipeline", "BankedSignal", "Plant", "Signal", "SignalBatch",
+           "SignalPipeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,24 @@ class SignalPipeline:
                 self.rejected[Reject(int(code)).label] += int(count)
         return SignalBatch(reason=reason, features=features, result=result, diagnosis=diagnosis)
 
+    def reject(self, reason: str, count: int) -> None:
+        """Count samples the worker refused before scoring (duplicate, out_of_order, ...)."""
+        self.rejected[reason] += count
+
+    @property
+    def last_time(self) -> float:
+        """The latest signal time scored (NaN before any)."""
+        return self.monitor.alarm.last_time
+
+    @property
+    def warmup(self) -> int:
+        """Samples the alarm ignores while the model is young."""
+        return self.monitor.alarm.warmup
+
+    def reset(self) -> None:
+        """Forget everything learned and counted: a refused restore starts cold."""
+        self.__init__(self.spec, self.subscription)  # type: ignore[misc]
+
     def get_state(self) -> State:
         state: State = {
             "monitor": self.monitor.get_state(),
@@ -124,6 +146,80 @@ class SignalPipeline:
         self.monitor.set_state(state["monitor"])
         self.scored = int(state["scored"])
         self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
+
+
+class BankedSignal:
+    """A scalar signal whose state is a row of a :class:`~shopfloor.bank.ScalarBank`: the
+    surface of a :class:`SignalPipeline` (process, counts, checkpoint entry) over that row, so
+    replay, checkpoints and metrics need not know. The agent's worker scores the rows of a
+    drain together through the bank instead (its results are the same, bit for bit)."""
+
+    frames: FrameFeatures | None = None
+    diagnosis: FrameDiagnosis | None = None
+    feature_names: tuple[str, ...] = ("value",)
+
+    def __init__(self, bank: ScalarBank, spec: SignalSpec, subscription: int = -1) -> None:
+        self.bank = bank
+        self.spec = spec
+        self.sid = spec.id  # computed once: a spec's id is built from its parts each time
+        self.subscription = subscription
+        bank.add(spec)
+
+    @property
+    def row(self) -> int:
+        return self.bank.row[self.sid]
+
+    @property
+    def scored(self) -> int:
+        return int(self.bank.scored[self.row])
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Rejections by reason (a copy: count with :meth:`reject`)."""
+        return self.bank.rejected_of(self.sid)
+
+    def reject(self, reason: str, count: int) -> None:
+        self.bank.other[self.row][reason] += count
+
+    @property
+    def last_time(self) -> float:
+        return float(self.bank.alarm_times[self.row, 2])
+
+    @property
+    def warmup(self) -> int:
+        return int(self.bank.params[PARAMS.index("warmup")])
+
+    def process(
+        self, values: NDArray[np.float64], times: NDArray[np.float64] | None = None
+    ) -> SignalBatch:
+        """As :meth:`SignalPipeline.process`, through the bank."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim != 1:
+            raise ValueError(f"signal {self.spec.id}: expected 1-D input, got {v.ndim}-D")
+        if times is None:  # one second apart after the latest time, as the alarm's clock
+            last = self.last_time
+            seen = float(self.bank.counters[self.row, 0])
+            t = (seen if math.isnan(last) else last) + 1.0 + np.arange(len(v), dtype=np.float64)
+        else:
+            t = np.asarray(times, dtype=np.float64).reshape(-1)
+            if t.shape[0] != len(v):
+                raise ValueError(f"times must have one entry per row: {t.shape[0]} for "
+                                 f"{len(v)} rows")
+        batch = self.bank.process(np.full(len(v), self.row, dtype=np.int64), v, t)
+        return SignalBatch(reason=batch.reason, features=v.reshape(-1, 1), result=batch.result)
+
+    def reset(self) -> None:
+        self.bank.reset(self.sid)
+
+    def get_state(self) -> State:
+        return self.bank.get_state(self.sid)
+
+    def set_state(self, state: State) -> None:
+        self.bank.set_state(self.sid, state)
+
+
+#: What a signal's state lives in: its own chain of objects, or a row of a bank.
+Signal = SignalPipeline | BankedSignal
 
 
 class AssetPipeline:
@@ -170,15 +266,26 @@ class AssetPipeline:
 
 
 class Plant:
-    """Every signal and asset pipeline of one configuration."""
+    """Every signal and asset pipeline of one configuration.
 
-    def __init__(self, config: PipelineConfig) -> None:
+    Scalar signals whose stage a :class:`~shopfloor.bank.ScalarBank` can hold live as rows of
+    the bank of their stage (``banks``: one per distinct stage), unless ``banks=False`` asks
+    for a pipeline each (the reference the banks are tested against).
+    """
+
+    def __init__(self, config: PipelineConfig, banks: bool = True) -> None:
         self.config = config
-        self.signals = {s.id: SignalPipeline(s) for s in config.signals}
+        self.use_banks = banks
+        self.banks: dict[str, ScalarBank] = {}
+        self.signals: dict[str, Signal] = {}
+        for spec in config.signals:
+            self.signals[spec.id] = self._new(spec, -1)
         self._configured_assets = {s.asset for s in config.signals}
         # Gives a new run-time signal saved state (checkpoints of older versions set it).
-        self.adopt: Callable[[SignalPipeline], SignalPipeline] = lambda pipe: pipe
+        self.adopt: Callable[[Signal], Signal] = lambda pipe: pipe
         self.assets: dict[str, AssetPipeline] = {}
+        self._members: frozenset[str] = frozenset()
+        self._members_key: tuple[tuple[str, tuple[str, ...]], ...] = ()
         for a in config.assets:
             columns = []
             for name in a.signals:
@@ -193,7 +300,7 @@ class Plant:
 
     def add_signal(self, spec: SignalSpec, subscription: int = -1,
                    asset_stage: StageSpec | None = None, asset_signals: int = 0
-                   ) -> SignalPipeline:
+                   ) -> Signal:
         """Add the pipeline of a signal discovered at run time on ``subscription``.
 
         With an ``asset_stage``, the discovered signals of one asset (the first
@@ -205,7 +312,7 @@ class Plant:
         """
         if spec.id in self.signals:
             raise ValueError(f"signal {spec.id} exists already")
-        pipe = self.adopt(SignalPipeline(spec, subscription))
+        pipe = self.adopt(self._new(spec, subscription))
         self.signals[spec.id] = pipe
         self._regroup(spec.asset, spec.labels, asset_stage, asset_signals)
         return pipe
@@ -215,7 +322,28 @@ class Plant:
         """Drop the pipeline of a signal discovered at run time (evicted from a full table);
         its asset's detector is rebuilt without it, or dropped below two members."""
         pipe = self.signals.pop(sid)
+        if isinstance(pipe, BankedSignal):
+            pipe.bank.remove(sid)
         self._regroup(pipe.spec.asset, pipe.spec.labels, asset_stage, asset_signals)
+
+    def asset_members(self) -> frozenset[str]:
+        """Ids of the signals some asset detector takes its input from."""
+        key = tuple((name, pipe.spec.signals) for name, pipe in self.assets.items())
+        if key != self._members_key:
+            self._members = frozenset(p.spec.member(s) for p in self.assets.values()
+                                      for s in p.spec.signals)
+            self._members_key = key
+        return self._members
+
+    def _new(self, spec: SignalSpec, subscription: int) -> Signal:
+        """A signal's fresh state: a row of its stage's bank if one can hold it."""
+        if not (self.use_banks and ScalarBank.accepts(spec)):
+            return SignalPipeline(spec, subscription)
+        key = repr(spec.stage)  # equal stages, equal banks (the spec's dicts are plain)
+        bank = self.banks.get(key)
+        if bank is None:
+            bank = self.banks[key] = ScalarBank(spec.stage)
+        return BankedSignal(bank, spec, subscription)
 
     def _regroup(self, name: str, labels: tuple[tuple[str, str], ...],
                  asset_stage: StageSpec | None, asset_signals: int) -> None:

@@ -224,9 +224,8 @@ def replay(
             summary.truth_column = table.header[truth]
             summary.points = Confusion(0, 0, 0, 0)
             summary.report_from = options.warmup if options.warmup is not None else max(
-                m.alarm.warmup
-                for m in itertools.chain((p.monitor for p in plant.signals.values()),
-                                         (p.monitor for p in plant.assets.values()))
+                itertools.chain((p.warmup for p in plant.signals.values()),
+                                (p.monitor.alarm.warmup for p in plant.assets.values()))
             )
         wanted = {s.id: table.columns[s.column or s.name] for s in config.signals}
         remedies = {s.id: _text_remedy(table.header[idx], s.id, by_config)

@@ -26,7 +26,8 @@ from shopfloor.diagnosis import DEFECTS, ZONES
 from shopfloor.ingest import BoundedQueue, Item, finish
 from shopfloor.logs import RateLimitedLog
 from shopfloor.monitor import MonitorBatch
-from shopfloor.pipeline import AssetPipeline, Plant, SignalBatch, SignalPipeline
+from shopfloor.pipeline import AssetPipeline, BankedSignal, Plant, Signal, SignalBatch
+from shopfloor.worker_banks import Member, score_banks
 
 __all__ = ["Abandoned", "AlarmChange", "AssetStatus", "SignalStatus", "Worker"]
 
@@ -182,39 +183,66 @@ class Worker:
             groups.setdefault(item.signal, []).append(item)
         self._drop_evicted()
         accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        banked: list[Member] = []
         for sid, group in groups.items():
             try:
-                self._signal(sid, group, accepted, lags)
+                pipe = self._pipeline(sid, group[0])
+                if pipe is None:
+                    self.evicted_items += len(group)
+                elif isinstance(pipe, BankedSignal) and all(
+                        isinstance(i.data, Samples) for i in group):
+                    banked.append((sid, pipe, group))  # scored below, with its bank
+                else:
+                    self._signal(sid, pipe, group, accepted, lags)
             except Abandoned:
                 raise
             except Exception:
-                # One signal's failure (a bug, a value no check foresaw) must not cost the
-                # other signals of the batch: a bad valid_range once lost 116 of 200 frames.
-                self.signal_errors += 1
-                accepted.pop(sid, None)
-                self._errors.log(logging.ERROR, sid, "signal %s: scoring failed; its %d "
-                                 "message(s) of this batch are skipped", sid, len(group),
-                                 exc_info=True)
+                self._failed(sid, len(group), accepted)
+        if banked:
+            try:
+                score_banks(self, banked, accepted, lags, CHUNK_SAMPLES)
+            except Abandoned:
+                raise
+            except Exception:
+                # A bank is its signals' one state: a failure there costs them this batch.
+                for sid, _, group in banked:
+                    self._failed(sid, len(group), accepted)
         self._assets(accepted)
         self.processed += len(items)
         self.batches += 1
         self.on_batch(time.perf_counter() - started, lags)
 
-    def _signal(self, sid: str, group: list[Item],
+    def _signal_contained(self, sid: str, pipe: Signal, group: list[Item],
+                          accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+                          lags: list[float]) -> None:
+        """:meth:`_signal`, a failure costing only this signal's messages."""
+        try:
+            self._signal(sid, pipe, group, accepted, lags)
+        except Abandoned:
+            raise
+        except Exception:
+            self._failed(sid, len(group), accepted)
+
+    def _failed(self, sid: str, messages: int,
+                accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:
+        # One signal's failure (a bug, a value no check foresaw) must not cost the other
+        # signals of the batch: a bad valid_range once lost 116 of 200 frames.
+        self.signal_errors += 1
+        accepted.pop(sid, None)
+        self._errors.log(logging.ERROR, sid, "signal %s: scoring failed; its %d message(s) "
+                         "of this batch are skipped", sid, messages, exc_info=True)
+
+    def _signal(self, sid: str, pipe: Signal, group: list[Item],
                 accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]], lags: list[float]
                 ) -> None:
         """Score one signal's items of the batch; its accepted samples go to ``accepted``."""
-        pipe = self._pipeline(sid, group[0])
-        if pipe is None:
-            self.evicted_items += len(group)
-            return
         status = self.status[sid]
         status.messages += len(group)
         samples = [i.data for i in group if isinstance(i.data, Samples)]
         frames = [i.data for i in group if isinstance(i.data, Frame)]
         wrong = len(frames) if pipe.frames is None else len(samples)
         if wrong:  # a static scalar signal fed frames on some topic, or the reverse
-            pipe.rejected["kind_mismatch"] += wrong
+            pipe.reject("kind_mismatch", wrong)
         if pipe.frames is None and samples:
             all_times, all_values = self._in_order(
                 pipe, status, np.concatenate([s.timestamps for s in samples]),
@@ -234,7 +262,7 @@ class Worker:
             frames = [frames[int(i)] for i in keep]
             for whole in _frame_runs(frames):
                 if any(f.sample_rate != rate for f in whole):
-                    pipe.rejected["sample_rate_mismatch"] += len(whole)
+                    pipe.reject("sample_rate_mismatch", len(whole))
                     continue
                 per_chunk = max(1, CHUNK_SAMPLES // len(whole[0].samples))
                 for part in _chunks(len(whole), per_chunk):
@@ -252,7 +280,7 @@ class Worker:
         now = time.time()
         lags.extend(now - _stamp(i) for i in group[-64:])  # bounded per signal and batch
 
-    def _heard(self, pipe: SignalPipeline, status: SignalStatus, group: list[Item]) -> None:
+    def _heard(self, pipe: Signal, status: SignalStatus, group: list[Item]) -> None:
         """Learn the signal's message interval from arrivals; a silent signal that speaks
         again ends its silence alarm."""
         arrival = group[-1].arrival
@@ -281,7 +309,7 @@ class Worker:
                     status.silent = True
                     self.on_change(self._silence(pipe, status, "silent", now))
 
-    def _silence(self, pipe: SignalPipeline, status: SignalStatus, kind: str, now: float
+    def _silence(self, pipe: Signal, status: SignalStatus, kind: str, now: float
                  ) -> AlarmChange:
         # Score: intervals without a message, against the configured number of them.
         quiet = (now - status.last_arrival if kind == "silent" else 0.0)
@@ -295,7 +323,7 @@ class Worker:
             features=dict(status.features) if frame else None, top=None, rules=0,
             likelihood=math.nan, onset=status.last_arrival)
 
-    def _in_order(self, pipe: SignalPipeline, status: SignalStatus, times: np.ndarray,
+    def _in_order(self, pipe: Signal, status: SignalStatus, times: np.ndarray,
                   values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The samples that move the signal's time on; the others are counted and dropped.
 
@@ -309,7 +337,7 @@ class Worker:
         if not len(times):
             return times, values
         future = times > time.time() + self.config.agent.max_clock_ahead
-        latest = pipe.monitor.alarm.last_time
+        latest = pipe.last_time
         t = np.r_[latest if np.isfinite(latest) else -np.inf, np.where(future, -np.inf, times)]
         running = np.maximum.accumulate(t)
         before = running[:-1]
@@ -325,9 +353,9 @@ class Worker:
         duplicate &= ~future
         if not (duplicate.any() or late.any() or future.any()):
             return times, values
-        pipe.rejected["duplicate"] += int(duplicate.sum())
-        pipe.rejected["out_of_order"] += int(late.sum())
-        pipe.rejected["future"] += int(future.sum())
+        pipe.reject("duplicate", int(duplicate.sum()))
+        pipe.reject("out_of_order", int(late.sum()))
+        pipe.reject("future", int(future.sum()))
         keep = ~(duplicate | late | future)
         return times[keep], values[keep]
 
@@ -340,7 +368,7 @@ class Worker:
                                          self.config.agent.asset_signals)
             self.status.pop(sid, None)
 
-    def _pipeline(self, sid: str, first: Item) -> SignalPipeline | None:
+    def _pipeline(self, sid: str, first: Item) -> Signal | None:
         pipe = self.plant.signals.get(sid)
         if pipe is None:
             if self.admission is not None and sid not in self.admission:
@@ -354,7 +382,7 @@ class Worker:
             self.status[sid] = SignalStatus(pipe.spec.asset, pipe.spec.name, dict(first.labels))
         return pipe
 
-    def _asset_column(self, pipe: SignalPipeline) -> int:
+    def _asset_column(self, pipe: Signal) -> int:
         for a in self.plant.assets.values():
             if (a.spec.name, a.spec.labels) == (pipe.spec.asset, pipe.spec.labels) and \
                     pipe.spec.name in a.spec.signals:
@@ -363,7 +391,7 @@ class Worker:
 
     def _report(
         self,
-        pipe: SignalPipeline,
+        pipe: Signal,
         status: SignalStatus,
         batch: SignalBatch,
         times: np.ndarray,
@@ -403,7 +431,7 @@ class Worker:
 
     @staticmethod
     def _change(
-        pipe: SignalPipeline,
+        pipe: Signal,
         status: SignalStatus,
         r: MonitorBatch,
         i: int,

@@ -17,7 +17,11 @@ value, repeat probability, run), ``tail`` (``N_HEAD + calibration``), ``counters
 and ``times`` (3) of the alarm, ``like`` (the likelihood's ring), ``fresh`` (bool: the
 detector has learned nothing since it was built or reset, as the per-signal detector's lazy
 state says), ``low``/``high`` (the valid range, +-inf for none), ``scored`` and ``rejected``
-(int64 counts, the latter by :class:`shopfloor.detect.gate.Reject` code).
+(int64 counts, the latter by :class:`shopfloor.detect.gate.Reject` code), ``last_value`` (the
+latest accepted value).
+
+:func:`order_steps` is the worker's check that a sample moves its signal's time on, for a
+bank's rows at once (see :meth:`shopfloor.worker.Worker._in_order`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from shopfloor.kernels.robust import flatline_step, sigma_of_surprise_one
 from shopfloor.kernels.stats import z_step
 from shopfloor.kernels.tail import THRESHOLD_AT, tail_learn
 
-__all__ = ["PARAMS", "bank_steps"]
+__all__ = ["DUPLICATE", "FUTURE", "LATE", "PARAMS", "bank_steps", "order_steps"]
 
 #: The chain's parameters, in the order of the ``params`` array :func:`bank_steps` takes.
 PARAMS = (
@@ -49,6 +53,8 @@ _NAN_CODE, _INF_CODE = int(Reject.NAN), int(Reject.INF)
 _RANGE_CODE, _HUGE_CODE = int(Reject.OUT_OF_RANGE), int(Reject.IMPLAUSIBLE)
 _STATE, _SEEN = 1, 0  # alarm counters (shopfloor.kernels.alarm)
 _LAST = 2  # alarm times
+#: order_steps' verdicts (0: the sample moves its signal's time on).
+DUPLICATE, LATE, FUTURE = 1, 2, 3
 
 
 @strict_kernel
@@ -71,8 +77,9 @@ def bank_steps(
     z: NDArray[np.float64], flat: NDArray[np.float64], tail: NDArray[np.float64],
     counters: NDArray[np.int64], alarm_times: NDArray[np.float64], like: NDArray[np.float64],
     fresh: NDArray[np.bool_], low: NDArray[np.float64], high: NDArray[np.float64],
-    scored: NDArray[np.int64], rejected: NDArray[np.int64], params: NDArray[np.float64],
-    reason: NDArray[np.uint8], score: NDArray[np.float64], threshold: NDArray[np.float64],
+    scored: NDArray[np.int64], rejected: NDArray[np.int64], last_value: NDArray[np.float64],
+    params: NDArray[np.float64], reason: NDArray[np.uint8], score: NDArray[np.float64],
+    threshold: NDArray[np.float64],
     top: NDArray[np.int64], state: NDArray[np.uint8], raised: NDArray[np.bool_],
     cleared: NDArray[np.bool_], adopted: NDArray[np.bool_], learned: NDArray[np.bool_],
     onset: NDArray[np.float64], likelihood: NDArray[np.float64], withheld: NDArray[np.bool_],
@@ -120,6 +127,7 @@ def bank_steps(
                 state[i] = counters[r, _STATE]
             continue
         scored[r] += 1
+        last_value[r] = v
         # A sample more than gap_reset after every one before it: the alarm in force ends,
         # the runs start afresh and the detector re-warms (Alarm.resume, Monitor.process).
         ended = False
@@ -178,3 +186,28 @@ def bank_steps(
         top[i] = best
         cleared[i] = cleared[i] or ended
         likelihood[i] = likelihood_step(s, h, like[r], like_alpha)
+
+
+@strict_kernel
+def order_steps(
+    rows: NDArray[np.int64], times: NDArray[np.float64], values: NDArray[np.float64],
+    latest: NDArray[np.float64], holder: NDArray[np.float64], horizon: float,
+    verdict: NDArray[np.uint8],
+) -> None:
+    """Which samples move their row's time on, in arrival order: a sample stamped after
+    ``horizon`` is FUTURE; one older than the row's latest time is LATE; one at that time with
+    the value of the sample that set it is a DUPLICATE (a redelivery). ``latest`` (the rows'
+    latest scored times) and ``holder`` (the values at them) are scratch copies, updated."""
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        t = times[i]
+        if t > horizon:
+            verdict[i] = FUTURE
+            continue
+        before = latest[r]
+        if t < before:
+            verdict[i] = LATE
+            continue
+        verdict[i] = DUPLICATE if t == before and values[i] == holder[r] else 0
+        latest[r] = t
+        holder[r] = values[i]

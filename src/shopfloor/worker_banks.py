@@ -1,0 +1,176 @@
+"""The worker's path for signals that live in banks: one compiled call per bank and drain.
+
+What :meth:`shopfloor.worker.Worker._signal` does per signal - the time-order check, scoring
+in chunks with a heartbeat between them, the signal's status, its alarm events, its samples
+for the asset detector - is done here for every signal of a bank at once, with NumPy and the
+bank's kernels; Python touches each signal only to update its status (a few attribute
+writes) and for the rare alarm change. The results are those of the per-signal path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shopfloor.bank import BankBatch, ScalarBank
+from shopfloor.codecs import Samples
+from shopfloor.detect.alarm import AlarmState
+from shopfloor.ingest import Item
+from shopfloor.kernels.bank import DUPLICATE, FUTURE, LATE, order_steps
+from shopfloor.pipeline import BankedSignal, SignalBatch
+
+if TYPE_CHECKING:
+    from shopfloor.worker import Worker
+
+__all__ = ["Member", "score_banks"]
+
+#: A banked signal of the drain: its id, its view and its items (all scalar samples).
+Member = tuple[str, BankedSignal, list[Item]]
+_VERDICTS = {DUPLICATE: "duplicate", LATE: "out_of_order", FUTURE: "future"}
+
+
+def score_banks(worker: Worker, members: list[Member],
+                accepted: dict[str, list[tuple[NDArray[np.float64], NDArray[np.float64]]]],
+                lags: list[float], chunk: int) -> None:
+    """Score the drain's items of banked signals, bank by bank (see the module docstring),
+    ``chunk`` samples per bank call between two heartbeats."""
+    banks: dict[int, tuple[ScalarBank, list[Member]]] = {}
+    for member in members:
+        bank = member[1].bank
+        banks.setdefault(id(bank), (bank, []))[1].append(member)
+    in_assets = worker.plant.asset_members()
+    for bank, group in banks.values():
+        _score_bank(worker, bank, group, accepted, lags, in_assets, chunk)
+
+
+def _score_bank(worker: Worker, bank: ScalarBank, members: list[Member],
+                accepted: dict[str, list[tuple[NDArray[np.float64], NDArray[np.float64]]]],
+                lags: list[float], in_assets: frozenset[str], chunk: int) -> None:
+    try:
+        rows, times, values, verdict, by_row, ends = _gather(worker, bank, members)
+    except Exception:
+        # Nothing of the bank has moved yet: each signal takes the per-signal path, where a
+        # failure costs only that signal's messages (the bank path's containment).
+        for sid, view, items in members:
+            worker._signal_contained(sid, view, items, accepted, lags)
+        return
+    for sid, _, items in members:
+        worker.status[sid].messages += len(items)
+    refused = np.flatnonzero(verdict)
+    if refused.size:
+        for r, code in zip(rows[refused].tolist(), verdict[refused].tolist(), strict=True):
+            bank.other[r][_VERDICTS[code]] += 1
+        keep = verdict == 0
+        rows, times, values = rows[keep], times[keep], values[keep]
+    for start in range(0, len(rows), chunk):
+        part = slice(start, start + chunk)
+        batch = bank.process(rows[part], values[part], times[part])
+        _report(worker, batch, by_row, accepted, in_assets)
+        worker._beat()
+    for sid, view, items in members:
+        worker._heard(view, worker.status[sid], items)
+    # The lag of each message's latest sample (batch_max bounds how many).
+    lags.extend((time.time() - ends).tolist())
+
+
+def _gather(worker: Worker, bank: ScalarBank, members: list[Member]
+            ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64],
+                       NDArray[np.uint8], dict[int, Member], NDArray[np.float64]]:
+    """The members' samples as (rows, times, values) with order_steps' verdicts, and the
+    time of each message's latest sample."""
+    data: list[Samples] = []
+    item_rows: list[int] = []
+    by_row: dict[int, Member] = {}
+    for member in members:
+        r = member[1].row
+        by_row[r] = member
+        for item in member[2]:
+            data.append(item.data)  # type: ignore[arg-type]  # the caller checked: Samples
+            item_rows.append(r)
+    counts = np.fromiter((len(d.values) for d in data), dtype=np.int64, count=len(data))
+    rows = np.repeat(np.array(item_rows, dtype=np.int64), counts)
+    times = np.concatenate([d.timestamps for d in data]).astype(np.float64, copy=False)
+    values = np.concatenate([d.values for d in data]).astype(np.float64, copy=False)
+    # The per-signal path's _in_order, for all rows at once: later than the row's latest
+    # scored time (a redelivery at that time is a duplicate), not ahead of the clock.
+    verdict = np.empty(len(rows), dtype=np.uint8)
+    order_steps(rows, times, values, bank.alarm_times[:, 2].copy(), bank.last_value.copy(),
+                time.time() + worker.config.agent.max_clock_ahead, verdict)
+    return rows, times, values, verdict, by_row, times[np.cumsum(counts) - 1]
+
+
+def _last(rows: NDArray[np.int64], mask: NDArray[np.bool_] | None = None
+          ) -> dict[int, int]:
+    """Per row, the index of its last sample (among ``mask``)."""
+    idx = np.arange(len(rows)) if mask is None else np.flatnonzero(mask)
+    picked = rows[idx]
+    uniq, first_from_end = np.unique(picked[::-1], return_index=True)
+    return dict(zip(uniq.tolist(), idx[len(idx) - 1 - first_from_end].tolist(), strict=True))
+
+
+def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
+            accepted: dict[str, list[tuple[NDArray[np.float64], NDArray[np.float64]]]],
+            in_assets: frozenset[str]) -> None:
+    """Statuses, events and the asset detector's samples of one chunk (as Worker._report)."""
+    r, rows, times, values = batch.result, batch.rows, batch.times, batch.values
+    if not len(rows):
+        return
+    scored = np.isfinite(r.score)
+    last_any = _last(rows)
+    last_scored = _last(rows, scored)
+    changed = r.raised | r.cleared | r.adopted
+    changed_rows = set(rows[changed].tolist())
+    # Plain floats once, not a NumPy scalar per attribute write.
+    states, time_list = r.state.tolist(), times.tolist()
+    score, threshold = r.score.tolist(), r.threshold.tolist()
+    like, value_list = r.likelihood.tolist(), values.tolist()
+    status_of = worker.status
+    before = {}
+    for row, i in last_any.items():
+        status = status_of[by_row[row][0]]
+        status.last_time = time_list[i]
+        j = last_scored.get(row)
+        if j is not None:
+            status.score, status.threshold = score[j], threshold[j]
+            status.likelihood, status.value = like[j], value_list[j]
+        before[row] = status.state
+        if status.state != states[i]:
+            status.state = AlarmState(states[i])
+    # Events in sample order, each with the onset of the alarm in force for its signal.
+    onsets = {row: worker.status[by_row[row][0]].onset for row in last_any}
+    signal_batch = SignalBatch(reason=batch.reason, features=values.reshape(-1, 1), result=r)
+    for i in np.flatnonzero(np.isfinite(r.onset) | changed).tolist():
+        row = int(rows[i])
+        if math.isfinite(r.onset[i]):
+            onsets[row] = float(r.onset[i])
+        if not changed[i]:
+            continue
+        sid, view, _ = by_row[row]
+        status = worker.status[sid]
+        kind = "raised" if r.raised[i] else ("baseline_adopted" if r.adopted[i] else "cleared")
+        status.alarms += kind == "raised"
+        status.adopted += kind == "baseline_adopted"
+        worker.on_change(worker._change(view, status, r, i, times[i], signal_batch, None, kind,
+                                        onsets[row]))
+    for row in last_any:
+        status = worker.status[by_row[row][0]]
+        status.onset = onsets[row]
+        if status.state != before[row] or row in changed_rows:
+            worker.on_state(status)
+    # Accepted samples: proof against eviction, and the asset detectors' input.
+    ok = batch.reason == 0
+    order = np.argsort(rows[ok], kind="stable")
+    ok_rows, ok_times, ok_values = rows[ok][order], times[ok][order], values[ok][order]
+    uniq, starts = np.unique(ok_rows, return_index=True)
+    ends = [*starts[1:].tolist(), len(ok_rows)]
+    for row, a, b in zip(uniq.tolist(), starts.tolist(), ends, strict=True):
+        sid = by_row[row][0]
+        if worker.admission is not None:
+            worker.admission.prove(sid)
+        if sid in in_assets:
+            accepted.setdefault(sid, []).append((ok_times[a:b], ok_values[a:b]))
+
