@@ -21,7 +21,7 @@ from shopfloor.config import (
     StageSpec,
 )
 from shopfloor.monitor import MonitorBatch
-from shopfloor.pipeline import SignalPipeline
+from shopfloor.pipeline import BankedSignal, SignalPipeline
 
 DEFAULT = StageSpec(dict(DEFAULT_DETECTOR), dict(DEFAULT_THRESHOLD), dict(DEFAULT_ALARM))
 # Small warm-ups and calibration, so a few hundred samples reach alarms and adoptions.
@@ -255,3 +255,96 @@ def test_a_bad_checkpoint_entry_is_refused_and_leaves_the_row() -> None:
     with pytest.raises(ValueError, match="tail state"):
         bank.set_state(spec(0, QUICK).id, bad)
     assert_state_equal(bank.get_state(spec(0, QUICK).id), before)
+
+
+# --- the worker: banks against pipelines, message for message -------------------------------
+
+WORKER_CONFIG = """
+[mqtt]
+host = "127.0.0.1"
+[agent]
+max_signals = 100
+[defaults.detector]
+kind = "zscore"
+min_samples = 10
+alpha = 0.02
+[defaults.threshold]
+kind = "pot"
+false_alarm_rate = 0.02
+calibration = 50
+level = 0.75
+[defaults.alarm]
+warmup = 20
+raise_after = 2
+clear_after = 4
+max_pause = 60
+adapt_after = 40.0
+[[subscriptions]]
+topic = "plant/{line}/{asset}/{signal}"
+codec = "json"
+"""
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), per_drain=st.integers(3, 80))
+def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
+                                                                  per_drain: int) -> None:
+    # Same messages, same drains: the same events, statuses, counts and checkpoint entries,
+    # through the bank path (order check, chunked scoring, status and event bookkeeping).
+    import time
+
+    from shopfloor.agent_config import parse_agent_config
+    from shopfloor.codecs import encode_json_batch, encode_json_scalar
+    from shopfloor.ingest import BoundedQueue, Ingest
+    from shopfloor.pipeline import Plant
+    from shopfloor.worker import AlarmChange, SignalStatus, Worker
+
+    config = parse_agent_config(WORKER_CONFIG, source="banks.toml")
+    rng = np.random.default_rng(seed)
+    t0 = time.time() - 10_000.0
+    messages: list[tuple[str, bytes]] = []
+    clock = {}
+    for k in range(600):
+        topic = f"plant/l{k % 2}/press-{(k // 2) % 3}/s{rng.integers(2)}"
+        t = clock.get(topic, t0) + 1.0
+        value = float(rng.normal(10.0, 1.0) + (9.0 if 300 <= k < 420 else 0.0))
+        if rng.random() < 0.05:  # a redelivery, or a sample from the past
+            t -= float(rng.choice([0.0, 3.0]))
+        else:
+            clock[topic] = t
+        if rng.random() < 0.1:  # a batch message of three samples
+            messages.append((topic, encode_json_batch(t, [value, value + 0.5, value], 1.0)))
+            clock[topic] = t + 2.0
+        else:
+            messages.append((topic, encode_json_scalar(t, value)))
+    outcomes = []
+    for banks in (True, False):
+        queue = BoundedQueue(10_000, "drop_oldest")
+        ingest = Ingest(config, queue)
+        changes: list[AlarmChange] = []
+        worker = Worker(config, Plant(config.pipeline, banks=banks), queue,
+                        on_change=changes.append)
+        for start in range(0, len(messages), per_drain):
+            for topic, payload in messages[start:start + per_drain]:
+                ingest.on_message(topic, payload, t0)
+            worker.process(queue.get_batch(10_000, 0.0))
+        statuses = {sid: SignalStatus(**{k: getattr(s, k) for k in SignalStatus.__slots__
+                                         if k not in ("last_arrival", "interval")})
+                    for sid, s in worker.status.items()}
+        states = {sid: p.get_state() for sid, p in worker.plant.signals.items()}
+        counts = {sid: (p.scored, dict(p.rejected)) for sid, p in worker.plant.signals.items()}
+        outcomes.append((changes, statuses, states, counts, worker.plant))
+    banked, reference = outcomes
+    assert all(isinstance(p, BankedSignal) for p in banked[4].signals.values())
+    assert banked[0] == reference[0]  # the events, field for field
+    assert banked[1].keys() == reference[1].keys()
+    for sid in reference[1]:
+        assert repr(banked[1][sid]) == repr(reference[1][sid]), sid
+        assert banked[3][sid][0] == reference[3][sid][0], sid
+        assert {k: v for k, v in banked[3][sid][1].items() if v} == \
+            {k: v for k, v in reference[3][sid][1].items() if v}, sid
+        a, b = banked[2][sid], reference[2][sid]
+        a["rejected"] = {k: v for k, v in a["rejected"].items() if v}
+        b["rejected"] = {k: v for k, v in b["rejected"].items() if v}
+        assert_state_equal(a, b, sid)
+    assert any(c.kind == "raised" for c in reference[0])
