@@ -303,7 +303,7 @@ def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
     rng = np.random.default_rng(seed)
     t0 = time.time() - 10_000.0
     messages: list[tuple[str, bytes]] = []
-    clock = {}
+    clock: dict[str, float] = {}
     for k in range(600):
         topic = f"plant/l{k % 2}/press-{(k // 2) % 3}/s{rng.integers(2)}"
         t = clock.get(topic, t0) + 1.0
