@@ -15,6 +15,11 @@ scalar JSON, N signals (2,000 msgs/s total,        scalar JSON, 1 signal (the sa
 int16 frames of 2048 at 12 kHz, N sensors          the same frames, 1 sensor
 (200 frames/s total, 10 a batch)
 memory per frame pipeline (after warm-up)          memory per scalar pipeline
+state per scalar signal, each scalar detector      the default chain (z-score, in a bank)
+memory per scalar signal in the agent              the default chain's state
+worker, 1,000 signals one sample each per drain    worker, 1 signal, the same 1,000 samples
+(ingest untimed; with and without the asset        in one drain
+detectors of discovered signals)
 =================================================  ==========================================
 
 N is 10, 100 and 1,000 (quick: 10 and 100). Every pipeline is past its warm-up before it is
@@ -28,6 +33,7 @@ about 160 MiB) comes on top.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import struct
 import time
@@ -162,6 +168,7 @@ def run(bench: Bench) -> None:
                     f"int16 frames of {FRAME_LEN} at {SAMPLE_RATE / 1e3:g} kHz", "frames/s",
                     "frame")
     _memory(bench)
+    _state_per_kind(bench)
     for assets in (0, None):
         _worker_only(bench, signals=1000, assets=assets)
     bench.progress(f"[{bench.area}] one core at {CORE_SHARE:.0%}: "
@@ -268,6 +275,85 @@ def pipeline_bytes(kind: str, signals: int) -> float:
     finally:
         tracemalloc.stop()
     return (after - before) / signals
+
+
+def agent_signal_bytes(signals: int) -> float:
+    """Bytes :mod:`tracemalloc` sees per scalar signal the agent's ingest and worker hold
+    (pipeline or bank row, status, signal table, routes) once each signal has sent one
+    message; no asset detectors, so the figure is the signal's own."""
+    feed = Feed("scalar", signals, signals, seed=9, asset_signals=0)
+    Feed("scalar", 2, 2, seed=9, asset_signals=0).batch()  # compiled before counting
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        feed.batch()  # one message per signal: each gets its pipeline or bank row
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(feed.worker.plant.signals) == signals
+    return (after - before) / signals
+
+
+def detector_bytes(detector: str, signals: int) -> float:
+    """Bytes per scalar signal of one detector kind with the default threshold and alarm,
+    each past its warm-up: a bank row for the default chain, else a pipeline of objects."""
+    cfg = config(signals)
+    spec0 = cfg.subscriptions[0].signal_spec("asset", "s0")
+    stage = dataclasses.replace(spec0.stage, detector={"kind": detector})
+    rng = np.random.default_rng(5)
+    batches = [rng.normal(50.0, 2.0, WARM_SAMPLES) for _ in range(signals)]
+    # Compiled (or loaded from the cache) before counting: that memory is the process's.
+    Plant(cfg.pipeline).add_signal(dataclasses.replace(spec0, stage=stage), 0).process(
+        batches[0])
+    plant = Plant(cfg.pipeline)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(signals):
+            spec = dataclasses.replace(spec0, name=f"s{i}", stage=stage)
+            plant.add_signal(spec, 0).process(batches[i])
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return (after - before) / signals
+
+
+#: Scalar detector kinds whose state per signal is reported (River's are models, not state).
+SCALAR_KINDS = ("zscore", "ewma", "cusum", "page_hinkley", "robust_z", "flatline",
+                "western_electric")
+
+
+def _state_per_kind(bench: Bench) -> None:
+    n = bench.size(200, 1000)
+    rounds = bench.mode.repeats
+    default = [detector_bytes("zscore", n) for _ in range(rounds)]
+    for kind in SCALAR_KINDS[1:]:
+        mine = [detector_bytes(kind, n) for _ in range(rounds)]
+        ratios = [a / b for a, b in zip(default, mine, strict=True)]
+        bench.add(Figure(
+            area=bench.area, name=f"state per scalar signal, detector {kind}", unit="B",
+            median=statistics.median(mine), min=min(mine), max=max(mine),
+            reference="state per scalar signal, the default chain (zscore, in a bank)",
+            reference_median=statistics.median(default), reference_min=min(default),
+            reference_max=max(default), ratio=statistics.median(ratios),
+            ratio_min=min(ratios), ratio_max=max(ratios), repeats=rounds, better="lower",
+            note=f"tracemalloc over {n} signals past their warm-up; pot threshold and alarm "
+                 "as by default; a pipeline of objects each (only the default chain banks)",
+        ))
+    n_agent = bench.size(2000, 10_000)
+    agent = [agent_signal_bytes(n_agent) for _ in range(rounds)]
+    ratios = [a / b for a, b in zip(default, agent, strict=True)]
+    bench.add(Figure(
+        area=bench.area, name="memory per scalar signal in the agent (ingest and worker)",
+        unit="B", median=statistics.median(agent), min=min(agent), max=max(agent),
+        reference="state per scalar signal, the default chain (zscore, in a bank)",
+        reference_median=statistics.median(default), reference_min=min(default),
+        reference_max=max(default), ratio=statistics.median(ratios), ratio_min=min(ratios),
+        ratio_max=max(ratios), repeats=rounds, better="lower",
+        note=f"tracemalloc over {n_agent:,} signals, one message each: "
+             f"{statistics.median(agent) * 10_000 / 2**20:.0f} MiB for 10,000 signals "
+             "(issue 12's target: <= 60 MB; <= 4 KiB of state each)",
+    ))
 
 
 def _memory(bench: Bench) -> None:
