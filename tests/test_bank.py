@@ -282,11 +282,15 @@ adapt_after = 40.0
 [[subscriptions]]
 topic = "plant/{line}/{asset}/{signal}"
 codec = "json"
+[[subscriptions]]
+topic = "vib/{line}/{asset}/{signal}"
+codec = "frame"
+features = { sample_rate = 2560.0, shaft_hz = 25.0, shaft_orders = [1.0, 2.0] }
 """
 
 
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), per_drain=st.integers(3, 80))
+@given(seed=st.integers(0, 2**32 - 1), per_drain=st.integers(10, 80))
 def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
                                                                   per_drain: int) -> None:
     # Same messages, same drains: the same events, statuses, counts and checkpoint entries,
@@ -294,7 +298,7 @@ def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
     import time
 
     from shopfloor.agent_config import parse_agent_config
-    from shopfloor.codecs import encode_json_batch, encode_json_scalar
+    from shopfloor.codecs import encode_frame, encode_json_batch, encode_json_scalar
     from shopfloor.ingest import BoundedQueue, Ingest
     from shopfloor.pipeline import Plant
     from shopfloor.worker import AlarmChange, SignalStatus, Worker
@@ -312,7 +316,10 @@ def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
             t -= float(rng.choice([0.0, 3.0]))
         else:
             clock[topic] = t
-        if rng.random() < 0.1:  # a batch message of three samples
+        if k % 3 == 0:  # a vibration frame (its length changes once: two frame runs)
+            frame = rng.standard_normal(256 if k < 540 else 128) * (4.0 if k >= 420 else 1.0)
+            messages.append((topic.replace("plant/", "vib/"), encode_frame(t, 2560.0, frame)))
+        elif rng.random() < 0.1:  # a batch message of three samples
             messages.append((topic, encode_json_batch(t, [value, value + 0.5, value], 1.0)))
             clock[topic] = t + 2.0
         else:
@@ -336,7 +343,13 @@ def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
         outcomes.append((changes, statuses, states, counts, worker.plant))
     banked, reference = outcomes
     assert all(isinstance(p, BankedSignal) for p in banked[4].signals.values())
-    assert banked[0] == reference[0]  # the events, field for field
+    assert sum(p.frames is not None for p in banked[4].signals.values()) >= 2
+    # The events, field for field, each signal's in order (a drain's signals may take turns
+    # differently: a bank's go together).
+    def per_signal(changes: list[AlarmChange]) -> list[AlarmChange]:
+        return sorted(changes, key=lambda c: (c.asset, c.signal or "", sorted(c.labels.items())))
+
+    assert per_signal(banked[0]) == per_signal(reference[0])
     assert banked[1].keys() == reference[1].keys()
     for sid in reference[1]:
         assert repr(banked[1][sid]) == repr(reference[1][sid]), sid
@@ -347,4 +360,98 @@ def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
         a["rejected"] = {k: v for k, v in a["rejected"].items() if v}
         b["rejected"] = {k: v for k, v in b["rejected"].items() if v}
         assert_state_equal(a, b, sid)
-    assert any(c.kind == "raised" for c in reference[0])
+    assert any(c.kind == "raised" and c.features is None for c in reference[0])
+    assert any(c.kind == "raised" and c.features is not None for c in reference[0])
+
+
+# --- frame banks ------------------------------------------------------------------------------
+
+FRAME_FEATURES = {"sample_rate": 2560.0, "shaft_hz": 25.0,
+                  "defect_orders": {"bpfo": 3.5, "bpfi": 5.4}, "iso_group": "group1_flexible"}
+
+
+def frame_spec(i: int, stage: StageSpec = QUICK,
+               valid_range: tuple[float, float] | None = None) -> SignalSpec:
+    return SignalSpec("motor-1", f"accel{i}", "frame", stage, valid_range=valid_range,
+                      features=FRAME_FEATURES)
+
+
+def frame_data(rng: np.random.Generator, n: int, length: int = 256
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Vibration frames with a developing fault, dropouts, a clipped and a lost frame."""
+    t = np.arange(length) / 2560.0
+    x = (0.3 * np.sin(2 * np.pi * 25.0 * t)[None, :]
+         + 0.05 * rng.standard_normal((n, length)))
+    x[n // 2 :] += 0.4 * np.sin(2 * np.pi * 87.5 * t)[None, :]  # an outer-race line appears
+    x[n // 5, :10] = np.nan  # a few dropouts: scored, power rescaled
+    x[n // 4, :] = np.nan  # all lost: missing_samples
+    x[n // 3, 5] = 9.0  # clipped against a valid range of +-5
+    times = 1_767_225_600.0 + np.arange(n) * 0.1
+    return x, times
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), signals=st.integers(1, 3), drains=st.integers(1, 6),
+       ranged=st.booleans())
+def test_a_frame_bank_equals_the_pipelines_bit_for_bit(seed: int, signals: int, drains: int,
+                                                         ranged: bool) -> None:
+    from shopfloor.bank import FrameBank
+
+    rng = np.random.default_rng(seed)
+    valid = (-5.0, 5.0) if ranged else None
+    data = [frame_data(rng, int(rng.integers(60, 140))) for _ in range(signals)]
+    bank = FrameBank(QUICK, FRAME_FEATURES, capacity=1)
+    rows = [bank.add(frame_spec(i, QUICK, valid)) for i in range(signals)]
+    order = interleave(rng, [len(x) for x, _ in data])
+    cuts = sorted(rng.choice(np.arange(1, len(order)), size=min(drains, len(order) - 1),
+                             replace=False).tolist())
+    pos = np.zeros(signals, dtype=np.int64)
+    index = np.empty(len(order), dtype=np.int64)
+    for k, i in enumerate(order):
+        index[k], pos[i] = pos[i], pos[i] + 1
+    frames = np.stack([data[i][0][j] for i, j in zip(order, index, strict=True)])
+    times = np.array([data[i][1][j] for i, j in zip(order, index, strict=True)])
+    row_of = np.array(rows)[order]
+    got: list[dict[str, list[np.ndarray]]] = [{} for _ in range(signals)]
+    for a, b in itertools.pairwise([0, *cuts, len(order)]):
+        batch = bank.process(row_of[a:b], frames[a:b], times[a:b])
+        assert batch.features is not None
+        assert batch.diagnosis is not None
+        for i in range(signals):
+            mine = order[a:b] == i
+            parts = got[i]
+            for name in FIELDS:
+                parts.setdefault(name, []).append(getattr(batch.result, name)[mine])
+            parts.setdefault("reason", []).append(batch.reason[mine])
+            parts.setdefault("features", []).append(batch.features[mine])
+            for name in ("defect", "zone", "ratio"):
+                parts.setdefault(name, []).append(getattr(batch.diagnosis, name)[mine])
+    for i, (x, t) in enumerate(data):
+        pipe = SignalPipeline(frame_spec(i, QUICK, valid))
+        ref = pipe.process(x, t)
+        assert ref.diagnosis is not None
+        expected = {**{name: getattr(ref.result, name) for name in FIELDS},
+                    "reason": ref.reason, "features": ref.features,
+                    "defect": ref.diagnosis.defect, "zone": ref.diagnosis.zone,
+                    "ratio": ref.diagnosis.ratio}
+        for name, want in expected.items():
+            np.testing.assert_array_equal(np.concatenate(got[i][name]), want,
+                                          err_msg=f"signal {i}: {name}")
+        assert_state_equal(bank.get_state(pipe.spec.id), pipe.get_state(), pipe.spec.id)
+    reasons = np.concatenate([np.concatenate(g["reason"]) for g in got])
+    assert (reasons == 4).any()  # missing_samples: the control reaches the gate's paths
+
+
+def test_frame_signals_join_frame_banks_by_stage_and_features() -> None:
+    from shopfloor.bank import FrameBank
+    from shopfloor.config import PipelineConfig
+    from shopfloor.pipeline import Plant
+
+    other = {**FRAME_FEATURES, "sample_rate": 5120.0}
+    specs = [frame_spec(0), frame_spec(1),
+             SignalSpec("motor-2", "accel", "frame", QUICK, features=other)]
+    plant = Plant(PipelineConfig(signals=tuple(specs), assets=()))
+    banks = {id(p.bank) for p in plant.signals.values() if isinstance(p, BankedSignal)}
+    assert len(banks) == 2
+    assert all(isinstance(p.bank, FrameBank) for p in plant.signals.values()
+               if isinstance(p, BankedSignal))

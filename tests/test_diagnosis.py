@@ -262,8 +262,7 @@ def test_the_pipeline_names_the_defect_at_the_alarm_and_checkpoints_the_diagnosi
     cold.set_state(old)
     cold_pipe = cold.signals["pump-7/de_accel"]
     assert cold_pipe.scored == pipe.scored
-    assert cold_pipe.diagnosis is not None
-    assert cold_pipe.diagnosis.get_state()["level"][:, 0].tolist() == [0.0] * 6
+    assert cold_pipe.get_state()["diagnosis"]["level"][:, 0].tolist() == [0.0] * 6
 
 
 def test_a_bad_iso_group_is_a_config_error_naming_the_key() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,10 @@ from numpy.typing import NDArray
 from shopfloor.config import SignalSpec, StageSpec
 from shopfloor.detect.base import State
 from shopfloor.detect.charts import ZScoreDetector
-from shopfloor.detect.gate import Reject
+from shopfloor.detect.gate import MAX_MAGNITUDE, Reject
 from shopfloor.detect.tail import TailThreshold
+from shopfloor.diagnosis import DiagnosisBatch, FrameDiagnosis, split_frame_options
+from shopfloor.features import FrameFeatures
 from shopfloor.kernels import alarm as _alarm
 from shopfloor.kernels import likelihood as _likelihood
 from shopfloor.kernels import robust, stats
@@ -38,25 +41,29 @@ from shopfloor.kernels import tail as _tail
 from shopfloor.kernels.bank import PARAMS, bank_steps
 from shopfloor.monitor import Monitor, MonitorBatch
 
-__all__ = ["BankBatch", "ScalarBank"]
+__all__ = ["BankBatch", "FrameBank", "ScalarBank"]
 
 _REJECT_CODES = len(Reject)
 
 
 @dataclass(frozen=True, slots=True)
 class BankBatch:
-    """Per-sample results of one call, in the order the samples were given."""
+    """Per-sample results of one call, in the order the samples were given (for frames:
+    their feature rows and diagnosis too)."""
 
     rows: NDArray[np.int64]
     values: NDArray[np.float64]
     times: NDArray[np.float64]
     reason: NDArray[np.uint8]
     result: MonitorBatch
+    features: NDArray[np.float64] | None = None
+    diagnosis: DiagnosisBatch | None = None
 
 
-def _chain(stage: StageSpec) -> Monitor | None:
-    """The per-signal chain this stage builds, if a bank can hold it (None if not)."""
-    monitor = Monitor.from_spec(stage, 1)
+def _chain(stage: StageSpec, features: int = 1) -> Monitor | None:
+    """The per-signal chain this stage builds for rows of ``features`` columns, if a bank can
+    hold it (None if not)."""
+    monitor = Monitor.from_spec(stage, features)
     d, t = monitor.detector, monitor.threshold
     if type(d) is not ZScoreDetector or d.forecast or type(t) is not TailThreshold:
         return None
@@ -66,8 +73,9 @@ def _chain(stage: StageSpec) -> Monitor | None:
 class ScalarBank:
     """Scalar signals of one stage configuration as rows of state arrays (see module doc)."""
 
-    def __init__(self, stage: StageSpec, capacity: int = 16) -> None:
-        monitor = _chain(stage)
+    def __init__(self, stage: StageSpec, capacity: int = 16, features: int = 1) -> None:
+        self.d = features  # columns a row's detector charts: 1, or a frame's features
+        monitor = _chain(stage, features)
         if monitor is None:
             raise ValueError(f"a bank holds the z-score / pot chain; this stage has "
                              f"{dict(stage.detector)} and {dict(stage.threshold)}")
@@ -98,8 +106,8 @@ class ScalarBank:
         self.other: list[Counter[str]] = []
         self._allocate(max(capacity, 1))
 
-    @staticmethod
-    def accepts(spec: SignalSpec) -> bool:
+    @classmethod
+    def accepts(cls, spec: SignalSpec) -> bool:
         """Whether a bank can hold this signal (a scalar one with the default chain)."""
         return spec.kind == "scalar" and _chain(spec.stage) is not None
 
@@ -110,9 +118,9 @@ class ScalarBank:
 
     def _fresh(self, n: int) -> tuple[NDArray[Any], ...]:
         """State arrays of ``n`` rows that have learned nothing (see kernels.bank)."""
-        flat = np.zeros((n, 4))
-        flat[:, 1] = np.nan
-        return (np.zeros((n, 3)), flat,
+        flat = np.zeros((n, self.d, 4))
+        flat[:, :, 1] = np.nan
+        return (np.zeros((n, self.d, 3)), flat,
                 np.tile(_tail.new_tail_state(self.calibration), (n, 1)),
                 np.tile(_alarm.new_alarm_state(), (n, 1)),
                 np.tile(_alarm.new_alarm_times(), (n, 1)),
@@ -186,13 +194,19 @@ class ScalarBank:
         if n and (r.min() < 0 or r.max() >= len(self.ids)):
             raise ValueError(f"rows must index the bank's {len(self.ids)} signals")
         out = MonitorBatch.empty(n)
-        reason = np.empty(n, dtype=np.uint8)
-        bank_steps(r, v, t, self.z, self.flat, self.tail, self.counters, self.alarm_times,
-                   self.like, self.fresh, self.low, self.high, self.scored, self.rejected,
-                   self.last_value, self.params, reason, out.score, out.threshold, out.top,
-                   out.state, out.raised, out.cleared, out.adopted, out.learned, out.onset,
-                   out.likelihood, np.empty(n, dtype=np.bool_))
+        reason = np.zeros(n, dtype=np.uint8)
+        self._steps(r, v.reshape(n, 1), t, reason, out, gate=True)
         return BankBatch(r, v, t, reason, out)
+
+    def _steps(self, rows: NDArray[np.int64], rows_of_features: NDArray[np.float64],
+               times: NDArray[np.float64], reason: NDArray[np.uint8], out: MonitorBatch,
+               gate: bool) -> None:
+        bank_steps(rows, rows_of_features, times, self.z, self.flat, self.tail, self.counters,
+                   self.alarm_times, self.like, self.fresh, self.low, self.high, self.scored,
+                   self.rejected, self.last_value, self.params, reason, out.score,
+                   out.threshold, out.top, out.state, out.raised, out.cleared, out.adopted,
+                   out.learned, out.onset, out.likelihood,
+                   np.empty(len(rows), dtype=np.bool_), gate)
 
     # --- per-signal views (checkpoints, metrics) --------------------------------------------
 
@@ -211,9 +225,9 @@ class ScalarBank:
         detector: State = {
             "kind": ZScoreDetector.kind,
             "baseline": "welford" if self.params[PARAMS.index("z_alpha")] == 0.0 else "ewma",
-            "stats": None if fresh else self.z[r : r + 1].copy(),
+            "stats": None if fresh else self.z[r].copy(),
             "forecast": None,
-            "stuck": None if fresh or not self.stuck else self.flat[r : r + 1].copy(),
+            "stuck": None if fresh or not self.stuck else self.flat[r].copy(),
         }
         return {
             "monitor": {
@@ -234,7 +248,7 @@ class ScalarBank:
         ValueError as a pipeline's restore does, and leaves the row as it was.
         """
         r = self.row[sid]
-        monitor = _chain(self.stage)
+        monitor = _chain(self.stage, self.d)
         assert monitor is not None
         monitor.set_state(state["monitor"])
         scored = int(state["scored"])
@@ -242,14 +256,15 @@ class ScalarBank:
         st = monitor.get_state()
         det = st["detector"]
         fresh = det["stats"] is None
-        z = stats.new_ewma_state(1) if fresh else np.asarray(det["stats"], dtype=np.float64)
-        flat = robust.new_flatline_state(1) if det.get("stuck") is None \
+        z = stats.new_ewma_state(self.d) if fresh \
+            else np.asarray(det["stats"], dtype=np.float64)
+        flat = robust.new_flatline_state(self.d) if det.get("stuck") is None \
             else np.asarray(det["stuck"], dtype=np.float64)
-        if z.shape != (1, 3) or flat.shape != (1, 4):
-            raise ValueError(f"signal {sid}: a scalar signal's detector has one column; the "
+        if z.shape != (self.d, 3) or flat.shape != (self.d, 4):
+            raise ValueError(f"signal {sid}: the detector has {self.d} column(s) here; the "
                              f"entry has {z.shape} and {flat.shape}")
-        self.z[r] = z[0]
-        self.flat[r] = flat[0]
+        self.z[r] = z
+        self.flat[r] = flat
         self.fresh[r] = fresh
         self.tail[r] = st["threshold"]["tail"]
         self.counters[r] = st["alarm"]["counters"]
@@ -271,3 +286,106 @@ class ScalarBank:
         low, high = self.low[r], self.high[r]
         self._clear(r)
         self.low[r], self.high[r] = low, high
+
+
+class FrameBank(ScalarBank):
+    """Frame signals of one stage and one feature configuration as rows of state arrays.
+
+    A call's frames - of every signal, equal in length - go through one feature pass (one
+    batched FFT), then the bank kernel charts each row's features as the per-signal chain
+    does (the z-score of every feature, the largest one scored); each signal's diagnosis (its
+    learned spectral levels) stays an object of its own. Results equal the per-signal
+    pipeline's bit for bit.
+    """
+
+    def __init__(self, stage: StageSpec, features: Mapping[str, Any], capacity: int = 16
+                 ) -> None:
+        frame_options, self.diagnosis_options = split_frame_options(features)
+        self.frames = FrameFeatures(**frame_options)
+        self.names = self.frames.names
+        self.feature_options = dict(features)
+        self.diagnoses: list[FrameDiagnosis] = []
+        super().__init__(stage, capacity, features=len(self.names))
+
+    @classmethod
+    def accepts(cls, spec: SignalSpec) -> bool:
+        """Whether a frame bank can hold this signal (a frame one with the default chain)."""
+        return spec.kind == "frame" and _chain(spec.stage) is not None
+
+    def add(self, spec: SignalSpec) -> int:
+        if dict(spec.features) != self.feature_options:
+            raise ValueError(f"signal {spec.id}: its features are not this bank's")
+        self.diagnoses.append(FrameDiagnosis(self.names, **self.diagnosis_options))
+        try:
+            return super().add(spec)
+        except ValueError:
+            self.diagnoses.pop()
+            raise
+
+    def remove(self, sid: str) -> None:
+        r, last = self.row[sid], len(self.ids) - 1
+        self.diagnoses[r] = self.diagnoses[last]
+        self.diagnoses.pop()
+        super().remove(sid)
+
+    def reset(self, sid: str) -> None:
+        super().reset(sid)
+        self.diagnoses[self.row[sid]] = FrameDiagnosis(self.names, **self.diagnosis_options)
+
+    def process(self, rows: NDArray[np.int64], values: NDArray[np.float64],
+                times: NDArray[np.float64]) -> BankBatch:
+        """Score frames ``values`` (n, frame_len) of rows ``rows`` at ``times`` (see
+        :meth:`ScalarBank.process`)."""
+        r = np.ascontiguousarray(rows, dtype=np.int64)
+        v = np.asarray(values, dtype=np.float64)
+        t = np.ascontiguousarray(times, dtype=np.float64)
+        n = r.shape[0]
+        if v.ndim != 2 or v.shape[0] != n or t.shape != (n,):
+            raise ValueError(f"frames must be (n, frame_len) with rows and times (n,); got "
+                             f"{v.shape}, {r.shape}, {t.shape}")
+        if n and (r.min() < 0 or r.max() >= len(self.ids)):
+            raise ValueError(f"rows must index the bank's {len(self.ids)} signals")
+        # The gate of frames (SampleGate.check, with each row's own valid range).
+        reason = np.zeros(n, dtype=np.uint8)
+        if v.size:
+            with np.errstate(invalid="ignore"):
+                huge = (np.isfinite(v) & (np.abs(v) > MAX_MAGNITUDE)).any(axis=1)
+                out_of_range = ((v < self.low[r][:, None]) | (v > self.high[r][:, None])).any(
+                    axis=1)
+            reason[huge] = Reject.IMPLAUSIBLE
+            reason[out_of_range & (reason == 0)] = Reject.OUT_OF_RANGE
+        if n:
+            batch = self.frames.compute(v)
+            features = batch.values
+            reason[(reason == 0) & batch.rejected] = Reject.MISSING_SAMPLES
+        else:
+            features = np.empty((0, self.d))
+        # A frame whose features are still non-finite (all samples lost) is not learned.
+        reason[(reason == 0) & ~np.isfinite(features).all(axis=1)] = Reject.NAN
+        out = MonitorBatch.empty(n)
+        self._steps(r, np.ascontiguousarray(features), t, reason, out, gate=False)
+        diagnosis = DiagnosisBatch.empty(n)
+        for row in np.unique(r).tolist():  # each signal's diagnosis, its frames in order
+            mine = np.flatnonzero(r == row)
+            part = self.diagnoses[row].process(features[mine], out.learned[mine])
+            diagnosis.defect[mine], diagnosis.zone[mine] = part.defect, part.zone
+            diagnosis.ratio[mine] = part.ratio
+        refused = reason != 0
+        diagnosis.defect[refused], diagnosis.zone[refused] = 0, 0
+        diagnosis.ratio[refused] = np.nan
+        return BankBatch(r, features[:, 0] if n else np.empty(0), t, reason, out, features,
+                         diagnosis)
+
+    def get_state(self, sid: str) -> State:
+        state = super().get_state(sid)
+        state["diagnosis"] = self.diagnoses[self.row[sid]].get_state()
+        return state
+
+    def set_state(self, sid: str, state: State) -> None:
+        # As SignalPipeline.set_state: an entry from before the diagnosis existed restores
+        # the rest, and the diagnosis learns its levels afresh.
+        fresh = FrameDiagnosis(self.names, **self.diagnosis_options)
+        if "diagnosis" in state:
+            fresh.set_state(state["diagnosis"])
+        super().set_state(sid, state)
+        self.diagnoses[self.row[sid]] = fresh

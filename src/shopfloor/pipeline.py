@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.bank import ScalarBank
+from shopfloor.bank import FrameBank, ScalarBank
 from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec, StageSpec, asset_id
 from shopfloor.detect.base import State
 from shopfloor.detect.gate import Reject, SampleGate
@@ -154,12 +154,12 @@ class BankedSignal:
     replay, checkpoints and metrics need not know. The agent's worker scores the rows of a
     drain together through the bank instead (its results are the same, bit for bit)."""
 
-    frames: FrameFeatures | None = None
-    diagnosis: FrameDiagnosis | None = None
-    feature_names: tuple[str, ...] = ("value",)
-
     def __init__(self, bank: ScalarBank, spec: SignalSpec, subscription: int = -1) -> None:
         self.bank = bank
+        self.frames: FrameFeatures | None = None
+        self.feature_names: tuple[str, ...] = ("value",)
+        if isinstance(bank, FrameBank):
+            self.frames, self.feature_names = bank.frames, bank.names
         self.spec = spec
         self.sid = spec.id  # computed once: a spec's id is built from its parts each time
         self.subscription = subscription
@@ -194,8 +194,10 @@ class BankedSignal:
     ) -> SignalBatch:
         """As :meth:`SignalPipeline.process`, through the bank."""
         v = np.asarray(values, dtype=np.float64)
-        if v.ndim != 1:
-            raise ValueError(f"signal {self.spec.id}: expected 1-D input, got {v.ndim}-D")
+        expected = 2 if self.frames else 1
+        if v.ndim != expected:
+            raise ValueError(f"signal {self.spec.id}: expected {expected}-D input, got "
+                             f"{v.ndim}-D")
         if times is None:  # one second apart after the latest time, as the alarm's clock
             last = self.last_time
             seen = float(self.bank.counters[self.row, 0])
@@ -206,7 +208,9 @@ class BankedSignal:
                 raise ValueError(f"times must have one entry per row: {t.shape[0]} for "
                                  f"{len(v)} rows")
         batch = self.bank.process(np.full(len(v), self.row, dtype=np.int64), v, t)
-        return SignalBatch(reason=batch.reason, features=v.reshape(-1, 1), result=batch.result)
+        features = v.reshape(-1, 1) if batch.features is None else batch.features
+        return SignalBatch(reason=batch.reason, features=features, result=batch.result,
+                           diagnosis=batch.diagnosis)
 
     def reset(self) -> None:
         self.bank.reset(self.sid)
@@ -337,12 +341,15 @@ class Plant:
 
     def _new(self, spec: SignalSpec, subscription: int) -> Signal:
         """A signal's fresh state: a row of its stage's bank if one can hold it."""
-        if not (self.use_banks and ScalarBank.accepts(spec)):
+        frame = spec.kind == "frame"
+        if not (self.use_banks and (FrameBank if frame else ScalarBank).accepts(spec)):
             return SignalPipeline(spec, subscription)
-        key = repr(spec.stage)  # equal stages, equal banks (the spec's dicts are plain)
+        # Equal stages (and frame features), equal banks: the spec's tables are plain data.
+        key = repr((spec.stage, sorted(spec.features.items()) if frame else None))
         bank = self.banks.get(key)
         if bank is None:
-            bank = self.banks[key] = ScalarBank(spec.stage)
+            bank = self.banks[key] = (FrameBank(spec.stage, spec.features) if frame
+                                      else ScalarBank(spec.stage))
         return BankedSignal(bank, spec, subscription)
 
     def _regroup(self, name: str, labels: tuple[tuple[str, str], ...],

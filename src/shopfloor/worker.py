@@ -189,8 +189,7 @@ class Worker:
                 pipe = self._pipeline(sid, group[0])
                 if pipe is None:
                     self.evicted_items += len(group)
-                elif isinstance(pipe, BankedSignal) and all(
-                        isinstance(i.data, Samples) for i in group):
+                elif isinstance(pipe, BankedSignal) and _bankable(pipe, group):
                     banked.append((sid, pipe, group))  # scored below, with its bank
                 else:
                     self._signal(sid, pipe, group, accepted, lags)
@@ -526,6 +525,20 @@ class Worker:
                 )
             )
         status.onset = _onset(r.onset, len(r.onset) - 1, status.onset)
+
+
+def _bankable(pipe: BankedSignal, group: list[Item]) -> bool:
+    """Whether a drain's items of a banked signal can go with its bank's call: all scalar
+    samples, or all frames of one length at the bank's sample rate (the others take the
+    signal's own path, which refuses and counts what is wrong)."""
+    if pipe.frames is None:
+        return all(isinstance(i.data, Samples) for i in group)
+    first = group[0].data
+    if not isinstance(first, Frame):
+        return False
+    length, rate = len(first.samples), pipe.frames.sample_rate
+    return all(isinstance(i.data, Frame) and len(i.data.samples) == length
+               and i.data.sample_rate == rate for i in group)
 
 
 def _kind(r: MonitorBatch, i: int) -> str:

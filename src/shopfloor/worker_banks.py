@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.bank import BankBatch, ScalarBank
-from shopfloor.codecs import Samples
+from shopfloor.bank import BankBatch, FrameBank, ScalarBank
+from shopfloor.codecs import Frame, Samples
 from shopfloor.detect.alarm import AlarmState
+from shopfloor.diagnosis import DEFECTS
 from shopfloor.ingest import Item
 from shopfloor.kernels.bank import DUPLICATE, FUTURE, LATE, order_steps
 from shopfloor.pipeline import BankedSignal, SignalBatch
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Member", "score_banks"]
 
-#: A banked signal of the drain: its id, its view and its items (all scalar samples).
+#: A banked signal of the drain: its id, its view and its items (all scalar samples, or all
+#: frames of one length at the bank's sample rate).
 Member = tuple[str, BankedSignal, list[Item]]
 _VERDICTS = {DUPLICATE: "duplicate", LATE: "out_of_order", FUTURE: "future"}
 
@@ -38,10 +40,12 @@ def score_banks(worker: Worker, members: list[Member],
                 lags: list[float], chunk: int) -> None:
     """Score the drain's items of banked signals, bank by bank (see the module docstring),
     ``chunk`` samples per bank call between two heartbeats."""
-    banks: dict[int, tuple[ScalarBank, list[Member]]] = {}
+    # One call per bank - and per frame length: a call's frames are one array.
+    banks: dict[tuple[int, int], tuple[ScalarBank, list[Member]]] = {}
     for member in members:
-        bank = member[1].bank
-        banks.setdefault(id(bank), (bank, []))[1].append(member)
+        bank, first = member[1].bank, member[2][0].data
+        length = len(first.samples) if isinstance(first, Frame) else 0
+        banks.setdefault((id(bank), length), (bank, []))[1].append(member)
     in_assets = worker.plant.asset_members()
     for bank, group in banks.values():
         _score_bank(worker, bank, group, accepted, lags, in_assets, chunk)
@@ -66,8 +70,9 @@ def _score_bank(worker: Worker, bank: ScalarBank, members: list[Member],
             bank.other[r][_VERDICTS[code]] += 1
         keep = verdict == 0
         rows, times, values = rows[keep], times[keep], values[keep]
-    for start in range(0, len(rows), chunk):
-        part = slice(start, start + chunk)
+    step = chunk if values.ndim == 1 else max(1, chunk // values.shape[1])
+    for start in range(0, len(rows), step):
+        part = slice(start, start + step)
         batch = bank.process(rows[part], values[part], times[part])
         _report(worker, batch, by_row, accepted, in_assets)
         worker._beat()
@@ -81,26 +86,45 @@ def _gather(worker: Worker, bank: ScalarBank, members: list[Member]
             ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64],
                        NDArray[np.uint8], dict[int, Member], NDArray[np.float64]]:
     """The members' samples as (rows, times, values) with order_steps' verdicts, and the
-    time of each message's latest sample."""
-    data: list[Samples] = []
+    time of each message's latest sample. For a frame bank ``values`` is (n, frame_len)."""
+    data: list[Samples | Frame] = []
     item_rows: list[int] = []
     by_row: dict[int, Member] = {}
     for member in members:
         r = member[1].row
         by_row[r] = member
         for item in member[2]:
-            data.append(item.data)  # type: ignore[arg-type]  # the caller checked: Samples
+            data.append(item.data)
             item_rows.append(r)
-    counts = np.fromiter((len(d.values) for d in data), dtype=np.int64, count=len(data))
+    horizon = time.time() + worker.config.agent.max_clock_ahead
+    if isinstance(bank, FrameBank):  # the caller checked: frames of one length and rate
+        frames = cast(list[Frame], data)
+        rows = np.array(item_rows, dtype=np.int64)
+        times = np.array([f.timestamp for f in frames], dtype=np.float64)
+        latest = bank.alarm_times[:, 2].copy()
+        verdict = np.empty(len(rows), dtype=np.uint8)
+        # A frame is its own identity: the same time twice is a redelivery (the time is
+        # passed as the "value", so a duplicate is a frame at the latest time).
+        order_steps(rows, times, times, latest, latest.copy(), horizon, verdict)
+        return (rows, times, np.stack([f.samples for f in frames]), verdict, by_row, times)
+    scalars = cast(list[Samples], data)
+    counts = np.fromiter((len(d.values) for d in scalars), dtype=np.int64, count=len(data))
     rows = np.repeat(np.array(item_rows, dtype=np.int64), counts)
-    times = np.concatenate([d.timestamps for d in data]).astype(np.float64, copy=False)
-    values = np.concatenate([d.values for d in data]).astype(np.float64, copy=False)
+    times = np.concatenate([d.timestamps for d in scalars]).astype(np.float64, copy=False)
+    values = np.concatenate([d.values for d in scalars]).astype(np.float64, copy=False)
     # The per-signal path's _in_order, for all rows at once: later than the row's latest
     # scored time (a redelivery at that time is a duplicate), not ahead of the clock.
     verdict = np.empty(len(rows), dtype=np.uint8)
     order_steps(rows, times, values, bank.alarm_times[:, 2].copy(), bank.last_value.copy(),
-                time.time() + worker.config.agent.max_clock_ahead, verdict)
+                horizon, verdict)
     return rows, times, values, verdict, by_row, times[np.cumsum(counts) - 1]
+
+
+def batch_names(batch: BankBatch, by_row: dict[int, Member]) -> tuple[str, ...] | None:
+    """A frame batch's feature names (None for scalars)."""
+    if batch.features is None:
+        return None
+    return next(iter(by_row.values()))[1].feature_names
 
 
 def _last(rows: NDArray[np.int64], mask: NDArray[np.bool_] | None = None
@@ -128,6 +152,7 @@ def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
     states, time_list = r.state.tolist(), times.tolist()
     score, threshold = r.score.tolist(), r.threshold.tolist()
     like, value_list = r.likelihood.tolist(), values.tolist()
+    names = batch_names(batch, by_row)
     status_of = worker.status
     before = {}
     for row, i in last_any.items():
@@ -136,13 +161,23 @@ def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
         j = last_scored.get(row)
         if j is not None:
             status.score, status.threshold = score[j], threshold[j]
-            status.likelihood, status.value = like[j], value_list[j]
+            status.likelihood = like[j]
+            if names is None:
+                status.value = value_list[j]
+            else:
+                assert batch.features is not None
+                assert batch.diagnosis is not None
+                status.features = dict(zip(names, batch.features[j].tolist(), strict=True))
+                status.defect = DEFECTS[int(batch.diagnosis.defect[j])]
+                status.iso_zone = int(batch.diagnosis.zone[j])
         before[row] = status.state
         if status.state != states[i]:
             status.state = AlarmState(states[i])
     # Events in sample order, each with the onset of the alarm in force for its signal.
     onsets = {row: worker.status[by_row[row][0]].onset for row in last_any}
-    signal_batch = SignalBatch(reason=batch.reason, features=values.reshape(-1, 1), result=r)
+    signal_batch = SignalBatch(
+        reason=batch.reason, result=r, diagnosis=batch.diagnosis,
+        features=values.reshape(-1, 1) if batch.features is None else batch.features)
     for i in np.flatnonzero(np.isfinite(r.onset) | changed).tolist():
         row = int(rows[i])
         if math.isfinite(r.onset[i]):
@@ -154,8 +189,8 @@ def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
         kind = "raised" if r.raised[i] else ("baseline_adopted" if r.adopted[i] else "cleared")
         status.alarms += kind == "raised"
         status.adopted += kind == "baseline_adopted"
-        worker.on_change(worker._change(view, status, r, i, times[i], signal_batch, None, kind,
-                                        onsets[row]))
+        worker.on_change(worker._change(view, status, r, i, times[i], signal_batch, names,
+                                        kind, onsets[row]))
     for row in last_any:
         status = worker.status[by_row[row][0]]
         status.onset = onsets[row]
@@ -164,7 +199,9 @@ def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
     # Accepted samples: proof against eviction, and the asset detectors' input.
     ok = batch.reason == 0
     order = np.argsort(rows[ok], kind="stable")
-    ok_rows, ok_times, ok_values = rows[ok][order], times[ok][order], values[ok][order]
+    ok_rows, ok_times = rows[ok][order], times[ok][order]
+    rows_of_features = values.reshape(-1, 1) if batch.features is None else batch.features
+    ok_features = rows_of_features[ok][order]
     uniq, starts = np.unique(ok_rows, return_index=True)
     ends = [*starts[1:].tolist(), len(ok_rows)]
     for row, a, b in zip(uniq.tolist(), starts.tolist(), ends, strict=True):
@@ -172,5 +209,6 @@ def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
         if worker.admission is not None:
             worker.admission.prove(sid)
         if sid in in_assets:
-            accepted.setdefault(sid, []).append((ok_times[a:b], ok_values[a:b]))
+            column = 0 if names is None else worker._asset_column(by_row[row][1])
+            accepted.setdefault(sid, []).append((ok_times[a:b], ok_features[a:b, column]))
 

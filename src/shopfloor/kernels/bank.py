@@ -12,12 +12,13 @@ per-signal kernels loop over (``z_step``, ``flatline_step``, ``tail_learn``, the
 Python around a signal (its objects, its batch's arrays, the monitor's speculation and
 rollback) is what a bank saves.
 
-State per row (float64 unless said): ``z`` (3: count, mean, spread), ``flat`` (4: count, last
-value, repeat probability, run), ``tail`` (``N_HEAD + calibration``), ``counters`` (int64, 6)
-and ``times`` (3) of the alarm, ``like`` (the likelihood's ring), ``fresh`` (bool: the
-detector has learned nothing since it was built or reset, as the per-signal detector's lazy
-state says), ``low``/``high`` (the valid range, +-inf for none), ``scored`` and ``rejected``
-(int64 counts, the latter by :class:`shopfloor.detect.gate.Reject` code), ``last_value`` (the
+State per row (float64 unless said): ``z`` (d x 3: count, mean, spread per feature),
+``flat`` (d x 4: count, last value, repeat probability, run), ``tail``
+(``N_HEAD + calibration``), ``counters`` (int64, 6) and ``times`` (3) of the alarm, ``like``
+(the likelihood's ring), ``fresh`` (bool: the detector has learned nothing since it was built
+or reset, as the per-signal detector's lazy state says), ``low``/``high`` (the valid range,
++-inf for none), ``scored`` and ``rejected`` (int64 counts, the latter by
+:class:`shopfloor.detect.gate.Reject` code), ``last_value`` (the first column of the
 latest accepted value).
 
 :func:`order_steps` is the worker's check that a sample moves its signal's time on, for a
@@ -61,13 +62,14 @@ DUPLICATE, LATE, FUTURE = 1, 2, 3
 def _rewarm(z: NDArray[np.float64], flat: NDArray[np.float64],
             fresh: NDArray[np.bool_], r: int) -> None:
     """The detector of row ``r`` forgets what it learned (an adoption, a long gap)."""
-    z[r, 0] = 0.0
-    z[r, 1] = 0.0
-    z[r, 2] = 0.0
-    flat[r, 0] = 0.0
-    flat[r, 1] = np.nan
-    flat[r, 2] = 0.0
-    flat[r, 3] = 0.0
+    for j in range(z.shape[1]):
+        z[r, j, 0] = 0.0
+        z[r, j, 1] = 0.0
+        z[r, j, 2] = 0.0
+        flat[r, j, 0] = 0.0
+        flat[r, j, 1] = np.nan
+        flat[r, j, 2] = 0.0
+        flat[r, j, 3] = 0.0
     fresh[r] = True
 
 
@@ -83,9 +85,13 @@ def bank_steps(
     top: NDArray[np.int64], state: NDArray[np.uint8], raised: NDArray[np.bool_],
     cleared: NDArray[np.bool_], adopted: NDArray[np.bool_], learned: NDArray[np.bool_],
     onset: NDArray[np.float64], likelihood: NDArray[np.float64], withheld: NDArray[np.bool_],
+    gate: bool,
 ) -> None:
-    """Score samples ``values[i]`` of rows ``rows[i]`` at ``times[i]``, in order, updating the
-    rows' state in place; per-sample results go to the output arrays (length n each)."""
+    """Score rows ``values[i]`` (d features each: one for a scalar signal) of bank rows
+    ``rows[i]`` at ``times[i]``, in order, updating the rows' state in place; per-sample
+    results go to the output arrays (length n each). With ``gate`` the samples are checked as
+    :class:`~shopfloor.detect.gate.SampleGate` checks scalars; without it ``reason`` comes in
+    filled (frames are checked before their features are computed)."""
     alpha, z_alpha, min_samples, stuck = params[0], params[1], int(params[2]), params[3] > 0.0
     cal, rate, level, keep = int(params[4]), params[5], params[6], params[7]
     skip, rise, initial, floor = params[8], params[9], params[10], params[11]
@@ -94,21 +100,23 @@ def bank_steps(
     adapt_after, gap_reset, like_alpha = params[18], params[19], params[20]
     exceed = np.empty(1, dtype=np.bool_)  # one sample's input to the alarm kernel
     when = np.empty(1, dtype=np.float64)
+    d = values.shape[1]
     for i in range(rows.shape[0]):
         r = rows[i]
-        v = values[i]
         t = times[i]
-        # The gate (shopfloor.detect.gate.SampleGate, one scalar at a time).
-        code = 0
-        if math.isnan(v):
-            code = _NAN_CODE
-        elif math.isinf(v):
-            code = _INF_CODE
-        elif abs(v) > MAX_MAGNITUDE:
-            code = _HUGE_CODE
-        elif v < low[r] or v > high[r]:
-            code = _RANGE_CODE
-        reason[i] = code
+        code = int(reason[i])
+        if gate:  # shopfloor.detect.gate.SampleGate, one scalar at a time
+            v = values[i, 0]
+            code = 0
+            if math.isnan(v):
+                code = _NAN_CODE
+            elif math.isinf(v):
+                code = _INF_CODE
+            elif abs(v) > MAX_MAGNITUDE:
+                code = _HUGE_CODE
+            elif v < low[r] or v > high[r]:
+                code = _RANGE_CODE
+            reason[i] = code
         raised[i] = False
         adopted[i] = False
         learned[i] = False
@@ -127,7 +135,7 @@ def bank_steps(
                 state[i] = counters[r, _STATE]
             continue
         scored[r] += 1
-        last_value[r] = v
+        last_value[r] = values[i, 0]
         # A sample more than gap_reset after every one before it: the alarm in force ends,
         # the runs start afresh and the detector re-warms (Alarm.resume, Monitor.process).
         ended = False
@@ -142,20 +150,23 @@ def bank_steps(
             alarm_times[r, 1] = np.nan
             alarm_times[r, _LAST] = t
             _rewarm(z, flat, fresh, r)
-        # Score before learning (ZScoreDetector.score_learn with max_abs_column).
+        # Score before learning (ZScoreDetector.score_learn with max_abs_column): the largest
+        # |z| over the columns (or the stuck-value sigma, where larger), the first one at it.
         fresh[r] = False
-        zv = z_step(z[r, 0], z[r, 1], z[r, 2], v, False, z_alpha, min_samples)[0]
-        if stuck:
-            surprise = flatline_step(flat[r, 0], flat[r, 1], flat[r, 2], flat[r, 3], v, False,
-                                     alpha, min_samples)[0]
-            frozen = sigma_of_surprise_one(surprise)
-            if frozen > abs(zv):
-                zv = frozen
         s = 0.0
         best = -1
-        if abs(zv) > 0.0:  # NaN compares False: no evidence
-            s = abs(zv)
-            best = 0
+        for j in range(d):
+            v = values[i, j]
+            zv = z_step(z[r, j, 0], z[r, j, 1], z[r, j, 2], v, False, z_alpha, min_samples)[0]
+            if stuck:
+                surprise = flatline_step(flat[r, j, 0], flat[r, j, 1], flat[r, j, 2],
+                                         flat[r, j, 3], v, False, alpha, min_samples)[0]
+                frozen = sigma_of_surprise_one(surprise)
+                if frozen > abs(zv):
+                    zv = frozen
+            if abs(zv) > s:  # NaN compares False: no evidence
+                s = abs(zv)
+                best = j
         # The threshold in force (TailThreshold.apply), then the alarm's step.
         h = tail[r, THRESHOLD_AT]
         if math.isinf(h) and not math.isnan(initial):
@@ -164,21 +175,24 @@ def bank_steps(
             h = max(h, floor)
         exceed[0] = s > h
         when[0] = t
-        j = slice(i, i + 1)
+        at = slice(i, i + 1)
         alarm_kernel(exceed, when, counters[r], alarm_times[r], warmup, raise_after,
-                     clear_after, cooldown, pause, max_pause, adapt_after, state[j], raised[j],
-                     cleared[j], adopted[j], learned[j], withheld[j], onset[j])
+                     clear_after, cooldown, pause, max_pause, adapt_after, state[at],
+                     raised[at], cleared[at], adopted[at], learned[at], withheld[at], onset[at])
         learn, adopt = learned[i], adopted[i]
         # What the alarm lets be learned: the threshold (withheld exceedances count too), the
         # detector (its run of repeats moves either way), and a re-warm after an adoption.
         tail_learn(tail[r], s, learn and not adopt, withheld[i], cal, rate, level, keep, skip,
                    rise)
-        if learn:
-            _, z[r, 0], z[r, 1], z[r, 2] = z_step(z[r, 0], z[r, 1], z[r, 2], v, True,
-                                                    z_alpha, min_samples)
-        if stuck:
-            _, flat[r, 0], flat[r, 1], flat[r, 2], flat[r, 3] = flatline_step(
-                flat[r, 0], flat[r, 1], flat[r, 2], flat[r, 3], v, learn, alpha, min_samples)
+        for j in range(d):
+            v = values[i, j]
+            if learn:
+                _, z[r, j, 0], z[r, j, 1], z[r, j, 2] = z_step(
+                    z[r, j, 0], z[r, j, 1], z[r, j, 2], v, True, z_alpha, min_samples)
+            if stuck:
+                _, flat[r, j, 0], flat[r, j, 1], flat[r, j, 2], flat[r, j, 3] = flatline_step(
+                    flat[r, j, 0], flat[r, j, 1], flat[r, j, 2], flat[r, j, 3], v, learn, alpha,
+                    min_samples)
         if adopt:
             _rewarm(z, flat, fresh, r)
         score[i] = s
