@@ -31,6 +31,10 @@ QUICK = StageSpec(
     {"warmup": 20, "raise_after": 2, "clear_after": 4, "cooldown": 2, "max_pause": 60,
      "adapt_after": 40.0, "gap_reset": 30.0},
 )
+# A fixed threshold (the agent benchmark's latency signals use one).
+FIXED = StageSpec({"kind": "zscore", "min_samples": 20},
+                  {"kind": "fixed", "value": 4.0},
+                  {"raise_after": 1, "clear_after": 1, "warmup": 20, "adapt_after": 40.0})
 FIELDS = MonitorBatch.__slots__
 
 
@@ -136,9 +140,10 @@ def test_a_bank_equals_the_pipelines_bit_for_bit(
     data = [signal_data(rng, int(length * rng.uniform(0.5, 1.0))) for _ in range(signals)]
     splits = [sorted(rng.choice(np.arange(1, len(x)), size=min(3, len(x) - 1), replace=False)
                      .tolist()) for x, _ in data]
-    pipes, ref = run_reference(QUICK, data, splits, valid)
-    bank = ScalarBank(QUICK, capacity=1)  # grows as signals join
-    rows = [bank.add(spec(i, QUICK, valid)) for i in range(signals)]
+    stage = FIXED if seed % 3 == 0 else QUICK
+    pipes, ref = run_reference(stage, data, splits, valid)
+    bank = ScalarBank(stage, capacity=1)  # grows as signals join
+    rows = [bank.add(spec(i, stage, valid)) for i in range(signals)]
     order = interleave(rng, [len(x) for x, _ in data])
     cuts = sorted(rng.choice(np.arange(1, len(order)), size=min(drains, len(order) - 1),
                              replace=False).tolist())
@@ -166,7 +171,7 @@ def test_the_data_reaches_every_part_of_the_chain() -> None:
     assert (every["likelihood"][np.isfinite(every["likelihood"])] != 0.5).any()
 
 
-@pytest.mark.parametrize("stage", [DEFAULT, QUICK], ids=["default", "quick"])
+@pytest.mark.parametrize("stage", [DEFAULT, QUICK, FIXED], ids=["default", "quick", "fixed"])
 def test_a_long_run_with_a_restore_in_the_middle(stage: StageSpec) -> None:
     # Long enough for the memories that short runs never reach (the likelihood's 2,000
     # samples, the stuck watch's 1 / alpha).

@@ -11,7 +11,7 @@ entries are the pipeline's own (:meth:`ScalarBank.get_state` returns what
 its state.
 
 A bank holds the default chain: the z-score detector on raw values (EWMA or Welford baseline,
-with or without the stuck-value watch), the peaks-over-threshold threshold, any alarm
+with or without the stuck-value watch), the peaks-over-threshold or a fixed threshold, any alarm
 settings, the likelihood. Other configurations (forecast residuals, other detectors, River)
 stay per-signal pipelines: :meth:`ScalarBank.accepts` says which.
 """
@@ -32,6 +32,7 @@ from shopfloor.detect.base import State
 from shopfloor.detect.charts import ZScoreDetector
 from shopfloor.detect.gate import MAX_MAGNITUDE, Reject
 from shopfloor.detect.tail import TailThreshold
+from shopfloor.detect.threshold import FixedThreshold
 from shopfloor.diagnosis import DiagnosisBatch, FrameDiagnosis, split_frame_options
 from shopfloor.features import FrameFeatures
 from shopfloor.kernels import alarm as _alarm
@@ -65,7 +66,8 @@ def _chain(stage: StageSpec, features: int = 1) -> Monitor | None:
     hold it (None if not)."""
     monitor = Monitor.from_spec(stage, features)
     d, t = monitor.detector, monitor.threshold
-    if type(d) is not ZScoreDetector or d.forecast or type(t) is not TailThreshold:
+    if type(d) is not ZScoreDetector or d.forecast or type(t) not in (TailThreshold,
+                                                                       FixedThreshold):
         return None
     return monitor
 
@@ -77,20 +79,23 @@ class ScalarBank:
         self.d = features  # columns a row's detector charts: 1, or a frame's features
         monitor = _chain(stage, features)
         if monitor is None:
-            raise ValueError(f"a bank holds the z-score / pot chain; this stage has "
+            raise ValueError(f"a bank holds the z-score with a pot or fixed threshold; this "
+                             f"stage has "
                              f"{dict(stage.detector)} and {dict(stage.threshold)}")
         self.stage = stage
         d, t, a = monitor.detector, monitor.threshold, monitor.alarm
         assert isinstance(d, ZScoreDetector)
-        assert isinstance(t, TailThreshold)
-        memory = t._memory()
+        # A fixed threshold has no state: its rows keep an empty tail (the kernel skips it).
+        fixed = t.value if isinstance(t, FixedThreshold) else math.nan
+        tail = t if isinstance(t, TailThreshold) else TailThreshold()
+        memory = tail._memory()
         values = {
             "alpha": d.alpha, "z_alpha": d._alpha, "min_samples": d.min_samples,
-            "stuck": float(d.stuck), "calibration": t.calibration, "rate": t.false_alarm_rate,
-            "level": t.level, "keep": 0.5 ** (1.0 / memory), "skip": t.skip,
-            "rise": 2.0 ** (1.0 / memory),
-            "initial": math.nan if t.initial is None else t.initial,
-            "floor": math.nan if t.floor is None else t.floor,
+            "stuck": float(d.stuck), "calibration": tail.calibration,
+            "rate": tail.false_alarm_rate, "level": tail.level, "keep": 0.5 ** (1.0 / memory),
+            "skip": tail.skip, "rise": 2.0 ** (1.0 / memory),
+            "initial": math.nan if tail.initial is None else tail.initial,
+            "floor": math.nan if tail.floor is None else tail.floor, "fixed": fixed,
             "warmup": a.warmup, "raise_after": a.raise_after, "clear_after": a.clear_after,
             "cooldown": a.cooldown, "pause_learning": float(a.pause_learning),
             "max_pause": a.max_pause, "adapt_after": a.adapt_after, "gap_reset": a.gap_reset,
@@ -98,7 +103,8 @@ class ScalarBank:
         }
         self.params = np.array([float(values[name]) for name in PARAMS])
         self.stuck = d.stuck
-        self.calibration = t.calibration
+        self.fixed = not math.isnan(fixed)
+        self.calibration = 0 if self.fixed else tail.calibration
         self.ids: list[str] = []
         self.specs: list[SignalSpec] = []
         self.row: dict[str, int] = {}
@@ -232,7 +238,7 @@ class ScalarBank:
         return {
             "monitor": {
                 "detector": detector,
-                "threshold": {"tail": self.tail[r].copy()},
+                "threshold": {} if self.fixed else {"tail": self.tail[r].copy()},
                 "alarm": {"counters": self.counters[r].copy(),
                           "times": self.alarm_times[r].copy()},
                 "likelihood": self.like[r].copy(),
@@ -266,7 +272,8 @@ class ScalarBank:
         self.z[r] = z
         self.flat[r] = flat
         self.fresh[r] = fresh
-        self.tail[r] = st["threshold"]["tail"]
+        if not self.fixed:
+            self.tail[r] = st["threshold"]["tail"]
         self.counters[r] = st["alarm"]["counters"]
         self.alarm_times[r] = st["alarm"]["times"]
         self.like[r] = st["likelihood"]

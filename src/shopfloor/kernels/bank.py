@@ -49,6 +49,7 @@ PARAMS = (
     "warmup", "raise_after", "clear_after", "cooldown", "pause_learning", "max_pause",
     "adapt_after", "gap_reset",  # alarm
     "like_alpha",  # likelihood
+    "fixed",  # a fixed threshold's value; NaN: the peaks-over-threshold one
 )
 _NAN_CODE, _INF_CODE = int(Reject.NAN), int(Reject.INF)
 _RANGE_CODE, _HUGE_CODE = int(Reject.OUT_OF_RANGE), int(Reject.IMPLAUSIBLE)
@@ -97,7 +98,8 @@ def bank_steps(
     skip, rise, initial, floor = params[8], params[9], params[10], params[11]
     warmup, raise_after, clear_after = int(params[12]), int(params[13]), int(params[14])
     cooldown, pause, max_pause = int(params[15]), params[16] > 0.0, int(params[17])
-    adapt_after, gap_reset, like_alpha = params[18], params[19], params[20]
+    adapt_after, gap_reset, like_alpha, fixed = params[18], params[19], params[20], params[21]
+    tail_kind = math.isnan(fixed)
     exceed = np.empty(1, dtype=np.bool_)  # one sample's input to the alarm kernel
     when = np.empty(1, dtype=np.float64)
     d = values.shape[1]
@@ -168,11 +170,14 @@ def bank_steps(
                 s = abs(zv)
                 best = j
         # The threshold in force (TailThreshold.apply), then the alarm's step.
-        h = tail[r, THRESHOLD_AT]
-        if math.isinf(h) and not math.isnan(initial):
-            h = initial
-        if not math.isnan(floor):
-            h = max(h, floor)
+        if tail_kind:
+            h = tail[r, THRESHOLD_AT]
+            if math.isinf(h) and not math.isnan(initial):
+                h = initial
+            if not math.isnan(floor):
+                h = max(h, floor)
+        else:
+            h = fixed
         exceed[0] = s > h
         when[0] = t
         at = slice(i, i + 1)
@@ -182,8 +187,9 @@ def bank_steps(
         learn, adopt = learned[i], adopted[i]
         # What the alarm lets be learned: the threshold (withheld exceedances count too), the
         # detector (its run of repeats moves either way), and a re-warm after an adoption.
-        tail_learn(tail[r], s, learn and not adopt, withheld[i], cal, rate, level, keep, skip,
-                   rise)
+        if tail_kind:
+            tail_learn(tail[r], s, learn and not adopt, withheld[i], cal, rate, level, keep,
+                       skip, rise)
         for j in range(d):
             v = values[i, j]
             if learn:
