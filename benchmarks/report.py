@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,10 @@ def _canvas(width: float, height: float) -> tuple[Any, Any]:
 
 
 def _plot_ratios(figures: Sequence[dict[str, Any]], path: Path) -> Path:
-    labels = [f"{f['area']}/{f['name']} vs {f['reference']}" for f in figures]
+    # Long names are cut (the tables carry them whole): a label wider than the figure
+    # collapses matplotlib's layout.
+    labels = [textwrap.shorten(f"{f['area']}/{f['name']} vs {f['reference']}", 110,
+                               placeholder=" ...") for f in figures]
     fig, ax = _canvas(11.0, 1.2 + 0.32 * len(figures))
     ys = list(range(len(figures)))[::-1]
     colours = ["tab:green" if f["passed"] else "tab:red" if f["passed"] is False else "tab:blue"

@@ -233,14 +233,13 @@ def _worker_only(bench: Bench, signals: int, assets: int | None) -> None:
                 spent += time.perf_counter() - started
             rates[k].append(drains * per / spent)
     ratios = [a / b for a, b in zip(*rates, strict=True)]
-    kind = ("no asset detector" if assets == 0 else
-            "the default asset detectors (16 discovered signals each)")
-    name = f"worker, {signals:,} scalar signals one sample each per drain, {kind}"
+    kind = "no asset detector" if assets == 0 else "default asset detectors"
+    name = f"worker, {signals:,} scalar signals, one sample each a drain, {kind}"
     ratio = statistics.median(ratios)
     bench.add(Figure(
         area=bench.area, name=name, unit="samples/s",
         median=statistics.median(rates[0]), min=min(rates[0]), max=max(rates[0]),
-        reference=f"worker, 1 signal, the same {per:,} samples in one drain ({kind})",
+        reference=f"worker, 1 signal, its {per:,} samples in one drain ({kind})",
         reference_median=statistics.median(rates[1]), reference_min=min(rates[1]),
         reference_max=max(rates[1]), ratio=ratio, ratio_min=min(ratios),
         ratio_max=max(ratios), repeats=bench.mode.repeats,
