@@ -342,8 +342,12 @@ def unit_queries(dashboard: dict[str, Any]) -> set[str]:
 Check = tuple[str, list[str], str | None, bool]
 
 
-def check_every_query(server: Prometheus, instance: str, levels: dict[str, str]) -> None:
-    """Evaluate everything until each query has data or DATA_TIMEOUT passes; errors fail."""
+def check_every_query(server: Prometheus, instance: str, levels: dict[str, str],
+                      agents: int = 1) -> None:
+    """Evaluate everything until each query has data or DATA_TIMEOUT passes; errors fail.
+
+    ``instance`` is the agents' instance, or a regex of several (test_fleet_prometheus.py: the
+    focused signals are then on different agents), ``agents`` how many are scraped."""
     scalar = {"instance": instance, **levels, **SCALAR_FOCUS}
     configured_asset = {**scalar, "site": ".*", "line": ".*"}
     frame = {"instance": instance, **FRAME_FOCUS}
@@ -398,4 +402,4 @@ def check_every_query(server: Prometheus, instance: str, levels: dict[str, str])
     assert not unhealthy, "\n".join(unhealthy)
     assert not missing, f"no data after {DATA_TIMEOUT:g} s:\n" + "\n".join(missing)
     up = server.api("query", query='up{job="shopfloor"}')["data"]["result"]
-    assert [r["value"][1] for r in up] == ["1"], up
+    assert [r["value"][1] for r in up] == ["1"] * agents, up

@@ -10,7 +10,6 @@ closes, the queue drains, events are flushed, the connection closes - all within
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -18,12 +17,12 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from shopfloor import __version__
 from shopfloor.agent_config import AgentConfig, metrics_listen_error
 from shopfloor.checkpoints import Checkpointer
 from shopfloor.config import asset_id, signal_id
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.events import EventSink
+from shopfloor.fleet import Fleet
 from shopfloor.ingest import BoundedQueue, Ingest
 from shopfloor.logs import RateLimitedLog
 from shopfloor.metrics import AgentMetrics
@@ -53,6 +52,10 @@ class Agent:
                                   config.agent.queue_bytes, config.agent.queue_samples)
         self.plant = Plant(config.pipeline)
         self.ingest = Ingest(config, self.queue)
+        # What this agent owns, announced in its retained status, and who else scores what.
+        self.fleet = Fleet(config.client_id, config.events.status_topic, config.events.prefix,
+                           [s.template.filter for s in config.subscriptions], config.fleet,
+                           stale_after=config.metrics.stale_after)
         m = config.mqtt
         self.link = MqttLink(
             MqttSettings(
@@ -75,11 +78,13 @@ class Agent:
                 reconnect_min_delay=m.reconnect_min_delay,
                 reconnect_max_delay=m.reconnect_max_delay,
                 receive_maximum=m.receive_maximum,
-                presence=_presence(config),
+                presence=_presence(config, self.fleet),
             ),
-            subscriptions=[(s.template.filter, s.qos) for s in config.subscriptions],
-            on_message=self.ingest.on_message,
+            subscriptions=[(s.template.filter, s.qos) for s in config.subscriptions]
+            + ([(self.fleet.peer_filter, 1)] if self.fleet.watching else []),
+            on_message=self.fleet.route(self.ingest.on_message),
         )
+        self.fleet.publish = self.link.update_presence
         # Sparkplug nodes whose aliases or sequence we lost are asked to be born again (NCMD,
         # QoS 0 as Sparkplug asks), from the network thread that decoded their DATA.
         self.ingest.sparkplug = SparkplugHost(lambda t, p: self.link.publish(t, p, qos=0))
@@ -174,6 +179,8 @@ class Agent:
                 if time.monotonic() - watched >= 1.0:  # O(signals): once a second is plenty
                     watched = time.monotonic()
                     self.worker.watch_silence(time.time())
+                # The worker alone reads its signal table; the fleet looks once a second.
+                self.fleet.tick(self.worker.status.values(), time.time())
                 if self.checkpoints is not None and self.checkpoints.due():
                     self._checkpoint()
             except Exception:  # a bug in one batch must not kill the worker (the loop counts)
@@ -319,21 +326,15 @@ def _server_settings(config: AgentConfig) -> ServerSettings:
                              for f in dataclasses.fields(ServerSettings)})
 
 
-def _presence(config: AgentConfig) -> tuple[Presence, ...]:
-    """The agent's presence messages (see EventSettings.status_topic), and a Sparkplug host
-    application's STATE (Sparkplug 3.0 requires it to be the will, so it comes first)."""
+def _presence(config: AgentConfig, fleet: Fleet) -> tuple[Presence, ...]:
+    """The agent's presence messages (see EventSettings.status_topic: the fleet's status,
+    which lists what the agent owns), and a Sparkplug host application's STATE (Sparkplug 3.0
+    requires it to be the will, so it comes first)."""
     agent = config.client_id
-    topic = config.events.status_topic.format(prefix=config.events.prefix, agent=agent)
     if any(c in agent for c in "/+#"):
         raise config.error("mqtt.client_id", "names the agent's status topic level: no '/', "
                            "'+' or '#'")
-
-    def doc(status: str) -> bytes:
-        return json.dumps({"agent": agent, "status": status, "version": __version__,
-                           "started": started}, separators=(",", ":")).encode()
-
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    presence: tuple[Presence, ...] = (Presence(topic, doc("online"), doc("offline")),)
+    presence: tuple[Presence, ...] = (fleet.presence(),)
     host = config.mqtt.sparkplug_host_id
     if host:
         presence = (host_state(host, int(time.time() * 1000)), *presence)

@@ -33,6 +33,7 @@ from shopfloor.config import (
 )
 from shopfloor.errors import ConfigError
 from shopfloor.events import check_topic_template
+from shopfloor.fleet import status_level
 from shopfloor.jsonfields import JsonLayout
 from shopfloor.metrics_server import PasswordHash, TlsFileError, server_tls_context
 from shopfloor.tomlkeys import KeyLines
@@ -42,6 +43,7 @@ __all__ = [
     "AgentConfig",
     "AgentSettings",
     "EventSettings",
+    "FleetSettings",
     "MetricsPortInUseError",
     "MetricsSettings",
     "MqttConfig",
@@ -130,9 +132,27 @@ class EventSettings:
     topic: str = "{prefix}/{asset}/{signal}/anomaly"
     state_topic: str = "{prefix}/{asset}/{signal}/state"
     # The agent's presence, retained: online after each connect, offline at a clean stop or,
-    # as its MQTT will, when the broker loses it.
+    # as its MQTT will, when the broker loses it. Online, it lists what the agent owns ([fleet]).
     status_topic: str = "{prefix}/agent/{agent}/status"
     qos: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    """Several agents on one broker (see shopfloor.fleet): what this one announces it owns in
+    its retained status, and whether it watches what the others announce."""
+
+    # Signals listed by identity in the status (sorted; the rest only counted, and the status
+    # says truncated). The default lists every signal of a full default signal table.
+    announce_signals: int = 1000
+    # Seconds at least between two statuses when the signals change: a plant discovering
+    # hundreds of signals at start-up costs a few statuses, not one per signal.
+    announce_interval: float = 10.0
+    # Subscribe to the other agents' statuses (same prefix and status_topic) and count the
+    # signals this agent scores that another online agent announces too.
+    watch_peers: bool = True
+    # Other agents' statuses kept at once (each up to 128 KiB); more are refused, counted.
+    max_peers: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +247,7 @@ class AgentConfig:
     metrics: MetricsSettings
     state: StateSettings
     source: str
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     # The asset detector's stage for assets made of discovered signals ([defaults.asset_*]).
     asset_stage: StageSpec | None = None
     # Where each key is in the file: errors found after the load (a busy metrics port at
@@ -301,6 +322,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "queue_samples": (1_000, 1 << 40),
     "max_payload_bytes": (1024, 256 << 20),  # MQTT's own limit is 256 MB
     "max_batch_values": (2, 100_000_000),
+    "announce_signals": (0, 100_000),
+    "announce_interval": (1, 86400),
+    "max_peers": (1, 10_000),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("5", "3.1.1"),
@@ -375,6 +399,11 @@ def parse_agent_config(
                            f"may use {{prefix}} and {{agent}} only ({exc})") from None
     if any(c in status for c in "+#\0") or "" in status.split("/"):
         raise parser.error("events.status_topic", f"gives invalid topics like {status!r}")
+    fleet: FleetSettings = _section(parser, raw, "fleet", FleetSettings)
+    if fleet.watch_peers and status_level(events.status_topic, events.prefix) is None:
+        raise parser.error("events.status_topic", "must have {agent} as one whole topic level, "
+                           "once, for fleet.watch_peers: the other agents' statuses are "
+                           "watched with a '+' in its place (or set fleet.watch_peers = false)")
     _no_feedback(parser, raw, events, subscriptions)
     metrics = _readable_files(
         parser,
@@ -396,6 +425,7 @@ def parse_agent_config(
         metrics=metrics,
         state=state,
         source=source,
+        fleet=fleet,
         asset_stage=parser.stage({}, "defaults", base, "asset_detector"),
         lines=parser.lines,
     )

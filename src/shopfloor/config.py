@@ -81,7 +81,8 @@ _BUILTIN_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 _TOP_KEYS = {"defaults", "signals", "assets"}
 # The agent's own sections (validated by shopfloor.agent_config): a replay may read the agent's
 # config file and use just its pipeline part.
-AGENT_SECTIONS = frozenset({"mqtt", "subscriptions", "agent", "events", "metrics", "state"})
+AGENT_SECTIONS = frozenset({"mqtt", "subscriptions", "agent", "events", "metrics", "state",
+                            "fleet"})
 _DEFAULT_KEYS = {"detector", "asset_detector", "threshold", "alarm"}
 _SIGNAL_KEYS = {
     "name",

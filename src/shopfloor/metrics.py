@@ -233,6 +233,7 @@ class AgentCollector(Collector):
             },
         )
         yield info
+        yield from a.fleet.collect()  # what it announces, and the signals it shares
 
     def _signals(self, now: float) -> Iterator[object]:
         # The topic's other named levels too (site, line, ...): two lines' station-1/torque

@@ -368,6 +368,11 @@ class MqttLink:
         self.subscribe_failed = 0
         self.published = 0
         self.publish_failed = 0
+        # The online message of each presence topic, replaceable while running (the agent's
+        # status lists what it scores, which changes): the one a reconnect publishes too.
+        self._online = {p.topic: p.online for p in settings.presence}
+        self._presence_lock = threading.Lock()
+        self._leaving = False  # stop() has said offline
         self._client = self._build_client()
 
     @property
@@ -454,6 +459,27 @@ class MqttLink:
                 self._pending.append(info)
         return True
 
+    def update_presence(self, topic: str, online: bytes) -> bool:
+        """Replace the online message of the presence ``topic``: published now (retained,
+        QoS 1) when connected, and after every reconnect from now on. False when paho refused
+        it (counted in ``publish_failed``); it is still the one the next connect publishes.
+
+        Thread safe. The message is stored before ``connected`` is read, and ``_on_connect``
+        sets ``connected`` before it reads the message: a connect that races with an update
+        publishes the new message, or the update does. Once :meth:`stop` has said offline,
+        nothing: the offline message stays the last.
+        """
+        if topic not in self._online:
+            raise KeyError(f"{topic!r} is not a presence topic of this link")
+        with self._presence_lock:
+            if self._leaving:
+                return True
+            with self._lock:
+                self._online[topic] = online
+            if not self.connected:
+                return True
+            return self.publish(topic, online, qos=1, retain=True)
+
     def _publish_refused(self, key: str, message: str, *args: object) -> bool:
         with self._lock:
             self.publish_failed += 1
@@ -482,10 +508,12 @@ class MqttLink:
         if self._stopped or not self._started:
             self._stopped = True
             return self.unacknowledged == 0
-        if self.connected:
-            # A clean DISCONNECT discards the will: say it ourselves, waited for below.
-            for p in self.settings.presence:
-                self.publish(p.topic, p.offline, qos=1, retain=True)
+        with self._presence_lock:  # no online message after the offline one
+            self._leaving = True
+            if self.connected:
+                # A clean DISCONNECT discards the will: say it ourselves, waited for below.
+                for p in self.settings.presence:
+                    self.publish(p.topic, p.offline, qos=1, retain=True)
         self._stopped = True
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -531,7 +559,9 @@ class MqttLink:
                 return
             self.connected = True
             for p in s.presence:
-                client.publish(p.topic, p.online, qos=1, retain=True)
+                with self._lock:
+                    online = self._online[p.topic]
+                client.publish(p.topic, online, qos=1, retain=True)
             self.session_present = bool(flags.session_present)
             self.connects += 1
             if self.connects > 1:
