@@ -287,8 +287,10 @@ def test_ready_only_after_warm_up_then_stopping_on_sigterm(
     assert port is not None, ready.fields
     with socket.create_connection(("127.0.0.1", int(port[1])), timeout=5):
         pass
-    for kernel in ("stats._z_kernel", "tail._tail_kernel", "alarm._alarm_kernel",
-                   "forecast._kernel", "likelihood._kernel"):
+    # The default signals score in banks (their chain is one kernel, and the worker's order
+    # check another); the asset detector of discovered signals charts forecast residuals.
+    for kernel in ("bank.bank_steps", "bank.order_steps", "forecast._kernel",
+                   "likelihood._kernel"):
         assert list(cache.glob(f"*/{kernel}-*.nbi")), f"{kernel} not compiled at READY"
     before = [n.fields for n in run.listener.received[: run.index(ready)]]
     assert before[0]["STATUS"].startswith("loading ")

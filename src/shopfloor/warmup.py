@@ -26,8 +26,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shopfloor.agent_config import AgentConfig
-from shopfloor.config import AssetSpec, SignalSpec, StageSpec
-from shopfloor.pipeline import AssetPipeline, SignalPipeline
+from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec, StageSpec
+from shopfloor.kernels.bank import order_steps
+from shopfloor.pipeline import AssetPipeline, BankedSignal, Plant, Signal
 
 __all__ = ["KernelCounts", "Warmup", "kernel_counts", "warm_up"]
 
@@ -102,6 +103,8 @@ def warm_up(config: AgentConfig) -> Warmup:
             pipe = build()
             for batch in data:
                 pipe.process(batch)
+            if isinstance(pipe, BankedSignal):
+                _warm_order_check()
         except Exception as exc:  # a warm-up failure must not stop the agent; logged below
             failed.append(label)
             log.warning("warm-up of %s failed (the live pipeline will meet this too): %s",
@@ -151,15 +154,25 @@ class _Builder:
     signal: SignalSpec | None = None
     asset: AssetSpec | None = None
 
-    def __call__(self) -> SignalPipeline | AssetPipeline:
+    def __call__(self) -> Signal | AssetPipeline:
         # The alarm's warm-up shortened, so the burst meets an armed alarm whatever the
         # configured warm-up: kernels compile per type, and no count changes a type.
         if self.signal is not None:
-            return SignalPipeline(replace(self.signal, stage=_armed(self.signal.stage)))
+            spec = replace(self.signal, stage=_armed(self.signal.stage))
+            # As the live plant holds it: a row of a bank where a bank can hold it (its
+            # kernels, and the worker's order check, compile here then).
+            return Plant(PipelineConfig(signals=(spec,), assets=())).signals[spec.id]
         assert self.asset is not None
         # Each signal contributes one column; which feature it is does not change the kernels.
         return AssetPipeline(replace(self.asset, stage=_armed(self.asset.stage)),
                              tuple(0 for _ in self.asset.signals))
+
+
+def _warm_order_check() -> None:
+    """The worker's time-order check of banked signals (kernels.bank.order_steps)."""
+    one = np.zeros(1)
+    order_steps(np.zeros(1, dtype=np.int64), one, one, one.copy(), one.copy(), 1.0,
+                np.zeros(1, dtype=np.uint8))
 
 
 def _armed(stage: StageSpec) -> StageSpec:
