@@ -62,10 +62,10 @@ from numpy.typing import NDArray
 
 from benchmarks.quality_data import decimate, frames, lowpass_taps, read_cwru
 from shopfloor.config import PipelineConfig, config_from_dict
-from shopfloor.detect.alarm import AlarmState
+from shopfloor.detect.alarm import Alarm, AlarmState
 from shopfloor.detect.base import State
 from shopfloor.diagnosis import DEFECTS, ZONES
-from shopfloor.pipeline import Plant, Signal, SignalBatch, SignalPipeline
+from shopfloor.pipeline import Plant, Signal, SignalBatch
 
 __all__ = [
     "DEFECT_ORDERS",
@@ -257,8 +257,7 @@ def run_cwru(data: Path, faults: tuple[str, ...] = tuple(FAULTS)) -> CwruReport:
     healthy = decimate(read_cwru(data / HEALTHY_FILE), int(HEALTHY_RATE // SAMPLE_RATE))
     plant = Plant(cwru_config())
     pipe = plant.signals[SIGNAL]
-    assert isinstance(pipe, SignalPipeline)  # a frame signal: a pipeline of its own
-    warmup = int(pipe.monitor.alarm.warmup)
+    warmup = pipe.warmup
     hop = frame_hop(warmup)
     fit_frames = _fit_frames(hop)
     fit_samples = (fit_frames - 1) * hop + FRAME_LEN  # the fitted part ends with a frame
@@ -283,7 +282,7 @@ def run_cwru(data: Path, faults: tuple[str, ...] = tuple(FAULTS)) -> CwruReport:
     grid = fit_frames * hop
     straddling = _continue(state, np.concatenate([healthy[grid:fit_samples], healthy[start:]]),
                            hop, after)
-    raise_after = int(pipe.monitor.alarm.raise_after)
+    raise_after = Alarm(**pipe.spec.stage.alarm).raise_after
     results = [
         _fault(f, _continue(state, read_cwru(data / FAULTS[f]), hop, after), pipe.feature_names,
                raise_after, hop)

@@ -532,7 +532,10 @@ def _bankable(pipe: BankedSignal, group: list[Item]) -> bool:
     samples, or all frames of one length at the bank's sample rate (the others take the
     signal's own path, which refuses and counts what is wrong)."""
     if pipe.frames is None:
-        return all(isinstance(i.data, Samples) for i in group)
+        for item in group:  # noqa: SIM110 - a loop, not all(genexpr): this runs per signal
+            if type(item.data) is not Samples:
+                return False
+        return True
     first = group[0].data
     if not isinstance(first, Frame):
         return False

@@ -43,8 +43,9 @@ def score_banks(worker: Worker, members: list[Member],
     # One call per bank - and per frame length: a call's frames are one array.
     banks: dict[tuple[int, int], tuple[ScalarBank, list[Member]]] = {}
     for member in members:
-        bank, first = member[1].bank, member[2][0].data
-        length = len(first.samples) if isinstance(first, Frame) else 0
+        bank = member[1].bank
+        first = member[2][0].data
+        length = len(first.samples) if type(first) is Frame else 0
         banks.setdefault((id(bank), length), (bank, []))[1].append(member)
     in_assets = worker.plant.asset_members()
     for bank, group in banks.values():
@@ -62,8 +63,6 @@ def _score_bank(worker: Worker, bank: ScalarBank, members: list[Member],
         for sid, view, items in members:
             worker._signal_contained(sid, view, items, accepted, lags)
         return
-    for sid, _, items in members:
-        worker.status[sid].messages += len(items)
     refused = np.flatnonzero(verdict)
     if refused.size:
         for r, code in zip(rows[refused].tolist(), verdict[refused].tolist(), strict=True):
@@ -76,8 +75,11 @@ def _score_bank(worker: Worker, bank: ScalarBank, members: list[Member],
         batch = bank.process(rows[part], values[part], times[part])
         _report(worker, batch, by_row, accepted, in_assets)
         worker._beat()
+    status_of = worker.status
     for sid, view, items in members:
-        worker._heard(view, worker.status[sid], items)
+        status = status_of[sid]
+        status.messages += len(items)
+        worker._heard(view, status, items)
     # The lag of each message's latest sample (batch_max bounds how many).
     lags.extend((time.time() - ends).tolist())
 
