@@ -92,7 +92,7 @@ def run_kill9(env: Env) -> Outcome:
             _check_restore(out, agent, before, k, state)
         broker.stop()
         ledger = broker_ledger(broker.log_file.read_text(errors="replace"), client,
-                               [f"{client}-pub"])
+                               [f"{client}-pub"], topics="plant/")
     published = stream.acked
     unaccounted = published - seen
     out.trials = trials

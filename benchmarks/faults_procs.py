@@ -194,13 +194,15 @@ class Ledger:
     received_from: int  # QoS 1 PUBLISHes received from the publisher(s) named
 
 
-def broker_ledger(log: str, client: str, publishers: Iterable[str]) -> Ledger:
+def broker_ledger(log: str, client: str, publishers: Iterable[str], topics: str = "") -> Ledger:
     """Count what Mosquitto 2.0 logs at ``log_type all`` (its wording, checked on 2.0.11):
     ``Sending PUBLISH to C (d0, q1, r0, m12, 'topic', ... (N bytes))`` and
     ``Received PUBACK from C (Mid: 12, RC:0)``. A message id is open from its PUBLISH to its
     PUBACK; ids are reused only after that, so an id left open at the end is a message the
-    client never acknowledged."""
-    send = re.compile(rf"Sending PUBLISH to {re.escape(client)} \(d(\d), q1, r\d, m(\d+),")
+    client never acknowledged. Deliveries count only on topics starting with ``topics``: the
+    agent also receives other agents' retained statuses (its fleet watch), at each connect."""
+    send = re.compile(rf"Sending PUBLISH to {re.escape(client)} \(d(\d), q1, r\d, m(\d+), "
+                      rf"'{re.escape(topics)}")
     ack = re.compile(rf"Received PUBACK from {re.escape(client)} \(Mid: (\d+)")
     names = "|".join(re.escape(p) for p in publishers)
     got = re.compile(rf"Received PUBLISH from (?:{names}) \(d\d, q1,") if names else None
