@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,16 @@ from broker import wait_until
 from shopfloor.agent import Agent
 from shopfloor.agent_config import parse_agent_config
 from shopfloor.broker import Mosquitto
-from shopfloor.simulate import Plant, agent_config_toml, publish, standard_faults
+from shopfloor.simulate import Plant, agent_config_toml, standard_faults
 from test_prometheus_live import (
     EXTRA_CONFIG,
     FAULT_START,
     PROMETHEUS,
     PROMTOOL,
-    SPEED,
     Prometheus,
     check_every_query,
     publish_rejects,
+    simulator_thread,
 )
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
@@ -139,12 +138,7 @@ def test_one_prometheus_over_two_agents_and_a_central_one_over_the_site(
     quality += EXTRA_CONFIG.format(state=json.dumps(str(tmp_path / "state")))
     agents = [Agent(parse_agent_config(text), CollectorRegistry())
               for text in (quality, vibration)]
-    stop = threading.Event()
-    simulator = threading.Thread(
-        target=publish, name="simulator", daemon=True,
-        kwargs={"plant": plant, "host": mosquitto.host, "port": mosquitto.port,
-                "realtime": True, "speed": SPEED, "stop": stop,
-                "client_id": "fleet-prometheus-sim"})
+    simulator, stop = simulator_thread(plant, mosquitto, "fleet-prometheus-sim")
     servers: list[Prometheus] = []
     try:
         for agent in agents:

@@ -281,6 +281,17 @@ def test_comparisons_with_constants_are_removed_only_where_they_filter() -> None
         substitute("x[$nope]", {})
 
 
+
+def simulator_thread(plant: Plant, mosquitto: Mosquitto, client_id: str
+                     ) -> tuple[threading.Thread, threading.Event]:
+    """The simulated plant publishing in real time at SPEED (not started), and its stop."""
+    stop = threading.Event()
+    return threading.Thread(
+        target=publish, name="simulator", daemon=True,
+        kwargs={"plant": plant, "host": mosquitto.host, "port": mosquitto.port,
+                "realtime": True, "speed": SPEED, "stop": stop, "client_id": client_id},
+    ), stop
+
 @pytest.mark.integration
 def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
     mosquitto: Mosquitto, tmp_path: Path
@@ -299,12 +310,7 @@ def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
     text = text.replace(pinned, 'topic = "plant/{site}/{line}/{asset}/{signal}"')
     text += EXTRA_CONFIG.format(state=json.dumps(str(tmp_path / "state")))
     agent = Agent(parse_agent_config(text), CollectorRegistry())
-    stop = threading.Event()
-    simulator = threading.Thread(
-        target=publish, name="simulator", daemon=True,
-        kwargs={"plant": plant, "host": mosquitto.host, "port": mosquitto.port,
-                "realtime": True, "speed": SPEED, "stop": stop,
-                "client_id": "prometheus-live-sim"})
+    simulator, stop = simulator_thread(plant, mosquitto, "prometheus-live-sim")
     server: Prometheus | None = None
     try:
         agent.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -114,15 +115,27 @@ def test_hand_assembled_birth() -> None:
     assert found["speed"].timestamps.tolist() == [ARRIVAL]  # no timestamp in the payload
 
 
-def test_reader_against_the_protobuf_package() -> None:
-    # protobuf is a development dependency only: Google's own encoder checks our reader.
-    # Imported by name: it has no type stubs here.
+def protobuf_file(package: str) -> tuple[Any, Any, Callable[[str], Any]]:
+    """Google's protobuf package, to check our reader against its encoder: the field
+    descriptor type, an empty proto2 file to declare messages in, and a function that
+    compiles the file and returns one of its message classes by full name. protobuf is a
+    development dependency only, imported by name (it has no type stubs here)."""
     descriptor_pb2: Any = importlib.import_module("google.protobuf.descriptor_pb2")
     descriptor_pool: Any = importlib.import_module("google.protobuf.descriptor_pool")
     message_factory: Any = importlib.import_module("google.protobuf.message_factory")
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package,
+                                               syntax="proto2")
 
-    field = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(name="spb.proto", package="t", syntax="proto2")
+    def compiled(name: str) -> Any:
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(proto)
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+    return descriptor_pb2.FieldDescriptorProto, proto, compiled
+
+
+def test_reader_against_the_protobuf_package() -> None:
+    field, proto, compiled = protobuf_file("t")
     payload_type = proto.message_type.add(name="Payload")
     metric_type = payload_type.nested_type.add(name="Metric")
     metric_type.oneof_decl.add(name="value")
@@ -149,9 +162,7 @@ def test_reader_against_the_protobuf_package() -> None:
     )
     payload_type.field.add(name="seq", number=3, type=field.TYPE_UINT64, label=1)
     payload_type.field.add(name="uuid", number=4, type=field.TYPE_STRING, label=1)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    payload_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Payload"))
+    payload_class = compiled("t.Payload")
     message = payload_class(timestamp=TS_MS, seq=1, uuid="ignored")
     message.metrics.add(name="temp", alias=1, datatype=9, float_value=21.5)
     message.metrics.add(name="count", alias=2, datatype=8, long_value=2**40)
@@ -595,11 +606,7 @@ def test_a_metric_of_bad_or_stale_quality_is_rejected_alone() -> None:
 
 
 def test_quality_read_from_a_protobuf_package_property_set() -> None:
-    descriptor_pb2: Any = importlib.import_module("google.protobuf.descriptor_pb2")
-    descriptor_pool: Any = importlib.import_module("google.protobuf.descriptor_pool")
-    message_factory: Any = importlib.import_module("google.protobuf.message_factory")
-    field = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(name="spq.proto", package="q", syntax="proto2")
+    field, proto, compiled = protobuf_file("q")
     payload_type = proto.message_type.add(name="Payload")
     value_type = payload_type.nested_type.add(name="PropertyValue")
     for name, number, kind in [("type", 1, field.TYPE_UINT32), ("is_null", 2, field.TYPE_BOOL),
@@ -619,9 +626,7 @@ def test_quality_read_from_a_protobuf_package_property_set() -> None:
                           label=field.LABEL_OPTIONAL, type_name=".q.Payload.PropertySet")
     payload_type.field.add(name="metrics", number=2, type=field.TYPE_MESSAGE,
                            label=field.LABEL_REPEATED, type_name=".q.Payload.Metric")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    payload_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("q.Payload"))
+    payload_class = compiled("q.Payload")
     message = payload_class()
     cases: list[tuple[str, dict[str, Any] | None]] = [
         ("ok", {"int_value": 192}), ("long", {"long_value": 192}), ("stale", {"int_value": 500}),

@@ -12,7 +12,7 @@ import pytest
 
 from broker import Inbox, LinkFactory, Mosquitto, link_settings, wait_until
 from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
+from shopfloor.agent_config import AgentConfig, parse_agent_config
 from shopfloor.codecs import Limits, decode
 from shopfloor.mqtt import MqttLink
 from shopfloor.sparkplug import (
@@ -66,6 +66,22 @@ def test_unknown_aliases_and_sequence_gaps_ask_for_a_rebirth_at_a_bounded_rate()
     assert len(sent) == 2  # in order again: no request
 
 
+def host_config(mosquitto: Mosquitto, client_id: str, mqtt_extra: str = "") -> AgentConfig:
+    """An agent on ``mosquitto`` reading the devices of every Sparkplug edge node."""
+    return parse_agent_config(f"""
+[mqtt]
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+client_id = "{client_id}"
+{mqtt_extra}[metrics]
+port = 0
+[[subscriptions]]
+topic = "spBv1.0/{{group}}/{{type}}/{{edge}}/{{asset}}"
+codec = "sparkplug"
+qos = 0
+""", source="t.toml")
+
+
 class EdgeNode:
     """A simulated Sparkplug edge node that answers rebirth requests and publishes DDATA by
     alias only."""
@@ -112,19 +128,7 @@ class EdgeNode:
 def test_a_restarted_agent_recovers_the_aliases_within_one_rebirth(
     mosquitto: Mosquitto, make_link: LinkFactory,
 ) -> None:
-    config = parse_agent_config(f"""
-[mqtt]
-host = "{mosquitto.host}"
-port = {mosquitto.port}
-client_id = "sp-host"
-sparkplug_host_id = "shopfloor-1"
-[metrics]
-port = 0
-[[subscriptions]]
-topic = "spBv1.0/{{group}}/{{type}}/{{edge}}/{{asset}}"
-codec = "sparkplug"
-qos = 0
-""", source="t.toml")
+    config = host_config(mosquitto, "sp-host", 'sparkplug_host_id = "shopfloor-1"\n')
     states = Inbox()
     make_link(link_settings(mosquitto, "state-watch"), [("spBv1.0/STATE/+", 1)], states)
     node = EdgeNode(make_link, mosquitto)
@@ -154,18 +158,7 @@ def test_samples_of_bad_or_stale_quality_are_counted_and_never_learned(
     mosquitto: Mosquitto, make_link: LinkFactory,
 ) -> None:
     # Issue 11, item 5: Sparkplug's Quality property (0 BAD, 192 GOOD, 500 STALE).
-    config = parse_agent_config(f"""
-[mqtt]
-host = "{mosquitto.host}"
-port = {mosquitto.port}
-client_id = "sp-quality"
-[metrics]
-port = 0
-[[subscriptions]]
-topic = "spBv1.0/{{group}}/{{type}}/{{edge}}/{{asset}}"
-codec = "sparkplug"
-qos = 0
-""", source="t.toml")
+    config = host_config(mosquitto, "sp-quality")
     agent = Agent(config)
     agent.start()
     try:
