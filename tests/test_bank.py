@@ -460,3 +460,22 @@ def test_frame_signals_join_frame_banks_by_stage_and_features() -> None:
     assert len(banks) == 2
     assert all(isinstance(p.bank, FrameBank) for p in plant.signals.values()
                if isinstance(p, BankedSignal))
+
+
+def test_without_times_a_bank_row_keeps_the_pipelines_sample_clock() -> None:
+    # Replay and the tests feed samples without times: one second apart after the last one.
+    from shopfloor.config import PipelineConfig
+    from shopfloor.pipeline import Plant
+
+    rng = np.random.default_rng(13)
+    x = rng.normal(10.0, 1.0, 300)
+    x[150:170] += 9.0
+    banked = Plant(PipelineConfig(signals=(spec(0, QUICK),), assets=())).signals[spec(0, QUICK).id]
+    assert isinstance(banked, BankedSignal)
+    reference = SignalPipeline(spec(0, QUICK))
+    for part in (x[:100], x[100:], x[:50]):
+        got, want = banked.process(part), reference.process(part)
+        for name in FIELDS:
+            np.testing.assert_array_equal(getattr(got.result, name), getattr(want.result, name),
+                                          err_msg=name)
+    assert banked.last_time == reference.last_time == 350.0

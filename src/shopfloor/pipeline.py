@@ -8,7 +8,6 @@ pipelines of one configuration, with one state for checkpoints.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from numpy.typing import NDArray
 
 from shopfloor.bank import FrameBank, ScalarBank
 from shopfloor.config import AssetSpec, PipelineConfig, SignalSpec, StageSpec, asset_id
+from shopfloor.detect.alarm import sample_clock
 from shopfloor.detect.base import State
 from shopfloor.detect.gate import Reject, SampleGate
 from shopfloor.diagnosis import DiagnosisBatch, FrameDiagnosis, split_frame_options
@@ -199,9 +199,7 @@ class BankedSignal:
             raise ValueError(f"signal {self.spec.id}: expected {expected}-D input, got "
                              f"{v.ndim}-D")
         if times is None:  # one second apart after the latest time, as the alarm's clock
-            last = self.last_time
-            seen = float(self.bank.counters[self.row, 0])
-            t = (seen if math.isnan(last) else last) + 1.0 + np.arange(len(v), dtype=np.float64)
+            t = sample_clock(self.last_time, int(self.bank.counters[self.row, 0]), len(v))
         else:
             t = np.asarray(times, dtype=np.float64).reshape(-1)
             if t.shape[0] != len(v):

@@ -67,7 +67,7 @@ from numpy.typing import NDArray
 
 from shopfloor.kernels import alarm as _kernel
 
-__all__ = ["Alarm", "AlarmBatch", "AlarmState"]
+__all__ = ["Alarm", "AlarmBatch", "AlarmState", "sample_clock"]
 
 
 class AlarmState(IntEnum):
@@ -198,10 +198,8 @@ class Alarm:
 
     def sample_clock(self, n: int) -> NDArray[np.float64]:
         """Times for ``n`` samples that carry none: one second apart after the last time."""
-        last = self.last_time
-        seen = 0.0 if self._counters is None else float(self._counters[0])
-        start = (seen if math.isnan(last) else last) + 1.0
-        return start + np.arange(n, dtype=np.float64)
+        seen = 0 if self._counters is None else int(self._counters[0])
+        return sample_clock(self.last_time, seen, n)
 
     def step(self, exceed: bool, time: float | None = None) -> tuple[AlarmState, bool, bool, bool]:
         """One sample: ``(state, raised, cleared, learn)``."""
@@ -278,6 +276,13 @@ class Alarm:
                 f"cooldown={self.cooldown}, warmup={self.warmup}, "
                 f"pause_learning={self.pause_learning}, max_pause={self.max_pause}, "
                 f"adapt_after={self.adapt_after}, gap_reset={self.gap_reset})")
+
+
+def sample_clock(last_time: float, seen: int, n: int) -> NDArray[np.float64]:
+    """Times for ``n`` samples that carry none, after an alarm that has seen ``seen`` samples
+    up to ``last_time`` (NaN: none with a time): one second apart after the last time."""
+    start = (float(seen) if math.isnan(last_time) else last_time) + 1.0
+    return start + np.arange(n, dtype=np.float64)
 
 
 def _check_seconds(name: str, value: object) -> None:
