@@ -479,3 +479,25 @@ def test_without_times_a_bank_row_keeps_the_pipelines_sample_clock() -> None:
             np.testing.assert_array_equal(getattr(got.result, name), getattr(want.result, name),
                                           err_msg=name)
     assert banked.last_time == reference.last_time == 350.0
+
+
+def test_a_drain_whose_every_sample_the_gate_refuses_is_counted_not_an_error() -> None:
+    # Found by CI: a chunk without one accepted sample made the bank path fail, and every
+    # signal of the bank lost its batch.
+    from shopfloor.agent_config import parse_agent_config
+    from shopfloor.codecs import encode_json_scalar
+    from shopfloor.ingest import BoundedQueue, Ingest
+    from shopfloor.pipeline import Plant
+    from shopfloor.worker import Worker
+
+    config = parse_agent_config(WORKER_CONFIG.replace(
+        'codec = "json"\n', 'codec = "json"\nvalid_range = [0.0, 100.0]\n', 1), source="b.toml")
+    queue = BoundedQueue(1000, "drop_oldest")
+    ingest = Ingest(config, queue)
+    worker = Worker(config, Plant(config.pipeline), queue)
+    for k in range(3):
+        ingest.on_message(f"plant/l0/press-{k}/force", encode_json_scalar(1e9 + k, 500.0), 0.0)
+    worker.process(queue.get_batch(100, 0.0))
+    assert worker.signal_errors == 0
+    assert all(p.rejected == {"out_of_range": 1} for p in worker.plant.signals.values())
+    assert all(isinstance(p, BankedSignal) for p in worker.plant.signals.values())

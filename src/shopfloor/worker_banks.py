@@ -205,7 +205,7 @@ def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
     rows_of_features = values.reshape(-1, 1) if batch.features is None else batch.features
     ok_features = rows_of_features[ok][order]
     uniq, starts = np.unique(ok_rows, return_index=True)
-    ends = [*starts[1:].tolist(), len(ok_rows)]
+    ends = [*starts[1:].tolist(), len(ok_rows)] if len(ok_rows) else []
     for row, a, b in zip(uniq.tolist(), starts.tolist(), ends, strict=True):
         sid = by_row[row][0]
         if worker.admission is not None:
