@@ -112,10 +112,13 @@ class ScalarBank:
         self.other: list[Counter[str]] = []
         self._allocate(max(capacity, 1))
 
+    #: The kind of signal a bank of this class holds.
+    kind = "scalar"
+
     @classmethod
     def accepts(cls, spec: SignalSpec) -> bool:
-        """Whether a bank can hold this signal (a scalar one with the default chain)."""
-        return spec.kind == "scalar" and _chain(spec.stage) is not None
+        """Whether a bank of this class can hold this signal (its kind, the default chain)."""
+        return spec.kind == cls.kind and _chain(spec.stage) is not None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -156,8 +159,9 @@ class ScalarBank:
         """A new row for ``spec`` (a fresh state); returns its index."""
         if spec.id in self.row:
             raise ValueError(f"signal {spec.id} is in the bank already")
-        if not self.accepts(spec) or spec.stage != self.stage:
-            raise ValueError(f"signal {spec.id}: its stage is not this bank's")
+        # The bank's own stage was checked when it was built: no need to build its chain again.
+        if spec.kind != self.kind or spec.stage != self.stage:
+            raise ValueError(f"signal {spec.id}: its kind or stage is not this bank's")
         if len(self.ids) == self.z.shape[0]:
             self._allocate(2 * self.z.shape[0])
         r = len(self.ids)
@@ -314,10 +318,7 @@ class FrameBank(ScalarBank):
         self.diagnoses: list[FrameDiagnosis] = []
         super().__init__(stage, capacity, features=len(self.names))
 
-    @classmethod
-    def accepts(cls, spec: SignalSpec) -> bool:
-        """Whether a frame bank can hold this signal (a frame one with the default chain)."""
-        return spec.kind == "frame" and _chain(spec.stage) is not None
+    kind = "frame"
 
     def add(self, spec: SignalSpec) -> int:
         if dict(spec.features) != self.feature_options:

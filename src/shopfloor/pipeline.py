@@ -279,6 +279,7 @@ class Plant:
         self.config = config
         self.use_banks = banks
         self.banks: dict[str, ScalarBank] = {}
+        self._unbanked: set[str] = set()  # keys of stages no bank can hold
         self.signals: dict[str, Signal] = {}
         for spec in config.signals:
             self.signals[spec.id] = self._new(spec, -1)
@@ -339,13 +340,18 @@ class Plant:
 
     def _new(self, spec: SignalSpec, subscription: int) -> Signal:
         """A signal's fresh state: a row of its stage's bank if one can hold it."""
-        frame = spec.kind == "frame"
-        if not (self.use_banks and (FrameBank if frame else ScalarBank).accepts(spec)):
+        if not self.use_banks:
             return SignalPipeline(spec, subscription)
+        frame = spec.kind == "frame"
         # Equal stages (and frame features), equal banks: the spec's tables are plain data.
+        # Whether a stage banks is decided once per key (building its chain to see).
         key = repr((spec.stage, sorted(spec.features.items()) if frame else None))
         bank = self.banks.get(key)
         if bank is None:
+            cls = FrameBank if frame else ScalarBank
+            if key in self._unbanked or not cls.accepts(spec):
+                self._unbanked.add(key)
+                return SignalPipeline(spec, subscription)
             bank = self.banks[key] = (FrameBank(spec.stage, spec.features) if frame
                                       else ScalarBank(spec.stage))
         return BankedSignal(bank, spec, subscription)
