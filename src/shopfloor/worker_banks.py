@@ -73,7 +73,8 @@ def _score_bank(worker: Worker, bank: ScalarBank, members: list[Member],
     for start in range(0, len(rows), step):
         part = slice(start, start + step)
         batch = bank.process(rows[part], values[part], times[part])
-        _report(worker, batch, by_row, accepted, in_assets)
+        _report(worker, batch, bank.names if isinstance(bank, FrameBank) else None, by_row,
+                accepted, in_assets)
         worker._beat()
     status_of = worker.status
     for sid, view, items in members:
@@ -122,13 +123,6 @@ def _gather(worker: Worker, bank: ScalarBank, members: list[Member]
     return rows, times, values, verdict, by_row, times[np.cumsum(counts) - 1]
 
 
-def batch_names(batch: BankBatch, by_row: dict[int, Member]) -> tuple[str, ...] | None:
-    """A frame batch's feature names (None for scalars)."""
-    if batch.features is None:
-        return None
-    return next(iter(by_row.values()))[1].feature_names
-
-
 def _last(rows: NDArray[np.int64], mask: NDArray[np.bool_] | None = None
           ) -> dict[int, int]:
     """Per row, the index of its last sample (among ``mask``)."""
@@ -138,10 +132,12 @@ def _last(rows: NDArray[np.int64], mask: NDArray[np.bool_] | None = None
     return dict(zip(uniq.tolist(), idx[len(idx) - 1 - first_from_end].tolist(), strict=True))
 
 
-def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
+def _report(worker: Worker, batch: BankBatch, names: tuple[str, ...] | None,
+            by_row: dict[int, Member],
             accepted: dict[str, list[tuple[NDArray[np.float64], NDArray[np.float64]]]],
             in_assets: frozenset[str]) -> None:
-    """Statuses, events and the asset detector's samples of one chunk (as Worker._report)."""
+    """Statuses, events and the asset detector's samples of one chunk (as Worker._report);
+    ``names`` are a frame bank's feature names, None for scalars."""
     r, rows, times, values = batch.result, batch.rows, batch.times, batch.values
     if not len(rows):
         return
@@ -154,7 +150,6 @@ def _report(worker: Worker, batch: BankBatch, by_row: dict[int, Member],
     states, time_list = r.state.tolist(), times.tolist()
     score, threshold = r.score.tolist(), r.threshold.tolist()
     like, value_list = r.likelihood.tolist(), values.tolist()
-    names = batch_names(batch, by_row)
     status_of = worker.status
     before = {}
     for row, i in last_any.items():
