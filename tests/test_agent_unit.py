@@ -481,7 +481,7 @@ def test_sparkplug_message_types_are_not_labels() -> None:
     ingest, worker, _, _ = run()
     birth = encode_dbirth(int(T0 * 1000), 0, [("temp", 1, DataType.DOUBLE, 40.0)])
     ingest.on_message("spBv1.0/line1/DBIRTH/edge1/robot-1", birth, T0)
-    [queued] = drain(worker.queue)
+    [queued] = drain(ingest.queue)
     assert dict(queued.labels) == {"group": "line1", "edge": "edge1"}
 
 

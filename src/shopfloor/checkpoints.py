@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,17 @@ class Checkpointer:
         ).hexdigest()[:16]
         self._next = time.monotonic() + interval
         self._legacy: dict[str, dict[str, Any]] = {}  # old unlabelled entries, by asset/name
+        self.restored: list[str] = []  # the signals the last restore brought back
 
-    def restore(self, admit: Admission | None = None) -> int:
+    def restore(self, admit: Admission | None = None,
+                owns: Callable[[str], bool] | None = None) -> int:
         """Load the checkpoint if there is a usable one; returns the pipelines restored.
 
-        ``admit`` (the ingest's admitted signals) gains the restored run-time signals.
+        ``admit`` (the ingest's admitted signals) gains the restored run-time signals;
+        :attr:`restored` lists every signal restored. ``owns`` (a scoring process's share of
+        the signals and assets, see :mod:`shopfloor.scorer`) leaves the others to their owners.
         """
+        self.restored = []
         self.directory.mkdir(parents=True, exist_ok=True)
         stray = clean_temporaries(self.directory)
         if stray:
@@ -124,8 +130,11 @@ class Checkpointer:
         signals, assets = tree["signals"], tree["assets"]
         restored = 0
         for sid, saved in signals.items():
-            restored += self._restore_signal(sid, saved, admit)
+            if owns is None or owns(sid):
+                restored += self._restore_signal(sid, saved, admit)
         for name, saved in assets.items():
+            if owns is not None and not owns(name):
+                continue
             pipe = self.plant.assets.get(name)
             if pipe is None or saved.get("spec") != self._asset_hash(name):
                 log.info("asset %s: configuration changed since the checkpoint; starting cold",
@@ -188,6 +197,7 @@ class Checkpointer:
             return 0
         if admit is not None and sid not in admit:
             admit.add(sid, proven=True)
+        self.restored.append(sid)
         return 1
 
     def _adopt_legacy(self, pipe: Signal) -> Signal:
@@ -220,16 +230,25 @@ class Checkpointer:
 
     def write(self) -> bool:
         """Save every pipeline now; False (counted, logged) if the disk refuses."""
-        self._next = time.monotonic() + self.interval
-        tree = {
+        return self.write_tree(self.tree())
+
+    def tree(self, owns: Callable[[str], bool] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds of this plant's pipelines (those ``owns`` names, if given):
+        a scoring process sends its share, and the agent writes them as one file."""
+        return {
             "signals": {
                 sid: {"spec": spec_hash(p.spec), "subscription": p.subscription,
                       "state": p.get_state(), "labels": [list(kv) for kv in p.spec.labels]}
-                for sid, p in self.plant.signals.items()
+                for sid, p in self.plant.signals.items() if owns is None or owns(sid)
             },
             "assets": {name: {"spec": self._asset_hash(name), "state": p.get_state()}
-                       for name, p in self.plant.assets.items()},
+                       for name, p in self.plant.assets.items() if owns is None or owns(name)},
         }
+
+    def write_tree(self, tree: dict[str, Any]) -> bool:
+        """Write ``tree`` (see :meth:`tree`) as the checkpoint; False (counted, logged) if the
+        disk refuses."""
+        self._next = time.monotonic() + self.interval
         started = time.perf_counter()
         try:
             size = write_checkpoint(self.path, tree, self.config_hash)

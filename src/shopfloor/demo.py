@@ -179,9 +179,9 @@ def report(agent: Agent, plant: Plant, clock: DemoClock, end: float = math.nan) 
     plain: dict[str, str] = {}
     for sid, status in list(agent.worker.status.items()):
         plain[sid] = f"{status.asset}/{status.name}"  # the simulator's ids carry no labels
-        pipe = agent.plant.signals.get(sid)
+        counts = agent.worker.signal_counts(sid)
         seen.append(SignalSeen(
             sid, status.alarms, status.onset, status.last_time,
             rate=rates.get(plain[sid], math.inf),  # not the simulator's: no grace to give
-            warmup=pipe.warmup if pipe is not None else 0))
+            warmup=counts.warmup if counts is not None else 0))
     return report_text(seen, plant.ground_truth(clock.t0), clock, key=plain, end=end)

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from shopfloor.admission import Admission
 from shopfloor.agent_config import AgentConfig
 from shopfloor.codecs import Frame, Samples
+from shopfloor.config import signal_id
 from shopfloor.detect.alarm import AlarmState
 from shopfloor.diagnosis import DEFECTS, ZONES
 from shopfloor.ingest import BoundedQueue, Item, finish
@@ -29,7 +30,8 @@ from shopfloor.monitor import MonitorBatch
 from shopfloor.pipeline import AssetPipeline, BankedSignal, Plant, Signal, SignalBatch
 from shopfloor.worker_banks import Member, score_banks
 
-__all__ = ["Abandoned", "AlarmChange", "AssetStatus", "SignalStatus", "Worker"]
+__all__ = ["Abandoned", "AlarmChange", "AssetStatus", "SignalCounts", "SignalStatus",
+           "SignalTable", "Worker"]
 
 
 log = logging.getLogger("shopfloor.worker")
@@ -66,6 +68,31 @@ class SignalStatus:
     # whether it has been silent for silence_intervals of them.
     interval: float = math.nan
     silent: bool = False
+
+    @property
+    def sid(self) -> str:
+        return signal_id(self.asset, self.name, tuple(self.labels.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class SignalCounts:
+    """What metrics read of a signal's pipeline: its unit and kind, samples scored, samples
+    refused by reason, and the samples its warm-up takes."""
+
+    unit: str
+    kind: str
+    scored: int
+    rejected: dict[str, int]
+    warmup: int
+
+
+class SignalTable(Protocol):
+    """What the worker asks of the agent's signal table (:class:`~shopfloor.admission.
+    Admission`, or a scoring process's :class:`~shopfloor.scorer.Share` of it)."""
+
+    def __contains__(self, sid: object) -> bool: ...
+    def take_evicted(self) -> list[str]: ...
+    def prove(self, sid: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -112,10 +139,10 @@ class Worker:
         self,
         config: AgentConfig,
         plant: Plant,
-        queue: BoundedQueue,
+        queue: BoundedQueue | None,
         on_change: Callable[[AlarmChange], None] | None = None,
         on_state: Callable[[SignalStatus], None] | None = None,
-        admission: Admission | None = None,
+        admission: SignalTable | None = None,
     ) -> None:
         self.config = config
         self.plant = plant
@@ -145,6 +172,7 @@ class Worker:
 
     def run_once(self, timeout: float = 0.2) -> int:
         """Process one batch (waiting up to ``timeout`` for it); returns the items handled."""
+        assert self.queue is not None, "a scoring process's worker is handed its batches"
         limit = self.config.agent.batch_max
         items = self.queue.get_batch(limit, timeout)
         linger = self.config.agent.batch_linger
@@ -167,6 +195,18 @@ class Worker:
         finally:
             self.queue.done(len(items))
         return len(items)
+
+    @property
+    def signal_count(self) -> int:
+        """Signals with a pipeline."""
+        return len(self.plant.signals)
+
+    def signal_counts(self, sid: str) -> SignalCounts | None:
+        pipe = self.plant.signals.get(sid)
+        if pipe is None:
+            return None
+        return SignalCounts(pipe.spec.unit, pipe.spec.kind, pipe.scored, dict(pipe.rejected),
+                            pipe.warmup)
 
     def _beat(self) -> None:
         """Between two chunks of pipeline work: a sign of life, and the point where a stop
