@@ -13,6 +13,14 @@ from shopfloor.broker import INSTALL_HINT, SBIN_DIRS, Mosquitto, find_mosquitto
 from shopfloor.mqtt import MessageHandler, MqttLink, MqttSettings
 
 
+@pytest.fixture(autouse=True)
+def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process agents see the 2 cores of CI whatever the machine: ``agent.workers = 0``
+    then means one worker in the test's own process, which most tests drive directly. The
+    scoring processes are tested where a test sets ``workers``."""
+    monkeypatch.setattr("shopfloor.agent_config.usable_cores", lambda: 2)
+
+
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
     """Make brokers: ``factory(start=True, persistence=True, tls=False, users=None)``.

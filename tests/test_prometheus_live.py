@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from broker import free_port, wait_until
 from shopfloor.agent import Agent
+from shopfloor.pool import ScoringPool
 from shopfloor.agent_config import parse_agent_config
 from shopfloor.broker import Mosquitto
 from shopfloor.codecs import encode_frame, encode_json_scalar
@@ -293,9 +294,12 @@ def simulator_thread(plant: Plant, mosquitto: Mosquitto, client_id: str
     ), stop
 
 @pytest.mark.integration
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-scoring-processes"])
 def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, tmp_path: Path, workers: int
 ) -> None:
+    """With one process, and with two scoring processes behind one /metrics (issue 12):
+    the same dashboards and rules, each signal's series from the process that owns it."""
     for binary in (PROMETHEUS, PROMTOOL):
         if not Path(binary).is_file():
             pytest.fail(f"{binary} is missing: `./dev.sh test` installs it (Debian package "
@@ -309,6 +313,7 @@ def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
     assert pinned in text
     text = text.replace(pinned, 'topic = "plant/{site}/{line}/{asset}/{signal}"')
     text += EXTRA_CONFIG.format(state=json.dumps(str(tmp_path / "state")))
+    text = text.replace("[agent]\n", f"[agent]\nworkers = {workers}\n", 1)
     agent = Agent(parse_agent_config(text), CollectorRegistry())
     simulator, stop = simulator_thread(plant, mosquitto, "prometheus-live-sim")
     server: Prometheus | None = None
@@ -328,6 +333,10 @@ def test_prometheus_evaluates_every_dashboard_and_rule_query_with_data(
         done = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition,
                               capture_output=True, text=True, timeout=30, check=False)
         assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done
+        if workers > 1:  # the plant's assets were spread: every process scored some
+            assert isinstance(agent.worker, ScoringPool)
+            assert all(n > 0 for n in agent.worker.processed_by), agent.worker.processed_by
+            assert 'shopfloor_scoring_processes 2.0' in exposition
     finally:
         stop.set()
         simulator.join(15)

@@ -29,6 +29,7 @@ from shopfloor.metrics import AgentMetrics
 from shopfloor.metrics_server import MetricsServer, ServerSettings, TlsFileError
 from shopfloor.mqtt import MqttLink, MqttSettings, Presence, TlsSettings, read_password
 from shopfloor.pipeline import Plant
+from shopfloor.pool import ScoringPool
 from shopfloor.sparkplug_host import SparkplugHost, host_state
 from shopfloor.systemd import Notifier
 from shopfloor.warmup import warm_up
@@ -92,14 +93,13 @@ class Agent:
         self.events = EventSink(
             self.link, e.prefix, e.topic, e.state_topic, e.qos, agent=config.client_id
         )
-        self.worker = Worker(
-            config,
-            self.plant,
-            self.queue,
-            on_change=self._alarm_changed,
-            on_state=self._state_changed,
-            admission=self.ingest.admitted,
-        )
+        # One worker thread in this process, or scoring processes behind the same surface.
+        self.worker: Worker | ScoringPool = (
+            Worker(config, self.plant, self.queue, on_change=self._alarm_changed,
+                   on_state=self._state_changed, admission=self.ingest.admitted)
+            if config.workers == 1 else
+            ScoringPool(config, self.queue, config.workers, on_change=self._alarm_changed,
+                        on_state=self._state_changed, admission=self.ingest.admitted))
         directory = config.state.resolved()
         self.checkpoints = (Checkpointer(config, self.plant, directory,
                                          config.state.checkpoint_interval)
@@ -134,8 +134,13 @@ class Agent:
                         "by their labels); add them to the template",
                         self.config.events.state_topic,
                         ", ".join(f"{{{n}}}" for n in missing))
+        if isinstance(self.worker, ScoringPool):
+            self.worker.start()  # before the restore: each process restores its own share
         if self.checkpoints is not None:
-            self.checkpoints.restore(self.ingest.admitted)
+            if isinstance(self.worker, ScoringPool):
+                self.worker.restore(self.ingest.admitted)
+            else:
+                self.checkpoints.restore(self.ingest.admitted)
         else:
             log.warning("no state directory ([state] directory or $STATE_DIRECTORY): what the "
                         "pipelines learn is lost on restart")
@@ -180,7 +185,7 @@ class Agent:
                     watched = time.monotonic()
                     self.worker.watch_silence(time.time())
                 # The worker alone reads its signal table; the fleet looks once a second.
-                self.fleet.tick(self.worker.status.values(), time.time())
+                self.fleet.tick(list(self.worker.status.values()), time.time())
                 if self.checkpoints is not None and self.checkpoints.due():
                     self._checkpoint()
             except Exception:  # a bug in one batch must not kill the worker (the loop counts)
@@ -193,7 +198,15 @@ class Agent:
 
     def _checkpoint(self) -> bool:
         assert self.checkpoints is not None
-        if not self.checkpoints.write():
+        if isinstance(self.worker, ScoringPool):
+            tree = self.worker.tree()  # the scoring processes' parts, written as one file
+            if tree is None:
+                self.checkpoints.failed += 1
+                return False
+            written = self.checkpoints.write_tree(tree)
+        else:
+            written = self.checkpoints.write()
+        if not written:
             return False
         self.last_checkpoint = self.checkpoints.last_written
         return True
@@ -231,6 +244,9 @@ class Agent:
             # deadline rather than lose the checkpoint.
             self._worker_thread.join(max(1.0, deadline - time.monotonic()))
         worker_done = not self._worker_alive()
+        if isinstance(self.worker, ScoringPool):  # the batches handed out: answered or not
+            worker_done = self.worker.settle(max(1.0, deadline - time.monotonic())) and \
+                worker_done
         left = self.queue.take_all()  # never scored
         lost = sum(1 for item in left if item.receipt is None)  # QoS 0: nobody has them now
         checkpointed = True
@@ -242,6 +258,8 @@ class Agent:
                 log.error("the worker did not stop within the shutdown timeout: no final "
                           "checkpoint (what it learned since %s is lost)",
                           "the last one" if self.last_checkpoint else "the start")
+        if isinstance(self.worker, ScoringPool):
+            self.worker.close()
         flushed = bool(self.link.stop(max(0.5, deadline - time.monotonic())))
         if self.metrics_server is not None:
             self.metrics_server.close()  # within a second, whatever its connections do
@@ -272,7 +290,9 @@ class Agent:
         on a clean stop. ``notifier`` tells systemd how far it got (``Type=notify``)."""
         notify = notifier if notifier is not None else Notifier(environ={})
         notify.status("warming up: compiling the pipelines' kernels")
-        warmed = warm_up(self.config)  # before READY: no compile stall on the first message
+        # Before READY: no compile stall on the first message (scoring processes warm up as
+        # they start).
+        warmed = warm_up(self.config).describe() if isinstance(self.worker, Worker) else ""
         if notify.watchdog_interval is not None:
 
             def ping() -> None:  # on every turn of the worker loop; the notifier rate-limits
@@ -280,14 +300,16 @@ class Agent:
 
             self.on_progress = ping
         self.start()
-        notify.ready(f"running: {warmed.describe()}; /metrics on port {self.metrics_port}")
+        if isinstance(self.worker, ScoringPool):
+            warmed = self.worker.describe()
+        notify.ready(f"running: {warmed}; /metrics on port {self.metrics_port}")
         stop.wait()
         notify.stopping("stopping: draining the queue and flushing events")
         return 0 if self.stop() else 1
 
     def _status_line(self) -> str:
         # Called from the worker thread, which alone writes the statuses.
-        alarms = sum(s.state == AlarmState.ACTIVE for s in self.worker.status.values())
+        alarms = sum(s.state == AlarmState.ACTIVE for s in list(self.worker.status.values()))
         return (f"running: {self.worker.processed} messages, {len(self.worker.status)} "
                 f"signals, {alarms} in alarm")
 

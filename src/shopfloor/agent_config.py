@@ -122,6 +122,9 @@ class AgentSettings:
     # Refused before decoding (payload) and before queuing (values), counted as too_large.
     max_payload_bytes: int = 512 << 10
     max_batch_values: int = 65_536
+    # Scoring processes (see shopfloor.pool): 1 scores in the agent's own process; more hand
+    # each asset's signals to one of that many processes. 0 picks from the usable cores.
+    workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +262,13 @@ class AgentConfig:
         return self.mqtt.client_id or f"shopfloor-{socket.gethostname()}"
 
     @property
+    def workers(self) -> int:
+        """Scoring processes: ``agent.workers``, or with 0 one per usable core beyond the two
+        the receiving process and the system keep busy, at most 4 (each costs its own
+        interpreter, NumPy and Numba: see the README's capacity guide)."""
+        return self.agent.workers or default_workers(usable_cores())
+
+    @property
     def label_names(self) -> tuple[str, ...]:
         """Every label a signal may carry, in order of first appearance: the per-signal
         metrics' extra label names (bounded by the templates, whatever the topics say)."""
@@ -309,6 +319,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "silence_min_seconds": (1, 365 * 86400),
     "batch_max": (1, 10_000_000),
     "asset_signals": (0, 256),
+    "workers": (0, 64),
     "shutdown_timeout": (0.1, 3600),
     "batch_linger": (0.0, 1.0),
     "qos": (0, 1),
@@ -330,6 +341,21 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "protocol": ("5", "3.1.1"),
     "drop_policy": ("drop_oldest", "drop_newest"),
 }
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or a systemd
+    ``CPUAffinity=`` share, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def default_workers(cores: int) -> int:
+    """``agent.workers = 0``: on fewer than 4 cores one process does it all (the receiving
+    side and the system take a core, and a second scoring process pays off only for
+    scoring-heavy loads: set it where the agent benchmark shows it); beyond, a scoring process
+    per core past two, at most 4 (each holds its own ~170 MiB of interpreter, NumPy and
+    Numba)."""
+    return 1 if cores < 4 else min(cores - 2, 4)
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

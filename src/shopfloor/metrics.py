@@ -13,10 +13,11 @@ silent for ``stale_after`` seconds drops out of the exposition (its model stays 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numba
 import numpy as np
@@ -25,10 +26,32 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from shopfloor import __version__
+from shopfloor.agent_config import AgentConfig
+from shopfloor.checkpoints import Checkpointer
 from shopfloor.detect.alarm import AlarmState
+from shopfloor.events import EventSink
+from shopfloor.fleet import Fleet
+from shopfloor.ingest import BoundedQueue, Ingest
+from shopfloor.mqtt import MqttLink
+from shopfloor.pool import ScoringPool
+from shopfloor.worker import Worker
 
-if TYPE_CHECKING:
-    from shopfloor.agent import Agent
+
+class AgentParts(Protocol):
+    """What the metrics read of the agent (:class:`shopfloor.agent.Agent` has them all): a
+    protocol, so that this module needs nothing of the agent's and the agent imports it."""
+
+    config: AgentConfig
+    start_time: float
+    last_checkpoint: float | None
+    worker_errors: int
+    queue: BoundedQueue
+    ingest: Ingest
+    link: MqttLink
+    events: EventSink
+    fleet: Fleet
+    checkpoints: Checkpointer | None
+    worker: Worker | ScoringPool
 
 __all__ = ["AgentCollector", "AgentMetrics"]
 
@@ -63,7 +86,7 @@ class AgentMetrics:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentParts,
         registry: CollectorRegistry,
         stale_after: float = 3600.0,
         process: bool = True,
@@ -121,7 +144,7 @@ class AgentMetrics:
 class AgentCollector(Collector):
     """Builds the metric families from the agent's state on every scrape."""
 
-    def __init__(self, agent: Agent, stale_after: float) -> None:
+    def __init__(self, agent: AgentParts, stale_after: float) -> None:
         self.agent = agent
         self.stale_after = stale_after
 
@@ -171,7 +194,7 @@ class AgentCollector(Collector):
                      a.queue.samples)
         yield _gauge("shopfloor_queue_capacity_samples", "The queue's bound in samples.",
                      a.queue.max_samples)
-        yield _gauge("shopfloor_signals", "Signals with a pipeline.", len(a.plant.signals))
+        yield _gauge("shopfloor_signals", "Signals with a pipeline.", a.worker.signal_count)
         yield _gauge("shopfloor_signals_max", "The signal cap.", a.config.agent.max_signals)
         yield _gauge(
             "shopfloor_mqtt_connected", "1 while connected to the broker.", float(a.link.connected)
@@ -233,6 +256,7 @@ class AgentCollector(Collector):
             },
         )
         yield info
+        yield from _scoring(a.worker)
         yield from a.fleet.collect()  # what it announces, and the signals it shares
 
     def _signals(self, now: float) -> Iterator[object]:
@@ -319,8 +343,8 @@ class AgentCollector(Collector):
                 labels=[*labels, "reason"],
             ),
         }
-        plant = self.agent.plant
-        for sid, status in list(self.agent.worker.status.items()):
+        worker = self.agent.worker
+        for sid, status in list(worker.status.items()):
             if now - status.last_arrival > self.stale_after and not status.silent:
                 # Gone quiet without a silence alarm (too few messages to know its rate): its
                 # series go away; the model stays for when it returns. A signal in silence
@@ -349,11 +373,11 @@ class AgentCollector(Collector):
                 fam["last"].add_metric(lv, status.last_time)
             fam["raised"].add_metric(lv, status.alarms)
             fam["adopted"].add_metric(lv, status.adopted)
-            pipe = plant.signals.get(sid)
-            if pipe is not None:
-                fam["info"].add_metric(lv, {"unit": pipe.spec.unit, "kind": pipe.spec.kind})
-                fam["scored"].add_metric(lv, pipe.scored)
-                for reason, count in sorted(pipe.rejected.items()):
+            counts = worker.signal_counts(sid)
+            if counts is not None:
+                fam["info"].add_metric(lv, {"unit": counts.unit, "kind": counts.kind})
+                fam["scored"].add_metric(lv, counts.scored)
+                for reason, count in sorted(counts.rejected.items()):
                     fam["rejected"].add_metric([*lv, reason], count)
         yield from fam.values()
 
@@ -398,6 +422,42 @@ class AgentCollector(Collector):
             if status.top is not None:
                 top.add_metric(lv, {"signal": status.top})
         yield from (score, likelihood, active, raised, adopted, top)
+
+
+def _scoring(worker: object) -> Iterator[object]:
+    """The scoring processes (agent.workers above 1): how many, their restarts, the batches
+    given up, and each one's memory (the process_* series are the receiving process's)."""
+    if not isinstance(worker, ScoringPool):
+        yield _gauge("shopfloor_scoring_processes", "Scoring processes (0: the agent's own "
+                     "process scores).", 0)
+        return
+    yield _gauge("shopfloor_scoring_processes", "Scoring processes (0: the agent's own "
+                 "process scores).", worker.count)
+    restarts = CounterMetricFamily(
+        "shopfloor_scoring_restarts", "Scoring processes that died (or hung) and were started "
+        "again from the last checkpoint.")
+    restarts.add_metric([], worker.restarts)
+    yield restarts
+    lost = CounterMetricFamily(
+        "shopfloor_scoring_batches_lost", "Batches in flight at two deaths of their scoring "
+        "process: acknowledged without being scored.")
+    lost.add_metric([], worker.batches_lost)
+    yield lost
+    rss = GaugeMetricFamily("shopfloor_scoring_resident_memory_bytes",
+                            "Resident memory of each scoring process.", labels=["process"])
+    for index, pid in enumerate(worker.pids):
+        size = _resident_bytes(pid)
+        if size is not None:
+            rss.add_metric([str(index)], size)
+    yield rss
+
+
+def _resident_bytes(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return float(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # gone, or not Linux
+        return None
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
