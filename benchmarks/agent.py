@@ -16,7 +16,12 @@ p50, p99, p99.9 from publish to anomaly event   publish to arrival of the     re
 at 2,000 messages/s (Nagle on and off)          anomalous sample itself
 CPU per message (saturated), cores (2,000/s)    the same of the subscriber    reported
 RSS (VmRSS) at steady state                     the same of the subscriber    reported
+frames with envelope features, 2 workers        the same, 1 worker            >= 1.5
+scalar JSON, 2 workers (control)                the same, 1 worker            reported
 ==============================================  ============================  ================
+
+The last two rows come from :mod:`benchmarks.agent_workers`: two more agents, run after the
+first has stopped.
 
 Saturation: the publisher triples its paced rate in short steps until a consumer falls behind,
 which estimates what it can take, then offers :data:`OVERLOAD` times that (raised whenever a
@@ -47,11 +52,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,32 +62,26 @@ from benchmarks.agent_peers import FRAME_LEN
 from benchmarks.agent_procs import AgentProcess, BenchError, Broker, Peer, agent_toml
 from benchmarks.agent_rig import (
     LATENCY_RATE,
+    REFERENCE,
     SIGNALS,
     AgentSide,
     ReferenceSide,
     Rig,
     Round,
     Side,
+    Sizes,
+    add_figure,
+    interleaved,
+    mid,
+    saturated_rounds,
 )
-from benchmarks.harness import Bench, Figure, Target, Warmup
+from benchmarks.agent_workers import run_workers
+from benchmarks.harness import Bench, Target, Warmup
 
-__all__ = ["OVERLOAD", "run"]
+__all__ = ["run"]
 
-OVERLOAD = 1.3
 EVENTS_PREFIX = "sfbench-events"
 TARGET = Target(0.8, "agent rate >= 80% of a bare paho subscriber's")
-REFERENCE = ReferenceSide.name
-START_RATE = {"json": 2000.0, "frame": 500.0}  # the first round, and the search's floor
-
-
-class Sizes:
-    """Seconds per phase: ``step`` of the capacity search, then ``warm`` + ``window``."""
-
-    def __init__(self, quick: bool) -> None:
-        self.step = 0.2 if quick else 1.0
-        self.warm = 0.05 if quick else 0.5
-        self.window = 0.15 if quick else 3.0
-        self.latency_window = 0.2 if quick else 4.0
 
 
 def run(bench: Bench) -> None:
@@ -137,6 +133,8 @@ def run(bench: Bench) -> None:
             raise BenchError("the reference subscriber did not subscribe again")
         _until_subscribed(rig, sides[0])
         _latency(bench, rig, sides, sizes, load, ", set_tcp_nodelay")
+        agent.close()  # the next two agents have the cores to themselves
+        run_workers(bench, broker.port, publisher, observer, work, free_port(), free_port())
 
 
 def _until_subscribed(rig: Rig, side: Side) -> None:
@@ -151,72 +149,30 @@ def _until_subscribed(rig: Rig, side: Side) -> None:
         time.sleep(0.05)
 
 
-def _interleaved(bench: Bench, sides: tuple[Side, Side],
-                 measure: Callable[[Side], Round]) -> tuple[list[Round], list[Round]]:
-    """``bench.mode.repeats`` rounds of each side, agent first in even rounds."""
-    rounds: dict[str, list[Round]] = {side.name: [] for side in sides}
-    for i in range(bench.mode.repeats):
-        for side in sides if i % 2 == 0 else sides[::-1]:
-            rounds[side.name].append(measure(side))
-    return rounds[sides[0].name], rounds[sides[1].name]
-
-
-def _capacity(rig: Rig, side: Side, load: str, sizes: Sizes, first: Round) -> float:
-    """What ``side`` can take: from one core's worth at the CPU per message of its first
-    round, tripled until it falls behind (by 15 %, or dropping anything)."""
-    rate = max(START_RATE[load], 1.0 / first.cpu)
-    for _ in range(5):
-        r = rig.throughput(side, load, rate, sizes.step / 2, sizes.step / 2)
-        if r.rate < 0.85 * rate or r.lost or r.dropped:
-            return r.rate
-        rate *= 3.0
-    return r.rate
-
-
 def _throughput(bench: Bench, rig: Rig, sides: tuple[Side, Side], sizes: Sizes, load: str,
                 machine: str) -> None:
     label = "scalar JSON" if load == "json" else f"int16 frames of {FRAME_LEN}"
     bench.progress(f"[{bench.area}] {label}: agent vs {REFERENCE}")
     started = time.perf_counter()
-    capacity: dict[str, float] = {}
-    for side in sides:
-        # The first samples build the pipelines and load the numba cache.
-        first: Callable[[], Round] = partial(rig.throughput, side, load, START_RATE[load] / 2,
-                                             0.1, sizes.step)
-        r = bench.first_call(f"{side.name}: first {label}", first)
-        capacity[side.name] = _capacity(rig, side, load, sizes, r)
-
-    seen = {name: [rate] for name, rate in capacity.items()}
-
-    def measure(side: Side) -> Round:
-        r = rig.throughput(side, load, OVERLOAD * capacity[side.name], sizes.warm, sizes.window)
-        # The median of what it took so far: one lucky round must not raise the overload for
-        # all that follow (the broker would spend the shared cores dropping the excess).
-        seen[side.name].append(r.rate)
-        capacity[side.name] = statistics.median(seen[side.name])
-        if not r.saturated:
-            capacity[side.name] = max(capacity[side.name], r.rate * OVERLOAD)
-        return r
-
-    agent, ref = _interleaved(bench, sides, measure)
+    agent, ref = saturated_rounds(bench, rig, sides, sizes, load, label)
     bench.progress(f"[{bench.area}] {label}: {time.perf_counter() - started:.1f} s")
     unit = "msgs/s" if load == "json" else "frames/s"
     note = (f"{SIGNALS[load]} signals round-robin, {sizes.window:g} s windows after "
             f"{sizes.warm:g} s; {_load_note(agent, 'agent')}; {_load_note(ref, 'reference')}; "
             f"{machine} at the start, {os.getloadavg()[0]:.1f} now")
     name = f"{label}, detection on" if load == "json" else f"{label}, features + detection"
-    _add(bench, name, unit, [r.rate for r in agent], [r.rate for r in ref], TARGET, note)
+    add_figure(bench, name, unit, [r.rate for r in agent], [r.rate for r in ref], TARGET, note)
     if load == "frame":
-        _add(bench, f"{label}, samples", "samples/s", [r.rate * FRAME_LEN for r in agent],
+        add_figure(bench, f"{label}, samples", "samples/s", [r.rate * FRAME_LEN for r in agent],
              [r.rate * FRAME_LEN for r in ref], None, "the frame figure in samples")
     per = "message" if load == "json" else "frame"
-    _add(bench, f"CPU per {per}, {label} saturated", f"s/{per}", [r.cpu for r in agent],
+    add_figure(bench, f"CPU per {per}, {label} saturated", f"s/{per}", [r.cpu for r in agent],
          [r.cpu for r in ref], None,
          f"process CPU (all threads) over whole rounds / {per}s handled; cores used in the "
-         f"windows: agent {_mid([r.cores for r in agent]):.2f}, reference "
-         f"{_mid([r.cores for r in ref]):.2f}", lower=True)
+         f"windows: agent {mid([r.cores for r in agent]):.2f}, reference "
+         f"{mid([r.cores for r in ref]):.2f}", lower=True)
     if load == "json":
-        _add(bench, f"RSS, {label} saturated", "MiB", [r.rss for r in agent],
+        add_figure(bench, f"RSS, {label} saturated", "MiB", [r.rss for r in agent],
              [r.rss for r in ref], None, "VmRSS at the end of each window", lower=True)
 
 
@@ -225,7 +181,7 @@ def _latency(bench: Bench, rig: Rig, sides: tuple[Side, Side], sizes: Sizes,
     at = f"at {LATENCY_RATE:g} msgs/s{broker}"
     bench.progress(f"[{bench.area}] latency {at}: agent vs {REFERENCE}")
     started = time.perf_counter()
-    agent, ref = _interleaved(bench, sides, lambda side: rig.latency(
+    agent, ref = interleaved(bench, sides, lambda side: rig.latency(
         side, sizes.warm, sizes.latency_window))
     bench.progress(f"[{bench.area}] latency {at}: {time.perf_counter() - started:.1f} s")
     spikes = sum(r.spikes for r in agent)
@@ -235,22 +191,18 @@ def _latency(bench: Bench, rig: Rig, sides: tuple[Side, Side], sizes: Sizes,
              f"{missing} without their event, {sum(r.extra for r in agent)} other raised "
              f"events; {machine} at the start, {os.getloadavg()[0]:.1f} now")
     for q, label in ((50.0, "p50"), (99.0, "p99"), (99.9, "p99.9")):
-        _add(bench, f"latency {label}, publish to anomaly event {at}", "s",
+        add_figure(bench, f"latency {label}, publish to anomaly event {at}", "s",
              [float(np.percentile(r.latencies, q)) for r in agent],
              [float(np.percentile(r.latencies, q)) for r in ref], None,
-             f"per-round {label} of about {_mid([len(r.latencies) for r in agent]):.0f} spikes "
+             f"per-round {label} of about {mid([len(r.latencies) for r in agent]):.0f} spikes "
              f"(reference: the spike's own arrival at a subscriber); {below}", lower=True)
-    _add(bench, f"CPU {at} (latency run)", "cores",
+    add_figure(bench, f"CPU {at} (latency run)", "cores",
          [r.cores for r in agent], [r.cores for r in ref], None,
          "CPU seconds per second in the windows; the reference decodes every message's JSON "
          "here", lower=True)
     if not broker:
-        _add(bench, f"RSS {at} (latency run)", "MiB", [r.rss for r in agent],
+        add_figure(bench, f"RSS {at} (latency run)", "MiB", [r.rss for r in agent],
              [r.rss for r in ref], None, "VmRSS at the end of each window", lower=True)
-
-
-def _mid(values: list[float]) -> float:
-    return float(statistics.median(values))
 
 
 def _counts(rounds: list[Round]) -> str:
@@ -259,23 +211,5 @@ def _counts(rounds: list[Round]) -> str:
 
 
 def _load_note(rounds: list[Round], who: str) -> str:
-    return (f"{who} offered {_mid([r.offered for r in rounds]):.0f}/s, saturated in "
+    return (f"{who} offered {mid([r.offered for r in rounds]):.0f}/s, saturated in "
             f"{sum(r.saturated for r in rounds)}/{len(rounds)} rounds, {_counts(rounds)}")
-
-
-def _add(bench: Bench, name: str, unit: str, subject: list[float], reference: list[float],
-         target: Target | None, note: str, *, lower: bool = False) -> None:
-    """A figure from per-round values; the ratio is "times better than the reference" (for
-    ``lower`` figures the reference's value over the subject's), the median of the rounds'."""
-    ratios = [r / s if lower else s / r for s, r in zip(subject, reference, strict=True)]
-    ratio = statistics.median(ratios)
-    bench.add(Figure(
-        area=bench.area, name=name, unit=unit,
-        median=statistics.median(subject), min=min(subject), max=max(subject),
-        reference=REFERENCE, reference_median=statistics.median(reference),
-        reference_min=min(reference), reference_max=max(reference),
-        ratio=ratio, ratio_min=min(ratios), ratio_max=max(ratios),
-        target=target.minimum if target else None, target_text=target.text if target else "",
-        passed=(ratio >= target.minimum) if target else None, repeats=len(subject), note=note,
-        better="lower" if lower else "higher",
-    ))

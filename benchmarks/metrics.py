@@ -38,6 +38,7 @@ from shopfloor.agent import Agent
 from shopfloor.agent_config import parse_agent_config
 from shopfloor.codecs import Samples
 from shopfloor.ingest import Item
+from shopfloor.worker import Worker
 
 __all__ = ["build_agent", "plain_registry", "run"]
 
@@ -58,6 +59,7 @@ port = 0
 
 [agent]
 max_signals = {signals}
+workers = 1  # the scrape's cost, one process's statuses
 
 [[subscriptions]]
 topic = "plant/{{asset}}/{{signal}}"
@@ -74,6 +76,7 @@ def build_agent(signals: int, history: int, seed: int = 20240504) -> Agent:
     """An agent (not started) whose worker has scored ``history`` samples of each signal."""
     agent = Agent(parse_agent_config(CONFIG.format(signals=signals), source="bench.toml"),
                   CollectorRegistry())
+    assert isinstance(agent.worker, Worker), "the config says workers = 1"
     agent.worker.on_change = lambda change: None
     agent.worker.on_state = lambda status: None
     rng = np.random.default_rng(seed)
@@ -147,6 +150,7 @@ def _per_message(bench: Bench, agent: Agent, scrape_s: float) -> None:
     """Batches with the histograms vs with ``on_batch`` a no-op, interleaved per round; then the
     same with a scrape every 15 s spread over the messages in between."""
     worker = agent.worker
+    assert isinstance(worker, Worker)
     observe = agent.metrics.observe_batch
     batches = _batches(SIGNALS)
     per_batch = len(batches[0])
