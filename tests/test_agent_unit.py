@@ -478,7 +478,7 @@ def test_an_asset_event_reports_the_held_values_it_scored() -> None:
 
 
 def test_sparkplug_message_types_are_not_labels() -> None:
-    ingest, worker, _, _ = run()
+    ingest, _, _, _ = run()
     birth = encode_dbirth(int(T0 * 1000), 0, [("temp", 1, DataType.DOUBLE, 40.0)])
     ingest.on_message("spBv1.0/line1/DBIRTH/edge1/robot-1", birth, T0)
     [queued] = drain(ingest.queue)

@@ -28,7 +28,13 @@ from shopfloor.broker import Mosquitto, free_port
 from shopfloor.codecs import encode_json_scalar
 from shopfloor.errors import ConfigError
 from shopfloor.scorer import owner
-from test_agent_integration import AgentFactory, publish_paced, publish_qos1, start_agent
+from test_agent_integration import (
+    AgentFactory,
+    AgentProcess,
+    publish_paced,
+    publish_qos1,
+    start_agent,
+)
 
 __all__ = ["start_agent"]  # the fixture, used by name
 
@@ -109,9 +115,9 @@ def scorer_pids(log: str) -> dict[int, int]:
                                                       log)}
 
 
-def total(agent: object, name: str) -> float:
-    samples = agent.metrics()  # type: ignore[attr-defined]
-    return sum(v for (n, _), v in samples.items() if n == name)
+def total(agent: AgentProcess, name: str) -> float:
+    """``name`` summed over its series."""
+    return sum(v for (n, _), v in agent.metrics().items() if n == name)
 
 
 @pytest.mark.integration

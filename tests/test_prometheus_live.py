@@ -37,10 +37,10 @@ from prometheus_client import CollectorRegistry
 
 from broker import free_port, wait_until
 from shopfloor.agent import Agent
-from shopfloor.pool import ScoringPool
 from shopfloor.agent_config import parse_agent_config
 from shopfloor.broker import Mosquitto
 from shopfloor.codecs import encode_frame, encode_json_scalar
+from shopfloor.pool import ScoringPool
 from shopfloor.simulate import FRAME_SCALE, Plant, agent_config_toml, publish, standard_faults
 from test_dashboards import (
     RULES,
