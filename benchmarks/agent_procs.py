@@ -214,6 +214,10 @@ session_expiry = 0
 reconnect_min_delay = 0.1  # the benchmark restarts the broker once
 reconnect_max_delay = 1.0
 
+# The latency target is set with linger 0: a sample is scored as soon as the worker is free.
+[agent]
+batch_linger = 0.0
+
 [events]
 prefix = "{events_prefix}"
 

@@ -21,6 +21,7 @@ belongs to the receiving process, which drains, takes the final state and then s
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -137,6 +138,8 @@ class Scorer:
 
     def _run(self) -> None:
         warmed = warm_up(self.worker.config)
+        gc.collect()
+        gc.freeze()  # as the agent's process (see Agent.run): start-up's objects stay
         self.conn.send(("ready", os.getpid(), warmed.describe()))
         watched = time.monotonic()
         while True:
