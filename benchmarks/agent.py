@@ -42,7 +42,7 @@ Mosquitto's default leaves Nagle's algorithm on for what it sends (``set_tcp_nod
 The agent publishes events on the connection it reads from, which makes the kernel delay its
 acknowledgements, and Nagle then holds the broker's small messages back until they come: tens
 of milliseconds. So latency is measured twice, with the broker as configured by
-:class:`shopfloor.broker.Mosquitto` and again after a restart with ``set_tcp_nodelay true``
+:class:`shopfloor.tools.broker.Mosquitto` and again after a restart with ``set_tcp_nodelay true``
 (the agent reconnects and keeps its models).
 
 The machine is shared: the 1-minute load average at the start and the end is in the notes.
@@ -86,7 +86,7 @@ TARGET = Target(0.8, "agent rate >= 80% of a bare paho subscriber's")
 
 def run(bench: Bench) -> None:
     """Start broker, agent, observer and publisher; measure; stop them all."""
-    from shopfloor.broker import find_mosquitto, free_port
+    from shopfloor.tools.broker import find_mosquitto, free_port
 
     binary = find_mosquitto()
     if binary is None:

@@ -89,7 +89,7 @@ class Payloads:
         self.values = [repr(float(v)) for v in HEALTHY_MEAN + rng.standard_normal(4096)]
         self.frames: list[bytes] = []
         if kind == "frame":
-            from shopfloor.codecs import encode_frame
+            from shopfloor.receiving.codecs import encode_frame
 
             t = np.arange(FRAME_LEN) / SAMPLE_RATE
             for _ in range(64):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from shopfloor.broker import Mosquitto, stop_process
+from shopfloor.tools.broker import Mosquitto, stop_process
 
 __all__ = ["AgentProcess", "BenchError", "Broker", "Counters", "Peer", "agent_toml",
            "cpu_seconds", "rss_bytes"]

@@ -1,8 +1,8 @@
 """Detectors area: rows per second through ``score_learn``, and the River adapters' overhead.
 
-Every detector kind in :data:`shopfloor.detect.registry.DETECTORS` is built with its defaults
-and fed seeded rows in batches of :data:`BATCH` (what the agent's worker hands a pipeline), one
-``score_learn`` call per batch, every row learned:
+Every detector kind in :data:`shopfloor.scoring.detect.registry.DETECTORS` is built with its
+defaults and fed seeded rows in batches of :data:`BATCH` (what the agent's worker hands a pipeline),
+one ``score_learn`` call per batch, every row learned:
 
 ==============================  ===========================================  ================
 subject                         reference                                    target (ratio)
@@ -46,7 +46,7 @@ RIVER_TARGET = Target(0.83, "River adapter overhead <= 20% of River called direc
 
 def run(bench: Bench) -> None:
     """Measure every detector kind in the registry, then the thresholds and the alarm."""
-    from shopfloor.detect import registry
+    from shopfloor.scoring.detect import registry
 
     rng = np.random.default_rng(20240503)
     for kind in registry.DETECTORS:
@@ -62,8 +62,8 @@ def run(bench: Bench) -> None:
         else:
             _chart(bench, kind, cls, rng)
     try:
-        from shopfloor.detect.alarm import Alarm
-        from shopfloor.detect.threshold import FixedThreshold, QuantileThreshold
+        from shopfloor.scoring.detect.alarm import Alarm
+        from shopfloor.scoring.detect.threshold import FixedThreshold, QuantileThreshold
     except ImportError as exc:
         bench.skip("thresholds and alarm", f"not importable yet: {exc}")
         return
@@ -345,8 +345,8 @@ def python_alarm(
     exceed: list[bool], *, raise_after: int, clear_after: int, cooldown: int, warmup: int,
     pause_learning: bool, max_pause: int, adapt_after: float = 3600.0,
 ) -> tuple[list[int], list[bool], list[bool], list[bool], list[bool]]:
-    """The alarm rules of :mod:`shopfloor.detect.alarm`, one sample at a time in pure Python,
-    on the sample clock (sample i at i + 1 seconds).
+    """The alarm rules of :mod:`shopfloor.scoring.detect.alarm`, one sample at a time in pure
+    Python, on the sample clock (sample i at i + 1 seconds).
 
     Returns state codes, raised, cleared, learn and withheld, one entry per sample.
     """

@@ -58,7 +58,7 @@ from benchmarks.faults_scrape import run_scrape
 from benchmarks.faults_soak import run_soak
 from benchmarks.faults_tables import run_tables
 from benchmarks.harness import whole_number
-from shopfloor.broker import find_mosquitto
+from shopfloor.tools.broker import find_mosquitto
 
 __all__ = ["SCENARIOS", "main", "parser", "report_lines"]
 

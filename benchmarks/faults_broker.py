@@ -35,7 +35,7 @@ from benchmarks.faults_rig import (
     wait_for,
 )
 from benchmarks.faults_traffic import SampleStream
-from shopfloor.broker import free_port
+from shopfloor.tools.broker import free_port
 
 __all__ = ["run_broker"]
 

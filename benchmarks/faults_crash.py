@@ -42,7 +42,7 @@ from benchmarks.faults_rig import (
     bare_config,
 )
 from benchmarks.faults_traffic import SampleStream, wait_subscribed
-from shopfloor.broker import free_port
+from shopfloor.tools.broker import free_port
 
 __all__ = ["run_kill9", "run_sigterm"]
 

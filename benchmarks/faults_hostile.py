@@ -35,9 +35,9 @@ from benchmarks.faults_rig import (
     example_config,
 )
 from benchmarks.faults_traffic import publish_all
-from shopfloor.broker import free_port
-from shopfloor.codecs import FRAME_HEADER, encode_frame
-from shopfloor.sparkplug import DataType, encode_data, sparkplug_topic
+from shopfloor.receiving.codecs import FRAME_HEADER, encode_frame
+from shopfloor.receiving.sparkplug import DataType, encode_data, sparkplug_topic
+from shopfloor.tools.broker import free_port
 
 __all__ = ["hostile_messages", "run_hostile"]
 

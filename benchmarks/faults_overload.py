@@ -33,7 +33,7 @@ from benchmarks.faults_rig import (
     Outcome,
     bare_config,
 )
-from shopfloor.broker import free_port
+from shopfloor.tools.broker import free_port
 
 __all__ = ["run_overload"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks.agent_procs import ROOT, AgentProcess, Broker
 from benchmarks.faults_metrics import Scrape, scrape
 from benchmarks.faults_rig import BAD_CHECKPOINT_LINES, SHIPPED_BROKER, Env
-from shopfloor.broker import HOST
+from shopfloor.tools.broker import HOST
 
 __all__ = ["Agent", "FaultBroker", "Ledger", "Saved", "broker_ledger", "read_saved",
            "start_agent", "start_broker"]
@@ -243,8 +243,8 @@ class Saved:
 def read_saved(directory: Path, prefix: str = "") -> Saved:
     """Read ``directory``'s checkpoint as the agent would (checksums, structure) and sum the
     counters of the signals whose ``asset/signal`` starts with ``prefix``."""
-    from shopfloor.checkpoints import FILE_NAME, malformed
-    from shopfloor.state import CheckpointError, read_checkpoint
+    from shopfloor.agent.checkpoints import FILE_NAME, malformed
+    from shopfloor.agent.state import CheckpointError, read_checkpoint
 
     path = directory / FILE_NAME
     if not path.exists():

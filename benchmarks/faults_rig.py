@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmarks.agent_procs import ROOT, BenchError
-from shopfloor.broker import HOST
+from shopfloor.tools.broker import HOST
 
 __all__ = ["BAD_CHECKPOINT_LINES", "EXAMPLE", "JSON_TOPIC", "MEMORY_MAX", "MIB", "SHIPPED_BROKER",
            "STOP_TIMEOUT", "BenchError", "Env", "Outcome", "bare_config", "config_with",
@@ -30,8 +30,9 @@ EXAMPLE = ROOT / "edge" / "agent.example.toml"
 SHIPPED_BROKER = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 UNIT = ROOT / "deploy" / "systemd" / "shopfloor-agent.service"
 
-#: What the agent logs when a checkpoint cannot be used (src/shopfloor/state.py ``discard`` and
-#: src/shopfloor/checkpoints.py): any of these after a restart means the state was not restored.
+#: What the agent logs when a checkpoint cannot be used (src/shopfloor/agent/state.py ``discard``
+#: and src/shopfloor/agent/checkpoints.py): any of these after a restart means the state was not
+#: restored.
 BAD_CHECKPOINT_LINES = (
     "checkpoint unusable, starting cold",
     "cannot be moved aside",

@@ -36,7 +36,7 @@ from benchmarks.faults_rig import (
     bare_config,
 )
 from benchmarks.faults_traffic import SampleStream, wait_subscribed
-from shopfloor.broker import HOST, free_port
+from shopfloor.tools.broker import HOST, free_port
 
 __all__ = ["Storm", "run_scrape"]
 

@@ -35,7 +35,7 @@ from benchmarks.faults_rig import (
     Env,
     Outcome,
 )
-from shopfloor.broker import HOST, free_port
+from shopfloor.tools.broker import HOST, free_port
 
 __all__ = ["run_soak"]
 
@@ -45,7 +45,7 @@ EXTRA_SIGNALS = 96  # with the simulator's four quality signals: 100 scalar sign
 
 
 def run_soak(env: Env) -> Outcome:
-    from shopfloor.simulate import Plant, agent_config_toml, standard_faults
+    from shopfloor.tools.simulate import Plant, agent_config_toml, standard_faults
 
     out = env.outcome("soak", "soak at 80 % of measured capacity with the simulator's faults")
     duration = env.size(120.0, 3600.0)

@@ -27,8 +27,8 @@ from benchmarks.faults_rig import (
     example_config,
 )
 from benchmarks.faults_traffic import publish_all
-from shopfloor.broker import free_port
-from shopfloor.sparkplug import DataType, encode_data, encode_dbirth, sparkplug_topic
+from shopfloor.receiving.sparkplug import DataType, encode_data, encode_dbirth, sparkplug_topic
+from shopfloor.tools.broker import free_port
 
 __all__ = ["run_tables"]
 

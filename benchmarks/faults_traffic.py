@@ -13,7 +13,7 @@ import numpy as np
 from benchmarks.agent_procs import BenchError
 from benchmarks.faults_procs import Agent
 from benchmarks.faults_rig import wait_for
-from shopfloor.broker import HOST
+from shopfloor.tools.broker import HOST
 
 __all__ = ["SampleStream", "publish_all", "wait_subscribed"]
 

@@ -76,7 +76,7 @@ def _vibration_frames(rng: np.random.Generator, n_frames: int) -> F64:
 
 
 def _frame_stats(bench: Bench, frames: F64) -> None:
-    from shopfloor.kernels.frame import frame_stats
+    from shopfloor.scoring.kernels.frame import frame_stats
 
     small = np.ascontiguousarray(frames[:1])
     got = bench.first_call("frame_stats", lambda: frame_stats(frames))[0]
@@ -97,7 +97,7 @@ def _frame_stats(bench: Bench, frames: F64) -> None:
 
 
 def _spectral(bench: Bench, frames: F64) -> None:
-    from shopfloor.kernels.spectrum import spectral_features, spectral_plan
+    from shopfloor.scoring.kernels.spectrum import spectral_features, spectral_plan
 
     plan = spectral_plan(FRAME_LEN, SAMPLE_RATE, accel_unit="g", **SPECTRAL)
 
@@ -118,17 +118,17 @@ def _spectral(bench: Bench, frames: F64) -> None:
         [Target(0.8, "kernel rate >= 80% of np.fft.rfft's")],
     )
     try:
-        from shopfloor.features import FrameFeatures
+        from shopfloor.scoring.features import FrameFeatures
     except ImportError as exc:
-        bench.skip("FrameFeatures", f"shopfloor.features not importable: {exc}")
+        bench.skip("FrameFeatures", f"shopfloor.scoring.features not importable: {exc}")
         return
     _frame_features(bench, frames, FrameFeatures)
 
 
 def _frame_features(bench: Bench, frames: F64, frame_features: Any) -> None:
-    from shopfloor.features import BEARING_6205_2RS
-    from shopfloor.kernels.frame import frame_stats
-    from shopfloor.kernels.spectrum import spectral_features, spectral_plan
+    from shopfloor.scoring.features import BEARING_6205_2RS
+    from shopfloor.scoring.kernels.frame import frame_stats
+    from shopfloor.scoring.kernels.spectrum import spectral_features, spectral_plan
 
     shaft_hz = 24.7
     ff = frame_features(
@@ -160,7 +160,7 @@ def _frame_features(bench: Bench, frames: F64, frame_features: Any) -> None:
 
 
 def _charts(bench: Bench, stream: F64) -> None:
-    from shopfloor.kernels import stats
+    from shopfloor.scoring.kernels import stats
 
     learn = np.ones(stream.size, dtype=np.bool_)
     small = stream[:20_000].copy()
@@ -209,7 +209,8 @@ def _charts(bench: Bench, stream: F64) -> None:
 
 
 def numpy_frame_stats(frames: F64) -> F64:
-    """The seven statistics of :mod:`shopfloor.kernels.frame`, NumPy-vectorised (no NaN skip)."""
+    """The seven statistics of :mod:`shopfloor.scoring.kernels.frame`, NumPy-vectorised (no
+    NaN skip)."""
     mean = frames.mean(axis=1)
     dev = frames - mean[:, None]
     dev2 = dev * dev
@@ -246,7 +247,7 @@ def python_frame_stats(frames: F64) -> F64:
 def numpy_spectral(frames: F64, **spec: Any) -> F64:
     """Band energies, velocity rms and envelope depth the textbook NumPy way.
 
-    Built from :mod:`shopfloor.kernels.spectrum`'s documented definitions (bins with
+    Built from :mod:`shopfloor.scoring.kernels.spectrum`'s documented definitions (bins with
     ``lo <= f_k < hi``, one-sided power), not from its plan, so that it checks the kernel.
     The envelope goes through the analytic signal (inverse FFT of the band, doubled) and the
     spectrum of its squared magnitude: two FFTs more than the kernel's lag products.

@@ -1,6 +1,6 @@
 """Metrics area: what a /metrics scrape costs at the signal cap, and what metrics cost a message.
 
-An in-process :class:`shopfloor.agent.Agent` (never started: no broker, no HTTP server) holds
+An in-process :class:`shopfloor.agent.run.Agent` (never started: no broker, no HTTP server) holds
 2,000 scalar signals, each fed 200 samples through its worker, so every per-signal series is
 there with finite values. Its registry is what ``/metrics`` serves.
 
@@ -34,11 +34,11 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.harness import Bench, Case, Figure, _time, agree
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.codecs import Samples
-from shopfloor.ingest import Item
-from shopfloor.worker import Worker
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.agent.worker import Worker
+from shopfloor.receiving.codecs import Samples
+from shopfloor.receiving.ingest import Item
 
 __all__ = ["build_agent", "plain_registry", "run"]
 

@@ -2,7 +2,7 @@
 
 One frame signal ``motor/de_accel`` (drive-end accelerometer, 12 kHz) is fitted once on the
 start of the healthy recording (48 kHz, decimated by 4); that fitted state is then restored
-into a fresh :class:`~shopfloor.pipeline.Plant` for each continuation:
+into a fresh :class:`~shopfloor.scoring.pipeline.Plant` for each continuation:
 
 (a) held back
     The rest of the healthy recording, straight after the fitted part: no alarm expected.
@@ -11,7 +11,8 @@ into a fresh :class:`~shopfloor.pipeline.Plant` for each continuation:
     waveform jumps (below): no alarm expected.
 (c) each fault (IR, B, OR@6)
     The fault recording from its first sample: an alarm expected, and the defect the
-    diagnosis (:mod:`shopfloor.diagnosis`) names on the alarm's frame compared with the truth.
+    diagnosis (:mod:`shopfloor.scoring.diagnosis`) names on the alarm's frame compared with the
+    truth.
 
 Every continuation starts a new frame grid at its first sample, so every scored frame lies
 wholly inside one recording, as frames from a sensor do; delays count from the first frame
@@ -43,7 +44,7 @@ What was picked, on what (all before any fault recording was streamed through a 
   6205-2RS defect orders of the README, and the velocity at 1x and 2x shaft speed, so the
   diagnosis may also answer unbalance or misalignment (a wrong answer it can give).
 - Diagnosis: its defaults (``min_ratio`` 4 from the healthy recording's spread and the noise
-  statistics of an envelope line, see :mod:`shopfloor.diagnosis`), machine group
+  statistics of an envelope line, see :mod:`shopfloor.scoring.diagnosis`), machine group
   ``group2_rigid`` (the motor, 1.5 kW, is below ISO 20816-3's 15 kW: its zone is shown, not
   judged). One rule of the diagnosis was written after seeing, on the features alone, that
   the B recording raises the cage-frequency line most: a cage-rate line with a risen
@@ -62,10 +63,10 @@ from numpy.typing import NDArray
 
 from benchmarks.quality_data import decimate, frames, lowpass_taps, read_cwru
 from shopfloor.config import PipelineConfig, config_from_dict
-from shopfloor.detect.alarm import Alarm, AlarmState
-from shopfloor.detect.base import State
-from shopfloor.diagnosis import DEFECTS, ZONES
-from shopfloor.pipeline import Plant, Signal, SignalBatch
+from shopfloor.scoring.detect.alarm import Alarm, AlarmState
+from shopfloor.scoring.detect.base import State
+from shopfloor.scoring.diagnosis import DEFECTS, ZONES
+from shopfloor.scoring.pipeline import Plant, Signal, SignalBatch
 
 __all__ = [
     "DEFECT_ORDERS",

@@ -1,6 +1,6 @@
 """SKAB's scores: point-wise F1, FAR and MAR, and the NAB-style changepoint score.
 
-The point-wise ones (:class:`Confusion`, :func:`confusion`) are :mod:`shopfloor.scoring`'s,
+The point-wise ones (:class:`Confusion`, :func:`confusion`) are :mod:`shopfloor.tools.scores`'s,
 shared with ``shopfloor replay``.
 
 Both follow SKAB's leaderboard protocol (see the data folder's README): every test row of every
@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 
 # The point-wise scores live in the library (``shopfloor replay`` prints them too); they are
 # re-exported here under the names the benchmark has always used.
-from shopfloor.scoring import Confusion, as_labels, confusion
+from shopfloor.tools.scores import Confusion, as_labels, confusion
 
 __all__ = [
     "NAB_PROFILES",

@@ -2,7 +2,7 @@
 
 Data: ``<data>/nab/data/<folder>/<file>.csv`` (``timestamp,value``) and the label windows in
 ``<data>/nab/labels/combined_windows.json`` (see the data folder's README). Each file is one
-scalar signal through a fresh :class:`~shopfloor.pipeline.Plant` with shopfloor's default
+scalar signal through a fresh :class:`~shopfloor.scoring.pipeline.Plant` with shopfloor's default
 configuration (``default_config([column], asset)``), the rows' timestamps as signal times.
 Two outputs are scored as NAB detectors:
 
@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shopfloor.pipeline import Plant
-from shopfloor.replay import default_config
+from shopfloor.scoring.pipeline import Plant
+from shopfloor.tools.replay import default_config
 
 __all__ = [
     "ALARM",

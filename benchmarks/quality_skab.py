@@ -1,19 +1,19 @@
 """SKAB through shopfloor's own pipeline: configurations, one fresh plant per file, scores.
 
-Each experiment file is replayed through a fresh :class:`~shopfloor.pipeline.Plant` built from
-a config dict, exactly as ``shopfloor replay`` does (every sensor column a scalar signal of one
-asset ``pump``). Rows ``0 .. TRAIN_ROWS-1`` are the training part: they are fed so that the
-pipeline learns, and whatever it alarms there is ignored; rows from ``TRAIN_ROWS`` on are
-scored. A row's predicted label is the replay's ``anomaly`` (any alarm of the asset or of one of
-its signals ACTIVE); the "asset" label uses only the asset-level detector's alarm.
+Each experiment file is replayed through a fresh :class:`~shopfloor.scoring.pipeline.Plant` built
+from a config dict, exactly as ``shopfloor replay`` does (every sensor column a scalar signal of one
+asset ``pump``). Rows ``0 .. TRAIN_ROWS-1`` are the training part: they are fed so that the pipeline
+learns, and whatever it alarms there is ignored; rows from ``TRAIN_ROWS`` on are scored. A row's
+predicted label is the replay's ``anomaly`` (any alarm of the asset or of one of its signals
+ACTIVE); the "asset" label uses only the asset-level detector's alarm.
 
 Configurations, each with the library's defaults (no tuning on SKAB): the defaults are what a
 plant runs, so they are what is measured. The alarm warm-up is the protocol's ``TRAIN_ROWS``
 (400 rows: the default warm-up is 400 too, for its own reasons - see
-:mod:`shopfloor.detect.alarm`).
+:mod:`shopfloor.scoring.detect.alarm`).
 
 ``default``
-    ``shopfloor.replay.default_config``: z-score per signal (with its stuck-value check), the
+    ``shopfloor.tools.replay.default_config``: z-score per signal (with its stuck-value check), the
     asset-level Mahalanobis detector on forecast residuals, pot thresholds at a false-alarm
     rate of 1e-3, the default alarm lifecycle.
 ``<family>``
@@ -48,9 +48,9 @@ from benchmarks.quality_metrics import (
     predicted_changepoints,
 )
 from shopfloor.config import PipelineConfig, config_from_dict
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.pipeline import Plant
-from shopfloor.replay import default_config
+from shopfloor.scoring.detect.alarm import AlarmState
+from shopfloor.scoring.pipeline import Plant
+from shopfloor.tools.replay import default_config
 
 __all__ = [
     "ASSET",

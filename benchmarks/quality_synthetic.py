@@ -2,7 +2,7 @@
 change raise an alarm, how soon, does the alarm end, and how often do healthy signals alarm.
 
 Every case is one scalar signal (unit-variance healthy noise, one sample a second) through a
-fresh :class:`~shopfloor.pipeline.Plant` built by ``default_config`` - the configuration a
+fresh :class:`~shopfloor.scoring.pipeline.Plant` built by ``default_config`` - the configuration a
 plant gets without tuning. Changes start at sample ``change`` after a healthy stretch:
 
 =========================  =====================================================  ==========
@@ -51,8 +51,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from shopfloor.pipeline import Plant
-from shopfloor.replay import default_config
+from shopfloor.scoring.pipeline import Plant
+from shopfloor.tools.replay import default_config
 
 __all__ = [
     "EXPECT_ALARM",

@@ -1,11 +1,11 @@
 """Scaling area: cost per sample and per frame as the number of signals grows (issue 6).
 
 Messages go the agent's way, in process: real payloads (``encode_json_scalar``, int16
-``encode_frame``) into :meth:`shopfloor.ingest.Ingest.on_message` (topic match, decode, signal
-cap, queue), one drain of the queue, :meth:`shopfloor.worker.Worker.process` (grouping,
-pipelines, alarm bookkeeping). Each timed call is one batch: the messages that arrive in 50 ms
-at a fixed total rate, spread round-robin over the signals, so with more signals a batch holds
-fewer samples of each and the per-signal overhead shows.
+``encode_frame``) into :meth:`shopfloor.receiving.ingest.Ingest.on_message` (topic match, decode,
+signal cap, queue), one drain of the queue, :meth:`shopfloor.agent.worker.Worker.process` (grouping,
+pipelines, alarm bookkeeping). Each timed call is one batch: the messages that arrive in 50 ms at a
+fixed total rate, spread round-robin over the signals, so with more signals a batch holds fewer
+samples of each and the per-signal overhead shows.
 
 =================================================  ==========================================
 subject                                            reference
@@ -43,11 +43,11 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.harness import Bench, Case, Figure, Target
-from shopfloor.agent_config import AgentConfig, parse_agent_config
-from shopfloor.codecs import encode_frame, encode_json_scalar
-from shopfloor.ingest import BoundedQueue, Ingest, Item
-from shopfloor.pipeline import Plant
-from shopfloor.worker import Worker
+from shopfloor.agent.config import AgentConfig, parse_agent_config
+from shopfloor.agent.worker import Worker
+from shopfloor.receiving.codecs import encode_frame, encode_json_scalar
+from shopfloor.receiving.ingest import BoundedQueue, Ingest, Item
+from shopfloor.scoring.pipeline import Plant
 
 __all__ = ["CORE_SHARE", "Feed", "run"]
 
@@ -248,7 +248,7 @@ def _worker_only(bench: Bench, signals: int, assets: int | None) -> None:
         passed=ratio >= WORKER_TARGET.minimum if assets == 0 else None,
         note=f"{1e6 / statistics.median(rates[0]):.2f} µs a sample in the worker "
              f"({1e6 / statistics.median(rates[1]):.2f} at 1 signal; issue 12's target <= 3); "
-             f"ingest untimed; signals in banks (shopfloor.bank)",
+             f"ingest untimed; signals in banks (shopfloor.scoring.bank)",
     ))
 
 

@@ -1,12 +1,12 @@
 """Startup area: from process start to ``READY=1``, and the memory the agent holds then.
 
 Each start is ``python -m shopfloor run --config F`` as systemd runs it, with ``$NOTIFY_SOCKET``
-pointing at a unix datagram socket bound here (:class:`shopfloor.systemd.NotifyListener`) and a
-real Mosquitto on loopback. The time is from just before the process is spawned to the arrival
-of ``READY=1``, which the agent sends once the config is valid, every kernel of its pipelines is
-compiled or loaded (:mod:`shopfloor.warmup`) and /metrics listens. The memory is read from
-``/proc/PID/status`` the moment ``READY`` arrives: VmRSS, and in the notes its private
-(RssAnon) and file-backed (RssFile: shared library pages, mostly LLVM's) parts.
+pointing at a unix datagram socket bound here (:class:`shopfloor.agent.systemd.NotifyListener`) and
+a real Mosquitto on loopback. The time is from just before the process is spawned to the arrival of
+``READY=1``, which the agent sends once the config is valid, every kernel of its pipelines is
+compiled or loaded (:mod:`shopfloor.agent.warmup`) and /metrics listens. The memory is read from
+``/proc/PID/status`` the moment ``READY`` arrives: VmRSS, and in the notes its private (RssAnon) and
+file-backed (RssFile: shared library pages, mostly LLVM's) parts.
 
 Each round starts the agent three times: with an empty ``NUMBA_CACHE_DIR`` (everything is
 compiled), again on the cache that start filled, and on the same cache with a River detector
@@ -23,7 +23,7 @@ VmRSS at READY, River detector (hst)               VmRSS at READY, no River dete
 
 A target is a fixed reference, so its ratio (target / measured) is >= 1 exactly when the
 figure is within it. The configuration is the simulated plant's (vibration frames and quality
-scalars, :func:`shopfloor.simulate.agent_config_toml`); ``--quick`` uses one scalar
+scalars, :func:`shopfloor.tools.simulate.agent_config_toml`); ``--quick`` uses one scalar
 subscription instead, which compiles in a few seconds, and two rounds. Whole-process starts
 are slow (a cold one compiles for 15 s or more), so this area runs 2 rounds quick and 5 full,
 whatever ``--repeats`` says.
@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.harness import Bench, Figure, Target
-from shopfloor.broker import Mosquitto, find_mosquitto
-from shopfloor.systemd import NotifyListener
+from shopfloor.agent.systemd import NotifyListener
+from shopfloor.tools.broker import Mosquitto, find_mosquitto
 
 __all__ = ["Start", "run", "start_agent"]
 
@@ -127,7 +127,7 @@ detector = {{ kind = "zscore" }}
 """
         river = base.replace('kind = "zscore"', 'kind = "hst"')
     else:
-        from shopfloor.simulate import Plant, agent_config_toml
+        from shopfloor.tools.simulate import Plant, agent_config_toml
 
         base = agent_config_toml(Plant(), broker.host, broker.port,
                                  client_id="sfbench-startup", metrics_port=0)

@@ -448,7 +448,7 @@ fi
 metrics_url=$("$VENV/bin/python" - "$CONFIG" <<'PY'
 import sys
 
-from shopfloor.agent_config import load_agent_config
+from shopfloor.agent.config import load_agent_config
 
 m = load_agent_config(sys.argv[1]).metrics
 host = m.host if m.host not in ("0.0.0.0", "::", "") else "THIS-DEVICE"

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shopfloor.broker import (
+from shopfloor.receiving.mqtt import MqttLink, MqttSettings, Receipt
+from shopfloor.tools.broker import (
     BrokerError,
     Mosquitto,
     TlsFiles,
@@ -21,7 +22,6 @@ from shopfloor.broker import (
     free_port,
     make_tls_files,
 )
-from shopfloor.mqtt import MqttLink, MqttSettings, Receipt
 
 __all__ = [
     "BrokerError",

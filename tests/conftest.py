@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from broker import BrokerFactory, LinkFactory
-from shopfloor.broker import INSTALL_HINT, SBIN_DIRS, Mosquitto, find_mosquitto
-from shopfloor.mqtt import MessageHandler, MqttLink, MqttSettings
+from shopfloor.receiving.mqtt import MessageHandler, MqttLink, MqttSettings
+from shopfloor.tools.broker import INSTALL_HINT, SBIN_DIRS, Mosquitto, find_mosquitto
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +18,7 @@ def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process agents see the 2 cores of CI whatever the machine: ``agent.workers = 0``
     then means one worker in the test's own process, which most tests drive directly. The
     scoring processes are tested where a test sets ``workers``."""
-    monkeypatch.setattr("shopfloor.agent_config.usable_cores", lambda: 2)
+    monkeypatch.setattr("shopfloor.agent.config.usable_cores", lambda: 2)
 
 
 @pytest.fixture

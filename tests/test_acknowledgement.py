@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from broker import LinkFactory, Mosquitto, free_port, link_settings, wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import AgentConfig, parse_agent_config
-from shopfloor.checkpoints import FILE_NAME
-from shopfloor.codecs import Samples, encode_frame, encode_json_scalar
-from shopfloor.ingest import BoundedQueue, Ingest, Item, finish
-from shopfloor.mqtt import MqttLink, MqttSettings, Receipt
-from shopfloor.pipeline import Plant
-from shopfloor.warmup import warm_up
-from shopfloor.worker import Worker
+from shopfloor.agent.checkpoints import FILE_NAME
+from shopfloor.agent.config import AgentConfig, parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.agent.warmup import warm_up
+from shopfloor.agent.worker import Worker
+from shopfloor.receiving.codecs import Samples, encode_frame, encode_json_scalar
+from shopfloor.receiving.ingest import BoundedQueue, Ingest, Item, finish
+from shopfloor.receiving.mqtt import MqttLink, MqttSettings, Receipt
+from shopfloor.scoring.pipeline import Plant
 from test_agent_integration import (
     SAMPLE_RATE,
     T0,
@@ -192,7 +192,7 @@ def test_a_stop_past_its_deadline_abandons_the_batch_writes_the_checkpoint_and_s
     # first batch would compile for seconds, and no stop can cut into a compile.
     warm_up(config)
     agent.start()
-    caplog.set_level("INFO", "shopfloor.agent")
+    caplog.set_level("INFO", "shopfloor.agent.run")
     assert agent.stop() is False
     line = next(r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("agent stopped:"))

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shopfloor.admission import GRACE, Admission
-from shopfloor.checkpoints import Checkpointer
-from shopfloor.codecs import Limits, Rejected, decode, encode_json_scalar
-from shopfloor.pipeline import Plant
-from shopfloor.sparkplug import DataType, SparkplugAliases, encode_data, encode_dbirth
-from shopfloor.worker import Worker
+from shopfloor.agent.checkpoints import Checkpointer
+from shopfloor.agent.worker import Worker
+from shopfloor.receiving.admission import GRACE, Admission
+from shopfloor.receiving.codecs import Limits, Rejected, decode, encode_json_scalar
+from shopfloor.receiving.sparkplug import DataType, SparkplugAliases, encode_data, encode_dbirth
+from shopfloor.scoring.pipeline import Plant
 from test_agent_unit import SL, T0, make_config, make_ingest
 
 

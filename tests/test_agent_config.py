@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.agent_config import parse_agent_config
+from shopfloor.agent.config import parse_agent_config
 from shopfloor.cli import main
 from shopfloor.errors import ConfigError
 
@@ -122,7 +122,7 @@ def test_check_command_reads_agent_configs(tmp_path: Path,
 
 def test_the_default_reconnect_is_back_within_a_second_of_the_broker() -> None:
     # With a 60 s ceiling a broker restart cost ~5 s of backoff after the broker was back.
-    from shopfloor.agent_config import MqttConfig
+    from shopfloor.agent.config import MqttConfig
 
     assert MqttConfig().reconnect_max_delay <= 1.0
     assert MqttConfig().reconnect_min_delay <= MqttConfig().reconnect_max_delay

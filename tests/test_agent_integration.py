@@ -2,7 +2,7 @@
 
 Most tests run ``python -m shopfloor run --config F`` as a child process, exactly as systemd
 would, with its log in a file; tests that need the agent's counters use an in-process
-:class:`~shopfloor.agent.Agent`. A watcher client subscribed to ``shopfloor/#`` collects the
+:class:`~shopfloor.agent.run.Agent`. A watcher client subscribed to ``shopfloor/#`` collects the
 anomaly events and retained states.
 
 Readiness and completion are observed, never slept for. Every config has a ``probe``
@@ -38,12 +38,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Inbox, LinkFactory, Mosquitto, free_port, link_settings, wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.codecs import encode_frame, encode_json_scalar
-from shopfloor.mqtt import MqttLink
-from shopfloor.simulate import Fault, Plant, agent_config_toml
-from shopfloor.sparkplug import DataType, encode_data, encode_dbirth
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.receiving.codecs import encode_frame, encode_json_scalar
+from shopfloor.receiving.mqtt import MqttLink
+from shopfloor.receiving.sparkplug import DataType, encode_data, encode_dbirth
+from shopfloor.tools.simulate import Fault, Plant, agent_config_toml
 from test_events import EVENTS, STATES  # the schema's validators, date-time format checked
 
 pytestmark = pytest.mark.integration

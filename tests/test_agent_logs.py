@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shopfloor.agent import ALARM_LOG_INTERVAL, Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.codecs import encode_json_scalar
-from shopfloor.worker import AlarmChange
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.run import ALARM_LOG_INTERVAL, Agent
+from shopfloor.agent.worker import AlarmChange
+from shopfloor.receiving.codecs import encode_json_scalar
 
 CONFIG = """
 [mqtt]
@@ -45,7 +45,7 @@ def test_a_flapping_signal_writes_one_alarm_line_per_interval(
     values[300::6] += 30.0  # three far values in a row every six samples: raise, then clear
     values[301::6] += 30.0
     values[302::6] += 30.0
-    with caplog.at_level(logging.INFO, logger="shopfloor.agent"):
+    with caplog.at_level(logging.INFO, logger="shopfloor.agent.run"):
         for i, v in enumerate(values):
             agent.ingest.on_message("plant/press-1/force", encode_json_scalar(t0 + i, v), t0)
         while agent.worker.run_once(timeout=0.0):

@@ -13,13 +13,19 @@ import time
 import numpy as np
 import pytest
 
-from shopfloor.agent_config import AgentConfig, parse_agent_config
-from shopfloor.codecs import REJECT_REASONS, Frame, Samples, encode_frame, encode_json_scalar
-from shopfloor.events import EventSink, event_document
-from shopfloor.ingest import BoundedQueue, Ingest, Item
-from shopfloor.pipeline import BankedSignal, Plant
-from shopfloor.sparkplug import DataType, encode_data, encode_dbirth
-from shopfloor.worker import AlarmChange, SignalStatus, Worker
+from shopfloor.agent.config import AgentConfig, parse_agent_config
+from shopfloor.agent.events import EventSink, event_document
+from shopfloor.agent.worker import AlarmChange, SignalStatus, Worker
+from shopfloor.receiving.codecs import (
+    REJECT_REASONS,
+    Frame,
+    Samples,
+    encode_frame,
+    encode_json_scalar,
+)
+from shopfloor.receiving.ingest import BoundedQueue, Ingest, Item
+from shopfloor.receiving.sparkplug import DataType, encode_data, encode_dbirth
+from shopfloor.scoring.pipeline import BankedSignal, Plant
 from test_events import EVENTS, FakeLink  # the schema's validator, a recording publisher
 
 RATE = 12_000.0
@@ -488,7 +494,7 @@ def test_sparkplug_message_types_are_not_labels() -> None:
 def test_a_long_batch_keeps_the_heartbeat_going_and_scores_as_one_call() -> None:
     # 1,000-value JSON batches with an alarm active (the per-sample path) left 34.7 s between
     # watchdog pings: the worker now beats after every CHUNK_SAMPLES of pipeline work.
-    from shopfloor.worker import CHUNK_SAMPLES
+    from shopfloor.agent.worker import CHUNK_SAMPLES
 
     ingest, worker, changes, _ = run()
     beats: list[int] = []
@@ -514,7 +520,7 @@ def test_a_long_batch_keeps_the_heartbeat_going_and_scores_as_one_call() -> None
 
 
 def test_the_batch_duration_histogram_reaches_a_minute() -> None:
-    from shopfloor.metrics import DURATION_BUCKETS
+    from shopfloor.agent.metrics import DURATION_BUCKETS
 
     assert DURATION_BUCKETS[-1] >= 60.0  # WatchdogSec=30: slow batches must show
 
@@ -568,7 +574,7 @@ def test_one_signal_that_fails_costs_only_its_own_messages_of_the_batch(
     if banks:
         # The bank's path fails before its bank moved: each signal takes its own path,
         # where only the broken one fails.
-        import shopfloor.worker_banks as worker_banks
+        import shopfloor.agent.worker_banks as worker_banks
         monkeypatch.setattr(worker_banks, "order_steps", fail)
     for t in range(3, 6):  # one batch: the broken signal's messages between the others'
         ingest.on_message("plant/s/l/press-6/force", encode_json_scalar(T0 + t, 1.0), T0)

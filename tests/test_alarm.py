@@ -1,7 +1,7 @@
 """The alarm state machine against a per-sample reference and a declarative statement of its rules.
 
 Two independent checks: :class:`ReferenceAlarm`, a plain-Python loop written from the rules in
-:mod:`shopfloor.detect.alarm`, compared exactly; and :func:`check_rules`, which states every
+:mod:`shopfloor.scoring.detect.alarm`, compared exactly; and :func:`check_rules`, which states every
 rule as a property of the whole output (no state machine at all) and is run by hypothesis.
 """
 
@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from shopfloor.detect import alarm as alarm_module
-from shopfloor.detect.alarm import Alarm, AlarmBatch, AlarmState
-from shopfloor.kernels import alarm as kernel
+from shopfloor.scoring.detect import alarm as alarm_module
+from shopfloor.scoring.detect.alarm import Alarm, AlarmBatch, AlarmState
+from shopfloor.scoring.kernels import alarm as kernel
 
 W, N, A, C = (int(s) for s in (AlarmState.WARMING_UP, AlarmState.NORMAL, AlarmState.ACTIVE,
                                 AlarmState.COOLDOWN))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from shopfloor.detect.asset import AssetDetector
-from shopfloor.detect.base import Detector
+from shopfloor.scoring.detect.asset import AssetDetector
+from shopfloor.scoring.detect.base import Detector
 
 
 def chi2_isf_even(alpha: float, d: int) -> float:
@@ -204,7 +204,7 @@ def test_score_one_and_learn_one_helpers() -> None:
 
 
 def test_built_from_a_config_table() -> None:
-    from shopfloor.detect.registry import DETECTORS, build
+    from shopfloor.scoring.detect.registry import DETECTORS, build
 
     det = build(DETECTORS, {"kind": "mahalanobis", "half_life": 500, "min_samples": 50})
     assert isinstance(det, AssetDetector)

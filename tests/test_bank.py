@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shopfloor.bank import ScalarBank
 from shopfloor.config import (
     DEFAULT_ALARM,
     DEFAULT_DETECTOR,
@@ -20,8 +19,9 @@ from shopfloor.config import (
     SignalSpec,
     StageSpec,
 )
-from shopfloor.monitor import MonitorBatch
-from shopfloor.pipeline import BankedSignal, SignalPipeline
+from shopfloor.scoring.bank import ScalarBank
+from shopfloor.scoring.monitor import MonitorBatch
+from shopfloor.scoring.pipeline import BankedSignal, SignalPipeline
 
 DEFAULT = StageSpec(dict(DEFAULT_DETECTOR), dict(DEFAULT_THRESHOLD), dict(DEFAULT_ALARM))
 # Small warm-ups and calibration, so a few hundred samples reach alarms and adoptions.
@@ -302,11 +302,11 @@ def test_the_worker_with_banks_tells_what_it_tells_with_pipelines(seed: int,
     # through the bank path (order check, chunked scoring, status and event bookkeeping).
     import time
 
-    from shopfloor.agent_config import parse_agent_config
-    from shopfloor.codecs import encode_frame, encode_json_batch, encode_json_scalar
-    from shopfloor.ingest import BoundedQueue, Ingest
-    from shopfloor.pipeline import Plant
-    from shopfloor.worker import AlarmChange, SignalStatus, Worker
+    from shopfloor.agent.config import parse_agent_config
+    from shopfloor.agent.worker import AlarmChange, SignalStatus, Worker
+    from shopfloor.receiving.codecs import encode_frame, encode_json_batch, encode_json_scalar
+    from shopfloor.receiving.ingest import BoundedQueue, Ingest
+    from shopfloor.scoring.pipeline import Plant
 
     config = parse_agent_config(WORKER_CONFIG, source="banks.toml")
     rng = np.random.default_rng(seed)
@@ -400,7 +400,7 @@ def frame_data(rng: np.random.Generator, n: int, length: int = 256
        ranged=st.booleans())
 def test_a_frame_bank_equals_the_pipelines_bit_for_bit(seed: int, signals: int, drains: int,
                                                          ranged: bool) -> None:
-    from shopfloor.bank import FrameBank
+    from shopfloor.scoring.bank import FrameBank
 
     rng = np.random.default_rng(seed)
     valid = (-5.0, 5.0) if ranged else None
@@ -448,9 +448,9 @@ def test_a_frame_bank_equals_the_pipelines_bit_for_bit(seed: int, signals: int, 
 
 
 def test_frame_signals_join_frame_banks_by_stage_and_features() -> None:
-    from shopfloor.bank import FrameBank
     from shopfloor.config import PipelineConfig
-    from shopfloor.pipeline import Plant
+    from shopfloor.scoring.bank import FrameBank
+    from shopfloor.scoring.pipeline import Plant
 
     other = {**FRAME_FEATURES, "sample_rate": 5120.0}
     specs = [frame_spec(0), frame_spec(1),
@@ -465,7 +465,7 @@ def test_frame_signals_join_frame_banks_by_stage_and_features() -> None:
 def test_without_times_a_bank_row_keeps_the_pipelines_sample_clock() -> None:
     # Replay and the tests feed samples without times: one second apart after the last one.
     from shopfloor.config import PipelineConfig
-    from shopfloor.pipeline import Plant
+    from shopfloor.scoring.pipeline import Plant
 
     rng = np.random.default_rng(13)
     x = rng.normal(10.0, 1.0, 300)
@@ -484,11 +484,11 @@ def test_without_times_a_bank_row_keeps_the_pipelines_sample_clock() -> None:
 def test_a_drain_whose_every_sample_the_gate_refuses_is_counted_not_an_error() -> None:
     # Found by CI: a chunk without one accepted sample made the bank path fail, and every
     # signal of the bank lost its batch.
-    from shopfloor.agent_config import parse_agent_config
-    from shopfloor.codecs import encode_json_scalar
-    from shopfloor.ingest import BoundedQueue, Ingest
-    from shopfloor.pipeline import Plant
-    from shopfloor.worker import Worker
+    from shopfloor.agent.config import parse_agent_config
+    from shopfloor.agent.worker import Worker
+    from shopfloor.receiving.codecs import encode_json_scalar
+    from shopfloor.receiving.ingest import BoundedQueue, Ingest
+    from shopfloor.scoring.pipeline import Plant
 
     config = parse_agent_config(WORKER_CONFIG.replace(
         'codec = "json"\n', 'codec = "json"\nvalid_range = [0.0, 100.0]\n', 1), source="b.toml")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from shopfloor.broker import find_mosquitto
+from shopfloor.tools.broker import find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The agent and startup areas need a broker; without one they record a skip instead of figures.

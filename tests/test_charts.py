@@ -11,8 +11,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from shopfloor.detect.base import Detector
-from shopfloor.detect.charts import (
+from shopfloor.scoring.detect.base import Detector
+from shopfloor.scoring.detect.charts import (
     ChartDetector,
     CusumDetector,
     EwmaChart,
@@ -23,7 +23,7 @@ from shopfloor.detect.charts import (
     sigma_of_surprise,
 )
 
-# Thresholds for a per-sample false-alarm rate p, as documented in shopfloor.detect.charts.
+# Thresholds for a per-sample false-alarm rate p, as documented in shopfloor.scoring.detect.charts.
 Threshold = Callable[[float], float]
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shopfloor.admission import Admission
-from shopfloor.agent_config import AgentConfig, parse_agent_config
-from shopfloor.checkpoints import Checkpointer
-from shopfloor.pipeline import Plant
-from shopfloor.state import read_checkpoint, write_checkpoint
+from shopfloor.agent.checkpoints import Checkpointer
+from shopfloor.agent.config import AgentConfig, parse_agent_config
+from shopfloor.agent.state import read_checkpoint, write_checkpoint
+from shopfloor.receiving.admission import Admission
+from shopfloor.scoring.pipeline import Plant
 
 CONFIG = """
 [mqtt]
@@ -176,7 +176,7 @@ def test_a_state_that_breaks_half_way_leaves_that_signal_fresh_and_the_others_re
 def test_a_checkpoint_that_inflates_past_the_bound_is_refused_without_inflating_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shopfloor import state as state_module
+    from shopfloor.agent import state as state_module
 
     config, plant = build()
     ck = Checkpointer(config, plant, tmp_path, 60)

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shopfloor import codecs
-from shopfloor.codecs import (
+from shopfloor.receiving import codecs
+from shopfloor.receiving.codecs import (
     CODECS,
     REJECT_REASONS,
     Frame,
@@ -32,7 +32,7 @@ from shopfloor.codecs import (
     encode_json_batch,
     encode_json_scalar,
 )
-from shopfloor.sparkplug import DataType, SparkplugAliases, encode_data, encode_nbirth
+from shopfloor.receiving.sparkplug import DataType, SparkplugAliases, encode_data, encode_nbirth
 
 LIMITS = Limits()
 ARRIVAL = 1_767_225_600.25  # 2026-01-01 00:00:00.25 UTC
@@ -390,7 +390,7 @@ def test_unexpected_exceptions_become_rejections(
 def test_unexpected_exception_in_sparkplug_becomes_a_rejection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shopfloor import sparkplug
+    from shopfloor.receiving import sparkplug
 
     def boom(*args: object) -> None:
         raise MemoryError

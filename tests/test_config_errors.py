@@ -1,8 +1,8 @@
 """Config errors that used to pass ``check`` or end in a traceback (issue 10, item 9).
 
 Each test feeds the input that broke it. ``check`` and ``run`` share one validation
-(:func:`~shopfloor.agent_config.load_agent_config`, then
-:func:`~shopfloor.agent_config.preflight`): both exit 2 with file, line and key, never a
+(:func:`~shopfloor.agent.config.load_agent_config`, then
+:func:`~shopfloor.agent.config.preflight`): both exit 2 with file, line and key, never a
 traceback, and ``run`` fails before it warms up.
 """
 
@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.agent import Agent
-from shopfloor.agent_config import (
+from shopfloor.agent.config import (
     MetricsPortInUseError,
     load_agent_config,
     parse_agent_config,
     preflight,
 )
-from shopfloor.broker import TlsFiles, make_tls_files
+from shopfloor.agent.run import Agent
 from shopfloor.cli import main
 from shopfloor.config import load_config, parse_config
 from shopfloor.errors import ConfigError
+from shopfloor.tools.broker import TlsFiles, make_tls_files
 
 BASE = """\
 [mqtt]

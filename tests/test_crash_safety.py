@@ -16,12 +16,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker import wait_until
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.broker import Mosquitto
-from shopfloor.checkpoints import FILE_NAME, Checkpointer
-from shopfloor.codecs import encode_json_scalar
-from shopfloor.pipeline import Plant
-from shopfloor.state import CheckpointError, read_checkpoint
+from shopfloor.agent.checkpoints import FILE_NAME, Checkpointer
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.state import CheckpointError, read_checkpoint
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.scoring.pipeline import Plant
+from shopfloor.tools.broker import Mosquitto
 
 SIGNALS = ("press-1/force", "press-1/stroke", "oven-2/temp")
 N = 400  # samples per signal and part
@@ -155,7 +155,7 @@ def test_kill_9_then_restart_continues_exactly_from_the_checkpoint(
 WRITER = """
 import os, sys, time
 import numpy as np
-from shopfloor.state import write_checkpoint
+from shopfloor.agent.state import write_checkpoint
 # A slow SD card: each fsync takes 40 ms, so the kills below often land between the temporary
 # file being written and the rename - the window that atomicity is about.
 real_fsync = os.fsync

@@ -26,11 +26,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.broker import Mosquitto
-from shopfloor.codecs import Frame, Samples
-from shopfloor.ingest import Item
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.receiving.codecs import Frame, Samples
+from shopfloor.receiving.ingest import Item
+from shopfloor.tools.broker import Mosquitto
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"

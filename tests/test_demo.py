@@ -40,7 +40,7 @@ def assert_not_started(out: str, err: str) -> None:
     assert ("faulty signals without an alarm: none; healthy signals with an alarm: none; "
             "faults not judged: motor-1/accel (not started), station-2/diameter_mm "
             "(not started), station-2/torque_nm (not started)") in out, out[-2000:] + err[-2000:]
-    started = re.search(r"^(\S+) INFO shopfloor\.agent agent started", err, re.MULTILINE)
+    started = re.search(r"^(\S+) INFO shopfloor\.agent\.run agent started", err, re.MULTILINE)
     assert started is not None, err[-2000:]
     log_time = datetime.strptime(started[1], "%Y-%m-%dT%H:%M:%S%z")
     for s in FAULTY:

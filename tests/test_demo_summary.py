@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from shopfloor import demo_summary
-from shopfloor.demo_summary import DemoClock, SignalSeen, judge, report_text
-from shopfloor.liveview import LOG_TIME_FORMAT
+from shopfloor.tools import demo_summary
+from shopfloor.tools.demo_summary import DemoClock, SignalSeen, judge, report_text
+from shopfloor.tools.liveview import LOG_TIME_FORMAT
 
 T0 = 1_700_000_000.0
 SPEED = 10.0

@@ -6,13 +6,13 @@ import math
 
 from prometheus_client import CollectorRegistry
 
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.demo import demo_plant, log_alarms, view_of
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.liveview import AlarmLog, AssetView, SignalView, render
-from shopfloor.simulate import agent_config_toml
-from shopfloor.worker import AlarmChange, AssetStatus, SignalStatus
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.agent.worker import AlarmChange, AssetStatus, SignalStatus
+from shopfloor.scoring.detect.alarm import AlarmState
+from shopfloor.tools.demo import demo_plant, log_alarms, view_of
+from shopfloor.tools.liveview import AlarmLog, AssetView, SignalView, render
+from shopfloor.tools.simulate import agent_config_toml
 
 
 def demo_agent() -> Agent:

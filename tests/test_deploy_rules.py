@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from broker import wait_until
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.broker import INSTALL_HINT, find_mosquitto, free_port
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.tools.broker import INSTALL_HINT, find_mosquitto, free_port
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"

@@ -22,11 +22,15 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.codecs import Frame
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.events import event_document, load_schema
+from shopfloor.agent.run import Agent
+from shopfloor.agent.worker import AlarmChange
 from shopfloor.config import config_from_dict
-from shopfloor.diagnosis import (
+from shopfloor.errors import ConfigError
+from shopfloor.receiving.codecs import Frame
+from shopfloor.receiving.ingest import Item
+from shopfloor.scoring.diagnosis import (
     DEFECTS,
     ISO_20816_3,
     ZONES,
@@ -34,12 +38,8 @@ from shopfloor.diagnosis import (
     iso_zone,
     split_frame_options,
 )
-from shopfloor.errors import ConfigError
-from shopfloor.events import event_document, load_schema
-from shopfloor.features import BEARING_6205_2RS, FrameFeatures
-from shopfloor.ingest import Item
-from shopfloor.pipeline import Plant
-from shopfloor.worker import AlarmChange
+from shopfloor.scoring.features import BEARING_6205_2RS, FrameFeatures
+from shopfloor.scoring.pipeline import Plant
 
 FS, SHAFT, LEN = 12_000.0, 29.95, 2048
 FEATURES: dict[str, Any] = {

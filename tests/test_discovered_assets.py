@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shopfloor.agent_config import AgentConfig, parse_agent_config
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.pipeline import Plant
+from shopfloor.agent.config import AgentConfig, parse_agent_config
+from shopfloor.scoring.detect.alarm import AlarmState
+from shopfloor.scoring.pipeline import Plant
 
 CONFIG = """
 [mqtt]

@@ -14,11 +14,7 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from referencing import Registry, Resource
 
 from broker import Inbox, LinkFactory, Mosquitto, link_settings, wait_until
-from shopfloor.config import NAME_PATTERN
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.detect.rules import RULES
-from shopfloor.diagnosis import DEFECTS, ZONES
-from shopfloor.events import (
+from shopfloor.agent.events import (
     EVENT_KINDS,
     SCHEMA_URI,
     AnomalyEvent,
@@ -28,6 +24,10 @@ from shopfloor.events import (
     severity,
     state_document,
 )
+from shopfloor.config import NAME_PATTERN
+from shopfloor.scoring.detect.alarm import AlarmState
+from shopfloor.scoring.detect.rules import RULES
+from shopfloor.scoring.diagnosis import DEFECTS, ZONES
 
 SCHEMA = load_schema()
 

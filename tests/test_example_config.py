@@ -1,7 +1,7 @@
 """edge/agent.example.toml documents every option, at its true default, and passes the check.
 
 The options are read from the code, not listed here: every field of every settings section of
-:class:`~shopfloor.agent_config.AgentConfig`, every key the parser accepts in
+:class:`~shopfloor.agent.config.AgentConfig`, every key the parser accepts in
 ``[[subscriptions]]``, ``[[signals]]``, ``[[assets]]`` and ``[defaults]``, every constructor
 parameter of every detector kind, threshold kind, the alarm and the frame features. Adding an
 option without documenting it fails here.
@@ -25,11 +25,19 @@ from typing import Any
 
 import pytest
 
-from shopfloor import agent_config, config
+from shopfloor import config
+from shopfloor.agent import config as agent_config
 from shopfloor.cli import main
-from shopfloor.detect.registry import ALARMS, DETECTORS, THRESHOLDS, build, parameters, resolve
-from shopfloor.diagnosis import DIAGNOSIS_OPTIONS, FrameDiagnosis, split_frame_options
-from shopfloor.features import FrameFeatures
+from shopfloor.scoring.detect.registry import (
+    ALARMS,
+    DETECTORS,
+    THRESHOLDS,
+    build,
+    parameters,
+    resolve,
+)
+from shopfloor.scoring.diagnosis import DIAGNOSIS_OPTIONS, FrameDiagnosis, split_frame_options
+from shopfloor.scoring.features import FrameFeatures
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "edge" / "agent.example.toml"

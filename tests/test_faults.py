@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from shopfloor.broker import INSTALL_HINT, find_mosquitto
+from shopfloor.tools.broker import INSTALL_HINT, find_mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,15 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from shopfloor.features import (
+from shopfloor.scoring.features import (
     BEARING_6205_2RS,
     FrameFeatures,
     ScalarFeatures,
     default_bands,
     default_envelope_band,
 )
-from shopfloor.kernels.frame import FRAME_STAT_NAMES, frame_stats
-from shopfloor.kernels.spectrum import spectral_features, spectral_plan
+from shopfloor.scoring.kernels.frame import FRAME_STAT_NAMES, frame_stats
+from shopfloor.scoring.kernels.spectrum import spectral_features, spectral_plan
 
 FS = 25600.0
 SHAFT_HZ = 25.0

@@ -27,19 +27,19 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Inbox, LinkFactory, Mosquitto, free_port, link_settings, wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import FleetSettings, parse_agent_config
-from shopfloor.cli import main
-from shopfloor.codecs import encode_json_scalar
-from shopfloor.fleet import (
+from shopfloor.agent.config import FleetSettings, parse_agent_config
+from shopfloor.agent.fleet import (
     MAX_STATUS_BYTES,
     Fleet,
     filters_overlap,
     identity,
     status_level,
 )
-from shopfloor.mqtt import MqttLink, Presence
-from shopfloor.worker import SignalStatus
+from shopfloor.agent.run import Agent
+from shopfloor.agent.worker import SignalStatus
+from shopfloor.cli import main
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.receiving.mqtt import MqttLink, Presence
 from test_agent_integration import AgentFactory, AgentProcess
 from test_agent_integration import start_agent as start_agent  # the fixture, by name
 from test_config_errors import BASE, line_of, run_agent
@@ -241,7 +241,7 @@ def test_overlapping_filters_make_both_agents_count_the_shared_signal(
     mosquitto: Mosquitto, make_link: LinkFactory, in_process: Callable[[str], Agent],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="shopfloor.fleet")
+    caplog.set_level(logging.WARNING, logger="shopfloor.agent.fleet")
     # The copy-paste mistake: fleet-d took line 1's template as well as its own.
     c = in_process(fleet_toml(mosquitto, "fleet-c", ("plant/line1/{asset}/{signal}",)))
     d = in_process(fleet_toml(mosquitto, "fleet-d", ("plant/line1/{asset}/{signal}",

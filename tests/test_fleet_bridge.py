@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from broker import BrokerFactory, Inbox, LinkFactory, Mosquitto, link_settings, wait_until
-from shopfloor.broker import find_mosquitto
-from shopfloor.codecs import encode_json_scalar
-from shopfloor.events import AnomalyEvent, event_document
-from shopfloor.mqtt import TlsSettings
+from shopfloor.agent.events import AnomalyEvent, event_document
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.receiving.mqtt import TlsSettings
+from shopfloor.tools.broker import find_mosquitto
 from test_events import EVENTS
 
 pytestmark = pytest.mark.integration

@@ -23,10 +23,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from broker import wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.broker import Mosquitto
-from shopfloor.simulate import Plant, agent_config_toml, standard_faults
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.tools.broker import Mosquitto
+from shopfloor.tools.simulate import Plant, agent_config_toml, standard_faults
 from test_prometheus_live import (
     EXTRA_CONFIG,
     FAULT_START,

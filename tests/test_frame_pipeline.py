@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from shopfloor.config import config_from_dict
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.detect.gate import Reject
-from shopfloor.pipeline import Plant
-from shopfloor.synthetic import bearing_frames
+from shopfloor.scoring.detect.alarm import AlarmState
+from shopfloor.scoring.detect.gate import Reject
+from shopfloor.scoring.pipeline import Plant
+from shopfloor.tools.synthetic import bearing_frames
 
 FS, SHAFT, BPFO = 12_000.0, 29.95, 3.5848
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shopfloor.detect.gate import MAX_MAGNITUDE, Reject, SampleGate, count_rejects
+from shopfloor.scoring.detect.gate import MAX_MAGNITUDE, Reject, SampleGate, count_rejects
 
 
 def test_scalar_reasons() -> None:

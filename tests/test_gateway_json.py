@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.codecs import Limits, Rejected, decode, good_quality
+from shopfloor.agent.config import parse_agent_config
 from shopfloor.errors import ConfigError
-from shopfloor.ingest import BoundedQueue, Ingest
-from shopfloor.jsonfields import JsonLayout, decode_layout
+from shopfloor.receiving.codecs import Limits, Rejected, decode, good_quality
+from shopfloor.receiving.ingest import BoundedQueue, Ingest
+from shopfloor.receiving.jsonfields import JsonLayout, decode_layout
 
 T0 = 1_767_225_600.0
 BASE = '[mqtt]\nhost = "127.0.0.1"\n'

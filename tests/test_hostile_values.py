@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shopfloor.agent_config import AgentConfig, load_agent_config, parse_agent_config
-from shopfloor.codecs import encode_json_scalar
+from shopfloor.agent.config import AgentConfig, load_agent_config, parse_agent_config
+from shopfloor.agent.worker import AlarmChange, Worker
 from shopfloor.config import config_from_dict
-from shopfloor.ingest import BoundedQueue, Ingest
-from shopfloor.pipeline import Plant
-from shopfloor.worker import AlarmChange, Worker
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.receiving.ingest import BoundedQueue, Ingest
+from shopfloor.scoring.pipeline import Plant
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "edge" / "agent.example.toml"
 BARE = """

@@ -15,15 +15,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Mosquitto
-from shopfloor.admission import Admission
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.checkpoints import FILE_NAME, Checkpointer, spec_hash
-from shopfloor.codecs import encode_json_scalar
+from shopfloor.agent.checkpoints import FILE_NAME, Checkpointer, spec_hash
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.events import EventSink
+from shopfloor.agent.run import Agent
+from shopfloor.agent.state import write_checkpoint
 from shopfloor.errors import ConfigError
-from shopfloor.events import EventSink
-from shopfloor.pipeline import Plant
-from shopfloor.state import write_checkpoint
+from shopfloor.receiving.admission import Admission
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.scoring.pipeline import Plant
 from test_events import FakeLink
 
 T0 = 1_750_000_000.0
@@ -165,7 +165,7 @@ def test_the_state_topic_warning_names_only_levels_every_subscription_has(
         text = broker + CONFIG.replace('[mqtt]\nhost = "127.0.0.1"\n', "") + extra
         agent = Agent(parse_agent_config(text, source="t.toml", base_dir=tmp_path),
                       CollectorRegistry())
-        with caplog.at_level("WARNING", "shopfloor.agent"):
+        with caplog.at_level("WARNING", "shopfloor.agent.run"):
             agent.start()
             agent.stop()
         assert any("lacks {site}, {line}" in r.getMessage() for r in caplog.records) is warned

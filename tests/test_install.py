@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import LinkFactory, Mosquitto, link_settings, wait_until
-from shopfloor.codecs import encode_json_scalar
+from shopfloor.receiving.codecs import encode_json_scalar
 
 pytestmark = pytest.mark.integration
 

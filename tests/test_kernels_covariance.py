@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from shopfloor.kernels import covariance
-from shopfloor.kernels.covariance import (
+from shopfloor.scoring.kernels import covariance
+from shopfloor.scoring.kernels.covariance import (
     CovarianceState,
     forgetting_factor,
     mahalanobis_score_learn,

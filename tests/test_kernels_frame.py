@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from shopfloor.kernels.frame import FRAME_STAT_NAMES, frame_stats
+from shopfloor.scoring.kernels.frame import FRAME_STAT_NAMES, frame_stats
 
 RTOL = 1e-9
 SKEW = FRAME_STAT_NAMES.index("skewness")

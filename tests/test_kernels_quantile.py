@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from shopfloor.kernels import quantile as kq
-from shopfloor.kernels.quantile import new_quantile_state, tail_quantile
+from shopfloor.scoring.kernels import quantile as kq
+from shopfloor.scoring.kernels.quantile import new_quantile_state, tail_quantile
 
 R, XMIN, SIDE, NB = kq.BINS_PER_E, kq.X_MIN, kq.SIDE, kq.N_BINS
 

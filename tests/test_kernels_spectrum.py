@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from shopfloor.kernels.spectrum import (
+from shopfloor.scoring.kernels.spectrum import (
     band_energies,
     envelope_amplitudes,
     order_velocity_rms,

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shopfloor.kernels import robust, stats
+from shopfloor.scoring.kernels import robust, stats
 
 RTOL = 1e-9
 

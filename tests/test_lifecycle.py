@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from shopfloor.config import StageSpec
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.kernels import likelihood as lk
-from shopfloor.monitor import Monitor
+from shopfloor.scoring.detect.alarm import AlarmState
+from shopfloor.scoring.kernels import likelihood as lk
+from shopfloor.scoring.monitor import Monitor
 
 
 def monitor(**alarm: object) -> Monitor:

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from shopfloor import liveview as liveview_module
-from shopfloor.liveview import (
+from shopfloor.logs import setup_logging
+from shopfloor.tools import liveview as liveview_module
+from shopfloor.tools.liveview import (
     LOG_TIME_FORMAT,
     AgentView,
     AlarmLine,
@@ -24,7 +25,6 @@ from shopfloor.liveview import (
     run_view,
     summary,
 )
-from shopfloor.logs import setup_logging
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LINE1 = (("site", "s1"), ("line", "line1"))

@@ -31,11 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from broker import wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.broker import Mosquitto, TlsFiles, make_tls_files
-from shopfloor.errors import ConfigError
-from shopfloor.metrics_server import (
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.metrics_server import (
     MAX_HEADER_BYTES,
     BasicAuth,
     MetricsServer,
@@ -43,6 +40,9 @@ from shopfloor.metrics_server import (
     ServerSettings,
     hash_password,
 )
+from shopfloor.agent.run import Agent
+from shopfloor.errors import ConfigError
+from shopfloor.tools.broker import Mosquitto, TlsFiles, make_tls_files
 
 HOST = "127.0.0.1"
 FAST = 10_000  # PBKDF2 iterations for tests: the least the config accepts

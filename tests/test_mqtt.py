@@ -14,7 +14,7 @@ import paho.mqtt.publish as paho_publish
 import pytest
 
 from broker import BrokerFactory, Inbox, LinkFactory, Mosquitto, link_settings, wait_until
-from shopfloor.mqtt import MqttLink, MqttSettings, TlsSettings, read_password, tls_context
+from shopfloor.receiving.mqtt import MqttLink, MqttSettings, TlsSettings, read_password, tls_context
 
 PROTOCOLS = ["5", "3.1.1"]
 
@@ -309,7 +309,7 @@ def test_a_refused_broker_certificate_is_logged_as_such(
     files = broker.tls_files
     assert files is not None
     untrusting = TlsSettings(cert_file=str(files.client_cert), key_file=str(files.client_key))
-    with caplog.at_level(logging.WARNING, logger="shopfloor.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="shopfloor.receiving.mqtt"):
         link = make_link(link_settings(broker, "untrusting", tls=untrusting))
         assert wait_until(lambda: link.connect_failures >= 1)
         assert wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text), caplog.text
@@ -322,11 +322,11 @@ def test_a_world_readable_password_file_is_accepted_with_a_warning(
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
-    with caplog.at_level(logging.WARNING, logger="shopfloor.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="shopfloor.receiving.mqtt"):
         assert read_password(str(secret), None) == "s3cret"
     assert "readable by every user" not in caplog.text
     secret.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="shopfloor.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="shopfloor.receiving.mqtt"):
         assert read_password(str(secret), None) == "s3cret"
     assert "readable by every user (mode 644)" in caplog.text
     assert "s3cret" not in caplog.text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shopfloor.detect.registry import DETECTORS, build, parameters, resolve
+from shopfloor.scoring.detect.registry import DETECTORS, build, parameters, resolve
 
 RATE = 1e-3
 N = 120_000

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from shopfloor.config import StageSpec, config_from_dict
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.detect.registry import DETECTORS
-from shopfloor.monitor import Monitor, MonitorBatch
-from shopfloor.pipeline import Plant
+from shopfloor.scoring.detect.alarm import AlarmState
+from shopfloor.scoring.detect.registry import DETECTORS
+from shopfloor.scoring.monitor import Monitor, MonitorBatch
+from shopfloor.scoring.pipeline import Plant
 
 SCALAR_KINDS = sorted(k for k in DETECTORS if k != "mahalanobis")
 RIVER_KINDS = {"hst", "oneclass_svm", "gaussian"}

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from broker import wait_until
-from shopfloor.agent_config import default_workers, parse_agent_config
-from shopfloor.broker import Mosquitto, free_port
-from shopfloor.codecs import encode_json_scalar
+from shopfloor.agent.config import default_workers, parse_agent_config
+from shopfloor.agent.scorer import owner
 from shopfloor.errors import ConfigError
-from shopfloor.scorer import owner
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.tools.broker import Mosquitto, free_port
 from test_agent_integration import (
     AgentFactory,
     AgentProcess,
@@ -48,7 +48,7 @@ def test_an_assets_signals_share_one_owner_whatever_the_process_hash_seed() -> N
     here = [owner(k, 3) for k in keys]
     assert here[1] == here[2] == here[3]  # one asset with its labels: one process
     assert here[0] == here[4]
-    script = ("import sys; from shopfloor.scorer import owner; "
+    script = ("import sys; from shopfloor.agent.scorer import owner; "
               f"print([owner(k, 3) for k in {keys!r}])")
     for seed in ("1", "2"):  # str hashes differ between these interpreters; owners may not
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -36,12 +36,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
 from broker import free_port, wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.broker import Mosquitto
-from shopfloor.codecs import encode_frame, encode_json_scalar
-from shopfloor.pool import ScoringPool
-from shopfloor.simulate import FRAME_SCALE, Plant, agent_config_toml, publish, standard_faults
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.pool import ScoringPool
+from shopfloor.agent.run import Agent
+from shopfloor.receiving.codecs import encode_frame, encode_json_scalar
+from shopfloor.tools.broker import Mosquitto
+from shopfloor.tools.simulate import FRAME_SCALE, Plant, agent_config_toml, publish, standard_faults
 from test_dashboards import (
     RULES,
     all_rules,

@@ -53,7 +53,7 @@ from benchmarks.quality_skab import (  # noqa: E402
     skab_configs,
 )
 
-from shopfloor.replay import ReplayOptions, replay  # noqa: E402
+from shopfloor.tools.replay import ReplayOptions, replay  # noqa: E402
 
 STANDARD = NAB_PROFILES["standard"]
 

@@ -34,8 +34,8 @@ from benchmarks.quality_synthetic import (  # noqa: E402
     synthetic_markdown,
 )
 
-from shopfloor.pipeline import Plant  # noqa: E402
-from shopfloor.replay import default_config  # noqa: E402
+from shopfloor.scoring.pipeline import Plant  # noqa: E402
+from shopfloor.tools.replay import default_config  # noqa: E402
 
 SMALL = Sizes(healthy=1000, after=300, control=3000)
 

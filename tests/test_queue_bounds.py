@@ -23,14 +23,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shopfloor.agent import Agent
-from shopfloor.agent_config import AgentConfig, parse_agent_config
-from shopfloor.codecs import Frame, encode_frame, encode_json_batch, encode_json_scalar
+from shopfloor.agent.config import AgentConfig, parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.agent.worker import Worker
 from shopfloor.errors import ConfigError
-from shopfloor.ingest import BoundedQueue, Ingest, Item, item_cost
-from shopfloor.pipeline import Plant
-from shopfloor.sparkplug import DataType, encode_data, encode_dbirth
-from shopfloor.worker import Worker
+from shopfloor.receiving.codecs import Frame, encode_frame, encode_json_batch, encode_json_scalar
+from shopfloor.receiving.ingest import BoundedQueue, Ingest, Item, item_cost
+from shopfloor.receiving.sparkplug import DataType, encode_data, encode_dbirth
+from shopfloor.scoring.pipeline import Plant
 from test_metrics import promtool
 
 T0 = 1_750_000_000.0
@@ -107,7 +107,7 @@ def test_the_540_kb_message_is_refused_by_size_before_it_is_decoded(
     gc.collect()
     tracemalloc.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="shopfloor.ingest"):
+        with caplog.at_level(logging.WARNING, logger="shopfloor.receiving.ingest"):
             for _ in range(50):
                 ingest.on_message(TOPIC, payload, T0)
         peak = tracemalloc.get_traced_memory()[1]

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-import shopfloor.replay as replay_module
+import shopfloor.tools.replay as replay_module
 from shopfloor.cli import main
 from shopfloor.config import load_config
-from shopfloor.pipeline import AssetBatch, Plant, SignalBatch
-from shopfloor.replay import ReplayOptions, replay
-from shopfloor.synthetic import SIGNALS, write_pump_example
+from shopfloor.scoring.pipeline import AssetBatch, Plant, SignalBatch
+from shopfloor.tools.replay import ReplayOptions, replay
+from shopfloor.tools.synthetic import SIGNALS, write_pump_example
 
 #: The alarms' default warm-up ([defaults.alarm] warmup): where a default replay's report starts.
 WARMUP = 400
@@ -90,7 +90,7 @@ def test_replay_writes_documented_csv_and_png(
 
 
 def test_replay_is_independent_of_chunk_size(pump: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shopfloor.replay as replay_module
+    import shopfloor.tools.replay as replay_module
 
     options = ReplayOptions(exclude=("anomaly",))
     whole = io.StringIO()
@@ -277,7 +277,8 @@ def test_a_config_names_its_own_columns(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def _report(truth: NDArray[np.bool_], scores: list[dict[str, str]], start: int) -> str:
-    """The report line, counted here by hand from the scores file (not with shopfloor.scoring)."""
+    """The report line, counted here by hand from the scores file (not with
+    shopfloor.tools.scores)."""
     tp = fp = tn = fn = 0
     for i in range(start, len(scores)):
         alarm, true = scores[i]["anomaly"] == "1", bool(truth[i])

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-import shopfloor.replay as replay_module
+import shopfloor.tools.replay as replay_module
 from shopfloor.cli import main
-from shopfloor.pipeline import AssetBatch, Plant, SignalBatch
+from shopfloor.scoring.pipeline import AssetBatch, Plant, SignalBatch
 
 START = datetime(2026, 3, 1, 6, 0, 0, tzinfo=UTC)
 #: NAB's machine temperature file, beside the clone as the shared data README describes it.

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from shopfloor.detect.base import Detector
-from shopfloor.detect.river import (
+from shopfloor.scoring.detect.base import Detector
+from shopfloor.scoring.detect.river import (
     GaussianScorerDetector,
     HalfSpaceTreesDetector,
     OneClassSVMDetector,
@@ -69,9 +69,9 @@ def run_python(code: str) -> str:
 def test_importing_the_module_does_not_import_river() -> None:
     out = run_python(
         "import sys\n"
-        "import shopfloor.detect.river\n"
+        "import shopfloor.scoring.detect.river\n"
         "print('river' in sys.modules, any(m.startswith('river.') for m in sys.modules))\n"
-        "shopfloor.detect.river.HalfSpaceTreesDetector()\n"
+        "shopfloor.scoring.detect.river.HalfSpaceTreesDetector()\n"
         "print('river' in sys.modules)\n"
     )
     assert out.splitlines() == ["False False", "True"]
@@ -362,7 +362,7 @@ def test_kinds_and_defaults() -> None:
 
 
 def test_built_from_a_config_table() -> None:
-    from shopfloor.detect.registry import DETECTORS, build
+    from shopfloor.scoring.detect.registry import DETECTORS, build
 
     det = build(DETECTORS, {"kind": "hst", "n_trees": 5, "height": 4, "window_size": 20})
     assert isinstance(det, HalfSpaceTreesDetector)

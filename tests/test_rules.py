@@ -13,9 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shopfloor.detect.rules import RULES, RuleHit, WesternElectricDetector, rule_hits, severity
-from shopfloor.kernels import rules as kr
-from shopfloor.kernels import stats
+from shopfloor.scoring.detect.rules import (
+    RULES,
+    RuleHit,
+    WesternElectricDetector,
+    rule_hits,
+    severity,
+)
+from shopfloor.scoring.kernels import rules as kr
+from shopfloor.scoring.kernels import stats
 from test_kernels_stats import RefBaseline
 
 ALPHA, MIN_SAMPLES = 0.05, 3

@@ -14,12 +14,12 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shopfloor.agent import Agent
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.codecs import encode_json_scalar
-from shopfloor.detect.alarm import AlarmState
-from shopfloor.events import EventSink
-from shopfloor.worker import AlarmChange
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.agent.events import EventSink
+from shopfloor.agent.run import Agent
+from shopfloor.agent.worker import AlarmChange
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.scoring.detect.alarm import AlarmState
 from test_events import EVENTS, FakeLink
 
 CONFIG = """

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from broker import Inbox, LinkFactory, Mosquitto, link_settings
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.codecs import Frame, Limits, Rejected, Samples, decode
+from shopfloor.agent.config import parse_agent_config
 from shopfloor.errors import UserError
-from shopfloor.features import BEARING_6205_2RS, FrameFeatures
-from shopfloor.pipeline import SignalPipeline
-from shopfloor.simulate import (
+from shopfloor.receiving.codecs import Frame, Limits, Rejected, Samples, decode
+from shopfloor.scoring.features import BEARING_6205_2RS, FrameFeatures
+from shopfloor.scoring.pipeline import SignalPipeline
+from shopfloor.tools.simulate import (
     FRAME_SCALE,
     FRAME_TOPIC,
     SCALAR_TOPIC,
@@ -403,7 +403,7 @@ def test_the_command_ends_cleanly_on_sigterm(mosquitto: Mosquitto, make_link: Li
     link = make_link(link_settings(mosquitto, "sim-cli"), [("plant/#", 1)], inbox)
     assert link.wait_ready(10)
     script = ("import argparse, sys\n"
-              "from shopfloor.simulate import add_parser, run\n"
+              "from shopfloor.tools.simulate import add_parser, run\n"
               "p = argparse.ArgumentParser()\n"
               "add_parser(p.add_subparsers())\n"
               "sys.exit(run(p.parse_args(sys.argv[1:])))\n")

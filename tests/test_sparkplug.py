@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shopfloor import sparkplug
-from shopfloor.codecs import Limits, Reading, Rejected, Samples, decode
-from shopfloor.sparkplug import (
+from shopfloor.receiving import sparkplug
+from shopfloor.receiving.codecs import Limits, Reading, Rejected, Samples, decode
+from shopfloor.receiving.sparkplug import (
     DataType,
     Metric,
     SparkplugAliases,

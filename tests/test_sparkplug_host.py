@@ -11,11 +11,11 @@ import time
 import pytest
 
 from broker import Inbox, LinkFactory, Mosquitto, link_settings, wait_until
-from shopfloor.agent import Agent
-from shopfloor.agent_config import AgentConfig, parse_agent_config
-from shopfloor.codecs import Limits, decode
-from shopfloor.mqtt import MqttLink
-from shopfloor.sparkplug import (
+from shopfloor.agent.config import AgentConfig, parse_agent_config
+from shopfloor.agent.run import Agent
+from shopfloor.receiving.codecs import Limits, decode
+from shopfloor.receiving.mqtt import MqttLink
+from shopfloor.receiving.sparkplug import (
     DataType,
     Metric,
     SparkplugAliases,
@@ -26,7 +26,7 @@ from shopfloor.sparkplug import (
     parse_topic,
     sparkplug_topic,
 )
-from shopfloor.sparkplug_host import SparkplugHost
+from shopfloor.receiving.sparkplug_host import SparkplugHost
 
 GROUP, EDGE, DEVICE = "plant", "edge-1", "robot-1"
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shopfloor.state import (
+from shopfloor.agent.state import (
     CheckpointError,
     clean_temporaries,
     discard,

@@ -28,9 +28,7 @@ from pathlib import Path
 import paho.mqtt.publish as paho_publish
 import pytest
 
-from shopfloor.broker import INSTALL_HINT, Mosquitto, find_mosquitto
-from shopfloor.codecs import encode_json_scalar
-from shopfloor.systemd import (
+from shopfloor.agent.systemd import (
     PING_FRACTION,
     Notification,
     Notifier,
@@ -39,6 +37,8 @@ from shopfloor.systemd import (
     socket_address,
     watchdog_interval,
 )
+from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.tools.broker import INSTALL_HINT, Mosquitto, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "systemd" / "shopfloor-agent.service"
@@ -190,7 +190,7 @@ alarm = {{ warmup = 20 }}
 # batch that holds a sample of a signal named "stuck": a worker hung inside a batch.
 STUCK_WORKER = """
 import sys, threading
-from shopfloor import worker
+from shopfloor.agent import worker
 from shopfloor.cli import main
 
 process = worker.Worker.process
@@ -358,9 +358,9 @@ def test_an_invalid_config_exits_2_without_ready(
 WARMUP_COMPLETENESS = """
 import json, sys
 import numpy as np
-from shopfloor.agent_config import parse_agent_config
-from shopfloor.pipeline import Plant
-from shopfloor.warmup import kernel_counts, warm_up
+from shopfloor.agent.config import parse_agent_config
+from shopfloor.scoring.pipeline import Plant
+from shopfloor.agent.warmup import kernel_counts, warm_up
 
 config = parse_agent_config(sys.stdin.read())
 warmed = warm_up(config)
@@ -524,7 +524,7 @@ def test_unit_says_what_the_issue_asks() -> None:
     # Numba's JIT needs writable executable memory; ProcSubset=pid hides /proc/stat.
     assert "MemoryDenyWriteExecute" not in s
     assert "ProcSubset" not in s
-    from shopfloor.agent_config import AgentSettings
+    from shopfloor.agent.config import AgentSettings
 
     stop = float(one["TimeoutStopSec"].removesuffix("s"))
     assert stop > AgentSettings().shutdown_timeout

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats  # type: ignore[import-untyped]  # tests only; no stubs in the venv
 
-from shopfloor.detect.tail import TailThreshold
-from shopfloor.kernels import tail
+from shopfloor.scoring.detect.tail import TailThreshold
+from shopfloor.scoring.kernels import tail
 
 
 @pytest.mark.parametrize(("sigma", "gamma", "rel"), [

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from shopfloor.detect import threshold as threshold_module
-from shopfloor.detect.alarm import Alarm
-from shopfloor.detect.threshold import FixedThreshold, QuantileThreshold, Threshold
+from shopfloor.scoring.detect import threshold as threshold_module
+from shopfloor.scoring.detect.alarm import Alarm
+from shopfloor.scoring.detect.threshold import FixedThreshold, QuantileThreshold, Threshold
 
 Stream = Callable[[np.random.Generator, int], NDArray[np.float64]]
 

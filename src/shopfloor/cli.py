@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "cheaper on a slow device and a guessed password cheaper too)")
 
     dm = sub.add_parser("demo", help="the whole path on one machine with a simulated plant")
-    from shopfloor import demo, simulate
+    from shopfloor.tools import demo, simulate
 
     demo.add_arguments(dm)
     simulate.add_parser(sub)
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "hash-password":
             return _hash_password(args)
         if args.command == "demo":
-            from shopfloor.demo import run_demo
+            from shopfloor.tools.demo import run_demo
 
             try:
                 return run_demo(args)
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"PORT (0: any free port)", file=sys.stderr)
                 return EXIT_USAGE
         if args.command == "simulate":
-            from shopfloor.simulate import run as run_simulator
+            from shopfloor.tools.simulate import run as run_simulator
 
             return run_simulator(args)
     except UserError as exc:
@@ -170,8 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from shopfloor.config import load_config
-    from shopfloor.plot import plot_replay
-    from shopfloor.replay import ReplayOptions, replay
+    from shopfloor.tools.plot import plot_replay
+    from shopfloor.tools.replay import ReplayOptions, replay
 
     # --warmup overrides the config's [defaults.alarm] warmup; a signal or asset that sets its
     # own warm-up keeps it (see ReplayOptions.warmup).
@@ -249,8 +249,8 @@ _MAX_ROWS = 2**62
 
 
 def _check(args: argparse.Namespace) -> int:
-    from shopfloor.agent_config import MetricsPortInUseError, load_agent_config, preflight
-    from shopfloor.pipeline import Plant
+    from shopfloor.agent.config import MetricsPortInUseError, load_agent_config, preflight
+    from shopfloor.scoring.pipeline import Plant
 
     config = load_agent_config(args.config)
     try:
@@ -272,7 +272,7 @@ def _check(args: argparse.Namespace) -> int:
 def _hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from shopfloor.metrics_server import DEFAULT_ITERATIONS, hash_password
+    from shopfloor.agent.metrics_server import DEFAULT_ITERATIONS, hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")
@@ -290,9 +290,9 @@ def _hash_password(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from shopfloor.agent import Agent
-    from shopfloor.agent_config import load_agent_config, preflight
-    from shopfloor.systemd import Notifier
+    from shopfloor.agent.config import load_agent_config, preflight
+    from shopfloor.agent.run import Agent
+    from shopfloor.agent.systemd import Notifier
 
     notifier = Notifier()  # systemd's Type=notify; a no-op outside systemd
     notifier.status(f"loading {args.config}")

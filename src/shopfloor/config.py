@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopfloor.detect.registry import (
+from shopfloor.errors import ConfigError
+from shopfloor.scoring.detect.registry import (
     ALARMS,
     DETECTORS,
     THRESHOLDS,
@@ -39,7 +40,6 @@ from shopfloor.detect.registry import (
     parameters,
     resolve,
 )
-from shopfloor.errors import ConfigError
 from shopfloor.tomlkeys import KeyLines
 
 __all__ = [
@@ -79,7 +79,7 @@ _BUILTIN_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 }
 
 _TOP_KEYS = {"defaults", "signals", "assets"}
-# The agent's own sections (validated by shopfloor.agent_config): a replay may read the agent's
+# The agent's own sections (validated by shopfloor.agent.config): a replay may read the agent's
 # config file and use just its pipeline part.
 AGENT_SECTIONS = frozenset({"mqtt", "subscriptions", "agent", "events", "metrics", "state",
                             "fleet"})
@@ -393,8 +393,8 @@ class Parser:
         return (float(value[0]), float(value[1]))
 
     def frame_features(self, features: dict[str, Any], key: str) -> None:
-        from shopfloor.diagnosis import FrameDiagnosis, split_frame_options
-        from shopfloor.features import FrameFeatures
+        from shopfloor.scoring.diagnosis import FrameDiagnosis, split_frame_options
+        from shopfloor.scoring.features import FrameFeatures
 
         if "sample_rate" not in features:
             raise self.error(key, "frame signals need features.sample_rate (Hz)")
