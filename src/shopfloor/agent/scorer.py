@@ -52,6 +52,10 @@ log = logging.getLogger("shopfloor.agent.scorer")
 
 #: Seconds between two silence watches when no batch comes (as the single worker's loop).
 WATCH_INTERVAL = 1.0
+#: Seconds at least between two reports of the statuses a batch touched (scores, values, frame
+#: features for /metrics and the fleet): sent with every batch they cost the receiving process
+#: more than the frames themselves. A status whose alarm state changed goes out at once.
+STATUS_INTERVAL = 0.25
 
 
 def owner(key: str, count: int) -> int:
@@ -123,6 +127,8 @@ class Scorer:
         self.index, self.count = index, count
         self.share = Share()
         self.report = Report()
+        self.touched: set[str] = set()  # signals whose status has not been reported since
+        self.status_sent = 0.0
         self.plant = Plant(config.pipeline)
         self.worker = Worker(config, self.plant, None, on_change=self.report.changes.append,
                              on_state=self.report.states.append, admission=self.share)
@@ -150,8 +156,9 @@ class Scorer:
         self.conn.send(("ready", os.getpid(), warmed.describe()))
         watched = time.monotonic()
         while True:
+            wait = STATUS_INTERVAL if self.touched else WATCH_INTERVAL
             try:
-                message = self.conn.recv() if self.conn.poll(WATCH_INTERVAL) else None
+                message = self.conn.recv() if self.conn.poll(wait) else None
             except (EOFError, OSError):  # the receiving process is gone (kill -9): so are we
                 return
             if message is not None and message[0] == "stop":
@@ -162,7 +169,9 @@ class Scorer:
                 watched = time.monotonic()
                 self.worker.watch_silence(time.time())
                 if self.report.changes or self.report.states:  # a silence alarm: say it now
-                    self._send("done", -1, "watch", ())
+                    self._send(-1, "watch")
+            if message is None and self.touched:  # quiet now: the statuses held back
+                self._send(-1, "watch")
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -178,7 +187,8 @@ class Scorer:
             except Exception:  # as the single worker's loop: logged, counted, the process goes on
                 log.exception("worker batch failed; continuing")
                 outcome = "failed"
-            self._send("done", seq, outcome, {i.signal for i in items})
+            self.touched.update(i.signal for i in items)
+            self._send(seq, outcome)
         elif kind == "restore":
             sids: list[str] = []
             if self.checkpoints is not None:
@@ -192,12 +202,17 @@ class Scorer:
     def _batch(self, duration: float, lags: list[float]) -> None:
         self.report.duration, self.report.lags = duration, lags
 
-    def _send(self, kind: str, seq: int, outcome: str, touched: Any) -> None:
+    def _send(self, seq: int, outcome: str) -> None:
+        """Answer batch ``seq`` (-1: no batch) with what changed since the last answer."""
         r, w = self.report, self.worker
-        for sid in touched:
-            status = w.status.get(sid)
-            if status is not None:
-                r.status[sid] = (status, w.signal_counts(sid))
+        now = time.monotonic()
+        if now - self.status_sent >= STATUS_INTERVAL:
+            for sid in self.touched:
+                status = w.status.get(sid)
+                if status is not None:
+                    r.status[sid] = (status, w.signal_counts(sid))
+            self.touched.clear()
+            self.status_sent = now
         for state in r.states:  # a silence alarm's signal, or one a batch changed
             sid = state.sid
             r.status.setdefault(sid, (state, w.signal_counts(sid)))
@@ -208,6 +223,6 @@ class Scorer:
         r.signals = len(self.plant.signals) - self.others
         r.proven = sorted(self.share.proven)
         self.share.proven.clear()
-        self.conn.send((kind, seq, outcome, r))
+        self.conn.send(("done", seq, outcome, r))
         self.report = Report()
         w.on_change, w.on_state = self.report.changes.append, self.report.states.append
