@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from broker import wait_until
-from shopfloor.agent.config import default_workers, parse_agent_config
+from shopfloor.agent.config import default_workers, parse_agent_config, usable_memory
 from shopfloor.agent.scorer import owner
 from shopfloor.errors import ConfigError
 from shopfloor.receiving.codecs import encode_json_scalar
@@ -71,7 +71,11 @@ def test_the_workers_setting() -> None:
     for bad in ("65", "-1", '"auto"', "1.5"):
         with pytest.raises(ConfigError, match=r"agent\.workers"):
             parse_agent_config(base + f"[agent]\nworkers = {bad}\n")
-    assert [default_workers(c) for c in (1, 2, 3, 4, 6, 8, 64)] == [1, 1, 1, 2, 4, 4, 4]
+    big = 64 << 30
+    assert [default_workers(c, big) for c in (1, 2, 3, 4, 6, 8, 64)] == [1, 1, 1, 2, 4, 4, 4]
+    # Memory decides too: the unit's MemoryMax=512M holds no second process, 1 GiB two.
+    assert [default_workers(8, m << 20) for m in (512, 799, 800, 1024, 2048)] == [1, 1, 2, 2, 4]
+    assert 0 < usable_memory() <= 1 << 62
 
 
 def config(broker: Mosquitto, state: Path, client_id: str = "pool") -> str:

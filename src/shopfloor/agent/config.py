@@ -67,6 +67,7 @@ __all__ = [
     "parse_agent_config",
     "preflight",
     "usable_cores",
+    "usable_memory",
 ]
 
 
@@ -95,10 +96,9 @@ class AgentConfig:
 
     @property
     def workers(self) -> int:
-        """Scoring processes: ``agent.workers``, or with 0 one per usable core beyond the two
-        the receiving process and the system keep busy, at most 4 (each costs its own
-        interpreter, NumPy and Numba: see the README's capacity guide)."""
-        return self.agent.workers or default_workers(usable_cores())
+        """Scoring processes: ``agent.workers``, or with 0 what :func:`default_workers` makes
+        of the usable cores and memory."""
+        return self.agent.workers or default_workers(usable_cores(), usable_memory())
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -120,13 +120,63 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def default_workers(cores: int) -> int:
+def usable_memory() -> int:
+    """Bytes this process may use: the machine's memory, or less where a cgroup limits it
+    (the unit's ``MemoryMax=``, a container's limit), whichever is lower."""
+    limits = [_meminfo_total()]
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: the limit may sit on any ancestor
+            base, name = Path("/sys/fs/cgroup"), "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        node = base / path.lstrip("/")
+        while True:
+            try:
+                text = (node / name).read_text().strip()
+                if text.isdigit():
+                    limits.append(int(text))
+            except OSError:
+                pass
+            if node == base:
+                break
+            node = node.parent
+    return min(limits)
+
+
+def _meminfo_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62  # unknown: the cores decide
+
+
+#: What ``default_workers`` reserves, in MiB: the receiving process with a full queue (the
+#: agent is ~180 MiB, a full default queue up to 112 more), and each scoring process (~175 MiB
+#: measured, with room for its pipelines and a batch).
+RECEIVING_MIB = 320
+SCORER_MIB = 240
+
+
+def default_workers(cores: int, memory: int) -> int:
     """``agent.workers = 0``: on fewer than 4 cores one process does it all (the receiving
     side and the system take a core, and a second scoring process pays off only for
     scoring-heavy loads: set it where the agent benchmark shows it); beyond, a scoring process
-    per core past two, at most 4 (each holds its own ~170 MiB of interpreter, NumPy and
-    Numba)."""
-    return 1 if cores < 4 else min(cores - 2, 4)
+    per core past two, at most 4, and no more than ``memory`` (bytes) holds beside the
+    receiving process: under the unit's default MemoryMax=512M that is one process."""
+    by_cores = 1 if cores < 4 else min(cores - 2, 4)
+    by_memory = (memory // (1 << 20) - RECEIVING_MIB) // SCORER_MIB
+    workers = min(by_cores, by_memory)
+    return workers if workers >= 2 else 1
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
