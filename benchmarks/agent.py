@@ -81,6 +81,7 @@ from benchmarks.harness import Bench, Target, Warmup
 __all__ = ["run"]
 
 EVENTS_PREFIX = "sfbench-events"
+LATENCY_P99 = 0.010  # seconds, at 2,000 msgs/s with linger 0 (issue 12)
 TARGET = Target(0.8, "agent rate >= 80% of a bare paho subscriber's")
 
 
@@ -191,11 +192,14 @@ def _latency(bench: Bench, rig: Rig, sides: tuple[Side, Side], sizes: Sizes,
              f"{missing} without their event, {sum(r.extra for r in agent)} other raised "
              f"events; {machine} at the start, {os.getloadavg()[0]:.1f} now")
     for q, label in ((50.0, "p50"), (99.0, "p99"), (99.9, "p99.9")):
-        add_figure(bench, f"latency {label}, publish to anomaly event {at}", "s",
-             [float(np.percentile(r.latencies, q)) for r in agent],
+        values = [float(np.percentile(r.latencies, q)) for r in agent]
+        # An absolute target, not a ratio: said in the note, met or missed on the median.
+        goal = (f"; target p99 <= {LATENCY_P99 * 1e3:g} ms: "
+                f"{'met' if mid(values) <= LATENCY_P99 else 'missed'}" if q == 99.0 else "")
+        add_figure(bench, f"latency {label}, publish to anomaly event {at}", "s", values,
              [float(np.percentile(r.latencies, q)) for r in ref], None,
              f"per-round {label} of about {mid([len(r.latencies) for r in agent]):.0f} spikes "
-             f"(reference: the spike's own arrival at a subscriber); {below}", lower=True)
+             f"(reference: the spike's own arrival at a subscriber){goal}; {below}", lower=True)
     add_figure(bench, f"CPU {at} (latency run)", "cores",
          [r.cores for r in agent], [r.cores for r in ref], None,
          "CPU seconds per second in the windows; the reference decodes every message's JSON "

@@ -18,15 +18,18 @@ import sys
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from broker import wait_until
 from shopfloor.agent.config import default_workers, parse_agent_config, usable_memory
+from shopfloor.agent.pool import ScoringPool
 from shopfloor.agent.scorer import owner
 from shopfloor.errors import ConfigError
 from shopfloor.receiving.codecs import encode_json_scalar
+from shopfloor.receiving.ingest import BoundedQueue
 from shopfloor.tools.broker import Mosquitto, free_port
 from test_agent_integration import (
     AgentFactory,
@@ -177,3 +180,31 @@ def test_kill_9_of_a_scoring_process_is_noticed_restarted_and_loses_nothing_unac
     assert again.received() == 0.0, "the broker redelivered messages nobody acknowledged"
     assert math.isfinite(total(again, "shopfloor_signals"))
     assert again.stop()[0] == 0
+
+
+def test_a_process_that_keeps_dying_at_start_is_restarted_ever_more_slowly(
+        tmp_path: Path) -> None:
+    """The OOM killer, or a broken cache, kills a scoring process as soon as it is up: it is
+    started again after 1 s, then 3 s, ... (not in a tight loop), and counted each time."""
+    base = '[mqtt]\nhost = "127.0.0.1"\n[[subscriptions]]\ntopic = "p/{asset}/{signal}"\n'
+    cfg = parse_agent_config(base + "[agent]\nworkers = 2\n")
+    pool = ScoringPool(cfg, BoundedQueue(cfg.agent.queue_size, cfg.agent.drop_policy), 2)
+    pool.start()
+    try:
+        took = []
+        for _ in range(2):
+            pid = pool.pids[1]
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            assert wait_until(partial(_replaced, pool, pid), 60)
+            took.append(time.monotonic() - killed)
+        assert pool.restarts == 2
+        assert took[0] >= 1.0  # the first back-off
+        assert took[1] >= 3.0  # the second, longer
+    finally:
+        pool.close()
+
+
+def _replaced(pool: ScoringPool, pid: int) -> bool:
+    """Process 1 is a new one, and ready (a pid is known once it is)."""
+    return pool.pids[1] not in (pid, 0)

@@ -50,6 +50,10 @@ MAX_IN_FLIGHT = 2
 READY_TIMEOUT = 600.0
 #: Seconds without an answer to a batch before its process is taken for hung and killed.
 HUNG_AFTER = 120.0
+#: A death within this many seconds of a start counts towards the back-off before the next;
+#: START_ATTEMPTS of them in a row while the agent starts fail the start.
+QUICK_DEATH = 10.0
+START_ATTEMPTS = 3
 #: Seconds to wait for the processes' parts of a checkpoint.
 STATE_TIMEOUT = 60.0
 
@@ -106,6 +110,8 @@ class ScoringPool:
         self._inflight: list[dict[int, _Batch]] = [{} for _ in range(count)]
         self._seq = itertools.count()
         self._processes: list[_Process] = []
+        self._closing = threading.Event()
+        self._quick_deaths = [0] * count  # deaths in a row soon after a start, per process
 
     # -- the processes' lives ---------------------------------------------------------------
 
@@ -115,10 +121,14 @@ class ScoringPool:
             return
         self._processes = [self._spawn(i) for i in range(self.count)]
         deadline = time.monotonic() + READY_TIMEOUT
-        for p in self._processes:
-            if not p.ready.wait(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"scoring process {p.index} did not start within "
-                                   f"{READY_TIMEOUT:.0f} s")
+        for index in range(self.count):
+            # The process may die and be replaced while we wait: look at the current one.
+            while not self._processes[index].ready.wait(0.5):
+                if self._quick_deaths[index] >= START_ATTEMPTS or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError(
+                        f"scoring process {index} did not start (exit code "
+                        f"{self._processes[index].process.exitcode}); its log lines say why")
 
     def describe(self) -> str:
         return (f"{self.count} scoring processes (pids "
@@ -175,6 +185,18 @@ class ScoringPool:
         p.process.join(5.0)
         if p.closing:
             return
+        # One that dies while starting, or soon after, would die again at once (memory, a
+        # broken cache): wait longer each time instead of spawning in a tight loop.
+        quick = not p.ready.is_set() or time.monotonic() - p.ready_at < QUICK_DEATH
+        self._quick_deaths[p.index] = self._quick_deaths[p.index] + 1 if quick else 0
+        if quick:
+            delay = min(60.0, 2.0 ** self._quick_deaths[p.index] - 1.0)
+            log.error("scoring process %d died %d time(s) in a row within %.0f s of starting: "
+                      "next start in %.0f s", p.index, self._quick_deaths[p.index],
+                      QUICK_DEATH, delay)
+            time.sleep(delay)
+            if self._closing.is_set():
+                return
         with self._lock:
             self.restarts += 1
             self._retired = [a + b for a, b in zip(self._retired, p.totals, strict=True)]
@@ -203,6 +225,7 @@ class ScoringPool:
 
     def close(self, timeout: float = 5.0) -> None:
         """Tell every process to exit; kill the ones that do not within ``timeout``."""
+        self._closing.set()
         for p in self._processes:
             p.closing = True
             p.outbox.put(("stop",))

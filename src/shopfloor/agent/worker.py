@@ -137,9 +137,12 @@ class Worker:
         self._drop_evicted()
         accepted: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         banked: list[Member] = []
+        signals, status = self.plant.signals, self.status
         for sid, group in groups.items():
             try:
-                pipe = self._pipeline(sid, group[0])
+                pipe = signals.get(sid)
+                if pipe is None or sid not in status:  # new here: built (or refused) first
+                    pipe = self._pipeline(sid, group[0])
                 if pipe is None:
                     self.evicted_items += len(group)
                 elif isinstance(pipe, BankedSignal) and _bankable(pipe, group):

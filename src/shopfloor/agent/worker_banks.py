@@ -178,8 +178,10 @@ def _report(worker: BankHost, batch: BankBatch, names: tuple[str, ...] | None,
     like, value_list = r.likelihood.tolist(), values.tolist()
     status_of = worker.status
     before = {}
+    onsets = {}  # per row, the onset of the alarm in force, carried over from earlier batches
     for row, i in last_any.items():
         status = status_of[by_row[row][0]]
+        onsets[row] = status.onset
         status.last_time = time_list[i]
         j = last_scored.get(row)
         if j is not None:
@@ -197,7 +199,6 @@ def _report(worker: BankHost, batch: BankBatch, names: tuple[str, ...] | None,
         if status.state != states[i]:
             status.state = AlarmState(states[i])
     # Events in sample order, each with the onset of the alarm in force for its signal.
-    onsets = {row: worker.status[by_row[row][0]].onset for row in last_any}
     signal_batch = SignalBatch(
         reason=batch.reason, result=r, diagnosis=batch.diagnosis,
         features=values.reshape(-1, 1) if batch.features is None else batch.features)
@@ -220,6 +221,8 @@ def _report(worker: BankHost, batch: BankBatch, names: tuple[str, ...] | None,
         if status.state != before[row] or row in changed_rows:
             worker.on_state(status)
     # Accepted samples: proof against eviction, and the asset detectors' input.
+    if worker.admission is None and not in_assets:
+        return
     ok = batch.reason == 0
     order = np.argsort(rows[ok], kind="stable")
     ok_rows, ok_times = rows[ok][order], times[ok][order]
