@@ -305,11 +305,12 @@ class ScoringPool:
         for state in report.states:
             self.on_state(state)
         admitted = self.admission
-        for sid, (status, counts) in report.status.items():
+        for sid, status in report.status.items():
             if admitted is None or sid in admitted:  # not one evicted since
                 self.status[sid] = status
-                if counts is not None:
-                    self._counts[sid] = counts
+        for sid, counts in report.counts.items():
+            if admitted is None or sid in admitted:
+                self._counts[sid] = counts
         self.asset_status.update(report.assets)
         if admitted is not None:
             for sid in report.proven:

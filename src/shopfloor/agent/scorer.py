@@ -102,7 +102,8 @@ class Report:
 
     changes: list[AlarmChange] = field(default_factory=list)
     states: list[SignalStatus] = field(default_factory=list)
-    status: dict[str, tuple[SignalStatus, SignalCounts | None]] = field(default_factory=dict)
+    status: dict[str, SignalStatus] = field(default_factory=dict)  # at most every 0.25 s
+    counts: dict[str, SignalCounts] = field(default_factory=dict)  # the batch's signals
     assets: dict[str, AssetStatus] = field(default_factory=dict)
     totals: tuple[int, int, int, int] = (0, 0, 0, 0)  # processed, batches, errors, abandoned
     signals: int = 0  # pipelines of this share
@@ -128,6 +129,7 @@ class Scorer:
         self.share = Share()
         self.report = Report()
         self.touched: set[str] = set()  # signals whose status has not been reported since
+        self.reported: set[str] = set()  # signals whose status was reported at least once
         self.status_sent = 0.0
         self.plant = Plant(config.pipeline)
         self.worker = Worker(config, self.plant, None, on_change=self.report.changes.append,
@@ -178,6 +180,7 @@ class Scorer:
         if kind == "batch":
             _, seq, rows, evicted = message
             self.share.evicted.extend(evicted)
+            self.reported.difference_update(evicted)
             items = [Item(*row) for row in rows]
             try:
                 self.worker.process(items)
@@ -187,8 +190,7 @@ class Scorer:
             except Exception:  # as the single worker's loop: logged, counted, the process goes on
                 log.exception("worker batch failed; continuing")
                 outcome = "failed"
-            self.touched.update(i.signal for i in items)
-            self._send(seq, outcome)
+            self._send(seq, outcome, {i.signal for i in items})
         elif kind == "restore":
             sids: list[str] = []
             if self.checkpoints is not None:
@@ -202,20 +204,31 @@ class Scorer:
     def _batch(self, duration: float, lags: list[float]) -> None:
         self.report.duration, self.report.lags = duration, lags
 
-    def _send(self, seq: int, outcome: str) -> None:
-        """Answer batch ``seq`` (-1: no batch) with what changed since the last answer."""
+    def _send(self, seq: int, outcome: str, batch: set[str] | None = None) -> None:
+        """Answer batch ``seq`` (-1: no batch) with what changed since the last answer: the
+        counts of the batch's signals (samples scored and refused: live, as one process's), and
+        at most every STATUS_INTERVAL the statuses touched since."""
         r, w = self.report, self.worker
+        for sid in batch or ():
+            counts = w.signal_counts(sid)
+            if counts is not None:
+                r.counts[sid] = counts
+        self.touched.update(batch or ())
+        for sid in (batch or set()) - self.reported:  # a new signal's first status: at once
+            status = w.status.get(sid)
+            if status is not None:
+                r.status[sid] = status
+                self.reported.add(sid)
         now = time.monotonic()
         if now - self.status_sent >= STATUS_INTERVAL:
             for sid in self.touched:
                 status = w.status.get(sid)
                 if status is not None:
-                    r.status[sid] = (status, w.signal_counts(sid))
+                    r.status[sid] = status
             self.touched.clear()
             self.status_sent = now
         for state in r.states:  # a silence alarm's signal, or one a batch changed
-            sid = state.sid
-            r.status.setdefault(sid, (state, w.signal_counts(sid)))
+            r.status.setdefault(state.sid, state)
         for key in {asset_key(sid) for sid in r.status}:
             if key in w.asset_status:
                 r.assets[key] = w.asset_status[key]
