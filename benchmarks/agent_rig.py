@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from benchmarks.agent_procs import AgentProcess, BenchError, Peer, cpu_seconds, rss_bytes
-from benchmarks.harness import Bench, Figure, Target
+from benchmarks.harness import Bench, Target, add_rounds
 
 __all__ = ["ASSETS", "LATENCY_RATE", "OVERLOAD", "REFERENCE", "SIGNALS", "SPIKE_EVERY",
            "AgentSide", "ReferenceSide", "Rig", "Round", "Side", "Sizes", "Snap", "add_figure",
@@ -255,20 +255,8 @@ def mid(values: list[float]) -> float:
 def add_figure(bench: Bench, name: str, unit: str, subject: list[float],
                reference: list[float], target: Target | None, note: str, *,
                lower: bool = False, against: str = REFERENCE) -> None:
-    """A figure from per-round values; the ratio is "times better than the reference" (for
-    ``lower`` figures the reference's value over the subject's), the median of the rounds'."""
-    ratios = [r / s if lower else s / r for s, r in zip(subject, reference, strict=True)]
-    ratio = statistics.median(ratios)
-    bench.add(Figure(
-        area=bench.area, name=name, unit=unit,
-        median=statistics.median(subject), min=min(subject), max=max(subject),
-        reference=against, reference_median=statistics.median(reference),
-        reference_min=min(reference), reference_max=max(reference),
-        ratio=ratio, ratio_min=min(ratios), ratio_max=max(ratios),
-        target=target.minimum if target else None, target_text=target.text if target else "",
-        passed=(ratio >= target.minimum) if target else None, repeats=len(subject), note=note,
-        better="lower" if lower else "higher",
-    ))
+    """:func:`~benchmarks.harness.add_rounds`, against the bare subscriber unless said."""
+    add_rounds(bench, name, unit, subject, against, reference, target, note, lower=lower)
 
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "Skipped",
     "Target",
     "Warmup",
+    "add_rounds",
     "agree",
     "machine_info",
 ]
@@ -366,3 +367,23 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def add_rounds(bench: Bench, name: str, unit: str, subject: list[float], against: str,
+               reference: list[float], target: Target | None, note: str, *,
+               lower: bool = False) -> None:
+    """A figure from per-round values measured outside :meth:`Bench.compare` (whole
+    processes, rounds of a rig): the ratio is "times better than the reference" - for
+    ``lower`` figures the reference's value over the subject's - the median of the rounds'."""
+    ratios = [r / s if lower else s / r for s, r in zip(subject, reference, strict=True)]
+    ratio = statistics.median(ratios)
+    bench.add(Figure(
+        area=bench.area, name=name, unit=unit,
+        median=statistics.median(subject), min=min(subject), max=max(subject),
+        reference=against, reference_median=statistics.median(reference),
+        reference_min=min(reference), reference_max=max(reference),
+        ratio=ratio, ratio_min=min(ratios), ratio_max=max(ratios),
+        target=target.minimum if target else None, target_text=target.text if target else "",
+        passed=(ratio >= target.minimum) if target else None, repeats=len(subject), note=note,
+        better="lower" if lower else "higher",
+    ))

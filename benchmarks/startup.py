@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import Bench, Figure, Target
+from benchmarks.harness import Bench, Target, add_rounds
 from shopfloor.agent.systemd import NotifyListener
 from shopfloor.tools.broker import Mosquitto, find_mosquitto
 
@@ -172,43 +172,27 @@ def run(bench: Bench) -> None:
               else "the simulated plant's config (frames and scalars, z-score)")
     machine = f"1-min load average {load[0]:.2f} at the start, {load[1]:.2f} at the end"
     warm_status = warm[-1].status
-    _add(bench, "READY, warm Numba cache", "s", [s.seconds for s in warm],
+    add_rounds(bench, "READY, warm Numba cache", "s", [s.seconds for s in warm],
          "READY, empty Numba cache", [s.seconds for s in cold], None,
-         f"{config}; warm: {warm_status!r}; {machine}")
-    _add(bench, "READY, warm Numba cache", "s", [s.seconds for s in warm],
+         f"{config}; warm: {warm_status!r}; {machine}", lower=True)
+    add_rounds(bench, "READY, warm Numba cache", "s", [s.seconds for s in warm],
          f"target ({READY_TARGET_S:g} s)", [READY_TARGET_S] * rounds,
          Target(1.0, f"READY within {READY_TARGET_S:g} s on a warm Numba cache"),
-         f"{config}; the reference is the target itself: ratio >= 1 means within it")
-    _add(bench, "VmRSS at READY, no River detector", "MB", [s.rss / MB for s in warm],
+         f"{config}; the reference is the target itself: ratio >= 1 means within it", lower=True)
+    add_rounds(bench, "VmRSS at READY, no River detector", "MB", [s.rss / MB for s in warm],
          f"target ({RSS_TARGET_MB:g} MB)", [RSS_TARGET_MB] * rounds,
          Target(1.0, f"RSS at READY within {RSS_TARGET_MB:g} MB without River"),
          f"{config}, warm cache; private (RssAnon) {_median_mb(warm, 'anon')} MB, "
          f"file-backed (RssFile, shared library pages) {_median_mb(warm, 'file')} MB; "
-         f"after a cold start VmRSS is {_median_mb(cold, 'rss')} MB (the compiler's memory)")
-    _add(bench, "VmRSS at READY, River detector (hst)", "MB",
+         f"after a cold start VmRSS is {_median_mb(cold, 'rss')} MB (the compiler's memory)",
+         lower=True)
+    add_rounds(bench, "VmRSS at READY, River detector (hst)", "MB",
          [s.rss / MB for s in with_river], "VmRSS at READY, no River detector",
          [s.rss / MB for s in warm], None,
          f"{config}, but hst in place of the scalars' z-score, warm cache; RssAnon "
          f"{_median_mb(with_river, 'anon')} MB; READY after "
-         f"{statistics.median(s.seconds for s in with_river):.2f} s")
+         f"{statistics.median(s.seconds for s in with_river):.2f} s", lower=True)
 
 
 def _median_mb(starts: list[Start], field: str) -> str:
     return f"{statistics.median(getattr(s, field) for s in starts) / MB:.0f}"
-
-
-def _add(bench: Bench, name: str, unit: str, subject: list[float], reference: str,
-         values: list[float], target: Target | None, note: str) -> None:
-    """A figure whose figures are lower-is-better: ratio = reference / subject, per round."""
-    ratios = [r / s for s, r in zip(subject, values, strict=True)]
-    ratio = statistics.median(ratios)
-    bench.add(Figure(
-        area=bench.area, name=name, unit=unit,
-        median=statistics.median(subject), min=min(subject), max=max(subject),
-        reference=reference, reference_median=statistics.median(values),
-        reference_min=min(values), reference_max=max(values),
-        ratio=ratio, ratio_min=min(ratios), ratio_max=max(ratios),
-        target=target.minimum if target else None, target_text=target.text if target else "",
-        passed=(ratio >= target.minimum) if target else None, repeats=len(subject), note=note,
-        better="lower",
-    ))
