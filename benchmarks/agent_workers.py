@@ -81,6 +81,10 @@ def run_workers(bench: Bench, broker_port: int, publisher: Peer, observer: Peer,
         for side in sides:
             _until_subscribed(rig, side)
         sizes = Sizes(bench.mode.quick)
+        # One batch of these frames can outlast a quick window (0.15 s) when a round starts
+        # with a burst: windows of half a second at least, or a busy agent reads as a dead one.
+        sizes.step, sizes.warm = max(sizes.step, 1.0), max(sizes.warm, 0.2)
+        sizes.window = max(sizes.window, 0.5)
         label = f"int16 frames of {FRAME_LEN}, envelope + shaft orders"
         bench.progress(f"[{bench.area}] {label}: 2 scoring processes vs 1")
         two, one = saturated_rounds(bench, rig, sides, sizes, "frame", label, SIGNALS)
