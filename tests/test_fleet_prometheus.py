@@ -156,9 +156,13 @@ def test_one_prometheus_over_two_agents_and_a_central_one_over_the_site(
                           agents=2)
         # One agent for every signal, as Prometheus sees it; each agent sees the other online
         # on the broker and shares no signal with it.
-        counts = values(site, "signal:shopfloor_signal_scoring_agents:count5m")
+        # The recording rule sees a signal once it has scored within its window: the frame
+        # signals' first scores can come after the queries above have data (a busy machine).
+        rule = "signal:shopfloor_signal_scoring_agents:count5m"
+        assert wait_until(lambda: {m["instance"] for m, _ in values(site, rule)}
+                          == set(instances), 30), values(site, rule)
+        counts = values(site, rule)
         assert {v for _, v in counts} == {1.0}, counts
-        assert {m["instance"] for m, _ in counts} == set(instances)
         assert sorted(values(site, "shopfloor_fleet_peers"), key=str) == sorted(
             [({"__name__": "shopfloor_fleet_peers", "instance": i, "job": "shopfloor",
                "area": "press-shop"}, 1.0) for i in instances], key=str)
