@@ -21,6 +21,7 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from broker import wait_until
@@ -28,8 +29,8 @@ from shopfloor.agent.config import default_workers, parse_agent_config, usable_m
 from shopfloor.agent.pool import ScoringPool
 from shopfloor.agent.scorer import owner
 from shopfloor.errors import ConfigError
-from shopfloor.receiving.codecs import encode_json_scalar
-from shopfloor.receiving.ingest import BoundedQueue
+from shopfloor.receiving.codecs import Samples, encode_json_scalar
+from shopfloor.receiving.ingest import BoundedQueue, Item
 from shopfloor.tools.broker import Mosquitto, free_port
 from test_agent_integration import (
     AgentFactory,
@@ -208,3 +209,25 @@ def test_a_process_that_keeps_dying_at_start_is_restarted_ever_more_slowly(
 def _replaced(pool: ScoringPool, pid: int) -> bool:
     """Process 1 is a new one, and ready (a pid is known once it is)."""
     return pool.pids[1] not in (pid, 0)
+
+
+def test_the_stop_flag_reaches_the_scoring_processes() -> None:
+    """Once the agent's drain deadline passes, a batch a scoring process is working on is
+    abandoned at its next chunk (left unacknowledged with the broker), as with one worker."""
+    base = '[mqtt]\nhost = "127.0.0.1"\n[[subscriptions]]\ntopic = "p/{asset}/{signal}"\n'
+    cfg = parse_agent_config(base + "[agent]\nworkers = 2\n")
+    queue = BoundedQueue(cfg.agent.queue_size, cfg.agent.drop_policy)
+    pool = ScoringPool(cfg, queue, 2)
+    pool.start()
+    try:
+        now = time.time()
+        items = [Item(f"{asset}/x", 0, (), Samples(np.array([now - 10.0]), np.array([1.0])), now)
+                 for asset in ASSETS]
+        pool.stopping.set()
+        for index in range(2):
+            pool._hand(index, [i for i in items if owner(i.signal, 2) == index], [])
+        assert pool.settle(30)
+        assert pool.abandoned == len(items)
+        assert pool.processed == 0
+    finally:
+        pool.close()

@@ -143,7 +143,7 @@ class ScoringPool:
         ours, theirs = CONTEXT.Pipe()
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         process = CONTEXT.Process(target=serve, args=(theirs, self.config, index, self.count,
-                                                      level),
+                                                      level, self.stopping),
                                   name=f"shopfloor-scorer-{index}", daemon=True)
         process.start()
         theirs.close()

@@ -38,6 +38,7 @@ from shopfloor.agent.worker import (
     Abandoned,
     AlarmChange,
     AssetStatus,
+    Flag,
     SignalCounts,
     SignalStatus,
     Worker,
@@ -112,12 +113,17 @@ class Report:
     proven: list[str] = field(default_factory=list)
 
 
-def serve(conn: Connection, config: AgentConfig, index: int, count: int, level: str) -> None:
-    """The scoring process's main function (``multiprocessing`` target)."""
+def serve(conn: Connection, config: AgentConfig, index: int, count: int, level: str,
+          stopping: Flag) -> None:
+    """The scoring process's main function (``multiprocessing`` target). ``stopping`` is the
+    agent's stop flag, shared: once its drain deadline passes, a batch in work is abandoned
+    at its next chunk, as the single worker's."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(level)
-    Scorer(conn, config, index, count).run()
+    scorer = Scorer(conn, config, index, count)
+    scorer.worker.stopping = stopping
+    scorer.run()
 
 
 class Scorer:
@@ -185,7 +191,8 @@ class Scorer:
             try:
                 self.worker.process(items)
                 outcome = "done"
-            except Abandoned:
+            except Abandoned:  # counted as Worker.run_once counts it
+                self.worker.abandoned += len(items)
                 outcome = "abandoned"
             except Exception:  # as the single worker's loop: logged, counted, the process goes on
                 log.exception("worker batch failed; continuing")

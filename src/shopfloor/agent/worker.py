@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -43,6 +44,13 @@ log = logging.getLogger("shopfloor.agent.worker")
 
 class Abandoned(Exception):
     """The agent is stopping: the batch in progress is left unfinished."""
+
+
+class Flag(Protocol):
+    """A stop flag: a thread's Event, or a process-shared one for a scoring process."""
+
+    def is_set(self) -> bool: ...
+    def set(self) -> None: ...
 
 
 class Worker:
@@ -80,7 +88,7 @@ class Worker:
         self.heartbeat: Callable[[], None] = lambda: None
         # Set by the agent's stop once its drain deadline has passed: the batch in progress is
         # abandoned at its next chunk (the final checkpoint waits for the worker).
-        self.stopping = threading.Event()
+        self.stopping: Flag = threading.Event()
         self.abandoned = 0  # items of abandoned batches (left with the broker if QoS 1/2)
 
     def run_once(self, timeout: float = 0.2) -> int:
