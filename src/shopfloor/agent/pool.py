@@ -111,6 +111,8 @@ class ScoringPool:
         self._seq = itertools.count()
         self._processes: list[_Process] = []
         self._closing = threading.Event()
+        # Each admitted signal's process (bounded by agent.max_signals; evictions leave it).
+        self._owners: dict[str, int] = {}
         self._quick_deaths = [0] * count  # deaths in a row soon after a start, per process
 
     # -- the processes' lives ---------------------------------------------------------------
@@ -262,11 +264,17 @@ class ScoringPool:
                 evicted[owner(sid, self.count)].append(sid)
                 self.status.pop(sid, None)
                 self._counts.pop(sid, None)
+                self._owners.pop(sid, None)
+        owners = self._owners
         for item in items:
-            if self.admission is not None and item.signal not in self.admission:
+            sid = item.signal
+            if self.admission is not None and sid not in self.admission:
                 refused.append(item)  # evicted after it was queued
-            else:
-                parts[owner(item.signal, self.count)].append(item)
+                continue
+            index = owners.get(sid)
+            if index is None:  # a hash per signal, not per message
+                index = owners[sid] = owner(sid, self.count)
+            parts[index].append(item)
         if refused:
             self.evicted_items += len(refused)
             finish(refused)
