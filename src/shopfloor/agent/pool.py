@@ -244,12 +244,8 @@ class ScoringPool:
     def run_once(self, timeout: float = 0.2) -> int:
         """Take one batch off the queue and hand it out; returns the items taken."""
         self._watch_hung()
-        limit = self.config.agent.batch_max
-        items = self.queue.get_batch(limit, timeout)
-        linger = self.config.agent.batch_linger
-        if items and linger > 0 and len(items) < limit:
-            time.sleep(linger)
-            items += self.queue.get_batch(limit - len(items), 0.0)
+        a = self.config.agent
+        items = self.queue.take(a.batch_max, timeout, a.batch_linger)
         if not items:
             return 0
         if self.stopping.is_set():  # as the single worker: left with the broker

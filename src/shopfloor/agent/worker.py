@@ -94,12 +94,8 @@ class Worker:
     def run_once(self, timeout: float = 0.2) -> int:
         """Process one batch (waiting up to ``timeout`` for it); returns the items handled."""
         assert self.queue is not None, "a scoring process's worker is handed its batches"
-        limit = self.config.agent.batch_max
-        items = self.queue.get_batch(limit, timeout)
-        linger = self.config.agent.batch_linger
-        if items and linger > 0 and len(items) < limit:
-            time.sleep(linger)  # let the batch fill (this also frees the GIL for the network)
-            items += self.queue.get_batch(limit - len(items), 0.0)
+        a = self.config.agent
+        items = self.queue.take(a.batch_max, timeout, a.batch_linger)
         if not items:
             return 0
         try:

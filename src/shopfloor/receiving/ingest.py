@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -189,6 +190,16 @@ class BoundedQueue:
                 batch.append(item)
             self.in_hand += len(batch)
             return batch
+
+    def take(self, max_items: int, timeout: float, linger: float) -> list[Item]:
+        """:meth:`get_batch`, then, if the batch is not full, ``linger`` seconds for more: a
+        batch then holds many samples per signal, and a pipeline call's fixed cost is paid per
+        batch, not per message (the sleep also frees the GIL for the network thread)."""
+        items = self.get_batch(max_items, timeout)
+        if items and linger > 0 and len(items) < max_items:
+            time.sleep(linger)
+            items += self.get_batch(max_items - len(items), 0.0)
+        return items
 
     def done(self, count: int) -> None:
         """``count`` items handed out are done with (scored, failed or abandoned)."""
